@@ -1,0 +1,40 @@
+// Reading and writing weights. Two formats, chosen by content (not extension):
+//   * safetensors (timm key names), read with a strict header parser;
+//   * PyTorch zip checkpoints (.pth/.pt) as published: a bare state dict, or a dict with
+//     'model' / 'state_dict' (other entries such as an argparse.Namespace or an epoch are
+//     tolerated). Read with a restricted unpickler that accepts only the globals a state
+//     dict needs and refuses everything else: loading a checkpoint never executes code.
+// All tensors come back as contiguous float32 on the CPU (integer tensors keep their type).
+#ifndef VITSERVE_SERVER_CHECKPOINT_CHECKPOINT_H_
+#define VITSERVE_SERVER_CHECKPOINT_CHECKPOINT_H_
+
+#include <map>
+#include <string>
+
+#include <torch/types.h>
+
+#include "absl/status/statusor.h"
+
+namespace vitserve {
+
+using StateDict = std::map<std::string, torch::Tensor>;
+
+struct Checkpoint {
+  // The model's weights, 'module.' prefixes (DDP) stripped.
+  StateDict model;
+  // Other top-level entries that are dicts of tensors, by their key, prefixes stripped
+  // (SViTE: "atten_mask", "other_mask").
+  std::map<std::string, StateDict> extra;
+};
+
+// Errors: NOT_FOUND (no file), INVALID_ARGUMENT (not a checkpoint, a forbidden pickle
+// global such as os.system, a malformed header; the message says what and where).
+absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& path);
+
+// Writes `tensors` (float32 / int64 / ...) as safetensors with optional string metadata.
+absl::Status SaveSafetensors(const StateDict& tensors, const std::string& path,
+                             const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace vitserve
+
+#endif  // VITSERVE_SERVER_CHECKPOINT_CHECKPOINT_H_

@@ -1,0 +1,63 @@
+#include "server/model/model_spec.h"
+
+#include <array>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+
+namespace vitserve {
+namespace {
+
+constexpr std::array<std::pair<Method, absl::string_view>, 7> kMethodNames = {{
+    {Method::kDense, "dense"},
+    {Method::kDynamicViT, "dynamicvit"},
+    {Method::kEViT, "evit"},
+    {Method::kToMe, "tome"},
+    {Method::kTNT, "tnt"},
+    {Method::kSViTE, "svite"},
+    {Method::kTriLevel, "trilevel"},
+}};
+
+}  // namespace
+
+absl::string_view MethodName(Method m) {
+  for (const auto& [method, name] : kMethodNames) {
+    if (method == m) return name;
+  }
+  return "unknown";
+}
+
+absl::StatusOr<Method> ParseMethod(absl::string_view name) {
+  const std::string lower = absl::AsciiStrToLower(name);
+  for (const auto& [method, known] : kMethodNames) {
+    if (known == lower) return method;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown method '", name,
+      "'; accepted: dense, dynamicvit, evit, tome, tnt, svite, trilevel"));
+}
+
+std::vector<int> DefaultLocations(Method m, int depth) {
+  switch (m) {
+    case Method::kDense:
+      return {};
+    case Method::kToMe: {
+      std::vector<int> all(depth);
+      for (int i = 0; i < depth; ++i) all[i] = i;
+      return all;
+    }
+    case Method::kSViTE:
+      return {0};  // the token selector runs once, before block 0
+    case Method::kTNT:
+      // Released TNT DeiT-S prunes once; we default to the 3-stage layout like the others.
+    case Method::kDynamicViT:
+    case Method::kEViT:
+    case Method::kTriLevel:
+      break;
+  }
+  const int q = depth / 4;
+  return {q, 2 * q, 3 * q};
+}
+
+}  // namespace vitserve

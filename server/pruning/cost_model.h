@@ -1,0 +1,52 @@
+// Token schedules and multiply-add counts per method and keep-rate. Pure functions,
+// no LibTorch: the scheduler, GetModelInfo and the metrics use them, and the executor's
+// actual token counts are checked against them in tests.
+//
+// Cost model (PRUNING.md): a block with N_attn tokens in attention and N_mlp tokens in
+// the MLP costs 4·N_attn·C² + 2·N_attn²·C (qkv, proj, QKᵀ, AV) + 2·N_mlp·C·H_mlp (fc1, fc2)
+// multiply-adds; with H_mlp = 4C a dense block is 12·N·C² + 2·N²·C. Patch embed
+// P·C·(in_chans·patch²), head C·classes (×2 heads when distilled). Method overheads
+// (DynamicViT predictors, ToMe similarity, TNT/SViTE score heads) are added.
+#ifndef VITSERVE_SERVER_PRUNING_COST_MODEL_H_
+#define VITSERVE_SERVER_PRUNING_COST_MODEL_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/model/model_spec.h"
+
+namespace vitserve {
+
+struct BlockTokens {
+  int attn_tokens = 0;  // tokens entering the block's attention
+  int mlp_tokens = 0;   // tokens entering the block's MLP
+};
+
+struct CostEstimate {
+  float keep_rate = 1.0f;
+  // Token count (incl. CLS / dist / fused) at the input and after each reduction
+  // point, e.g. EViT 0.7 on DeiT-S: {197, 140, 100, 72}; dense: {197}.
+  std::vector<int> tokens_per_stage;
+  std::vector<BlockTokens> blocks;  // one entry per block
+  int tome_r = 0;                   // ToMe: tokens merged per block
+  uint64_t macs = 0;                // this keep-rate, overheads included
+  uint64_t dense_macs = 0;          // the dense model
+};
+
+// MACs of one dense forward pass of `arch` (with per-block shapes when non-empty).
+uint64_t DenseMacs(const Architecture& arch, const std::vector<BlockShape>& blocks = {});
+
+// Schedule and MACs for `spec.method` at `keep_rate` in (0, 1]. INVALID_ARGUMENT if the
+// keep-rate is out of (0, 1] or the method cannot run on this architecture.
+absl::StatusOr<CostEstimate> EstimateCost(const Architecture& arch, const PruningSpec& spec,
+                                          float keep_rate,
+                                          const std::vector<BlockShape>& blocks = {});
+
+// ToMe: the per-block merge count r whose MACs come closest to the 3-stage
+// (DynamicViT-style) schedule at `keep_rate`. Documented in the README.
+int ToMeMergeCountForKeepRate(const Architecture& arch, float keep_rate);
+
+}  // namespace vitserve
+
+#endif  // VITSERVE_SERVER_PRUNING_COST_MODEL_H_

@@ -1,0 +1,73 @@
+// The executor interface between the scheduler and the model code. Torch-free: the
+// scheduler and RPC layer see only this header; server/model/ implements it with LibTorch.
+#ifndef VITSERVE_SERVER_RUNTIME_INFERENCE_MODEL_H_
+#define VITSERVE_SERVER_RUNTIME_INFERENCE_MODEL_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "server/model/model_spec.h"
+#include "server/pruning/cost_model.h"
+
+namespace vitserve {
+
+// A preprocessed image: float32, CHW, row-major, already normalised.
+struct ImageTensor {
+  int channels = 0;
+  int height = 0;
+  int width = 0;
+  std::vector<float> data;  // channels * height * width values
+};
+
+// What one image of a batch produced.
+struct ImageResult {
+  std::vector<float> logits;        // num_classes values
+  std::vector<int> tokens_per_stage; // the token counts this image actually went through
+  uint64_t macs = 0;                // executed for this image
+};
+
+// A model loaded and ready to run. Thread-safety: Run() may be called from several
+// threads at once; implementations hold only immutable weights (CTranslate2-style) and
+// per-call state.
+class InferenceModel {
+ public:
+  virtual ~InferenceModel() = default;
+
+  virtual const ModelSpec& spec() const = 0;
+
+  // Per-block shapes after compaction (SViTE); uniform otherwise.
+  virtual std::vector<BlockShape> block_shapes() const = 0;
+
+  // Runs all `images` as one batch at `keep_rate` in (0, 1] (1 = dense schedule of the
+  // method). Every image must have the model's input shape. Returns one result per
+  // image, in order. Errors: INVALID_ARGUMENT (shape / keep-rate), INTERNAL (LibTorch
+  // failure; message carries the c10 error).
+  virtual absl::StatusOr<std::vector<ImageResult>> Run(absl::Span<const ImageTensor* const> images,
+                                                       float keep_rate) = 0;
+
+  // "cpu" or "cuda:0".
+  virtual std::string device() const = 0;
+};
+
+struct ModelLoadOptions {
+  std::string device = "cpu";       // "cpu" | "cuda" | "cuda:N"
+  std::string dtype = "float32";    // "float32" | "bfloat16" | "float16" (GPU)
+  // Largest sub-batch run at once; bigger batches are split (CPU is memory-bound at
+  // large batch, see bench/). 0 = no split.
+  int max_sub_batch = 8;
+};
+
+// Loads <spec.weights_path> (safetensors or PyTorch zip checkpoint), validates the keys
+// and shapes against spec.arch / spec.pruning, compacts SViTE checkpoints, and returns a
+// ready model. Errors: NOT_FOUND (missing file), INVALID_ARGUMENT (bad or mismatching
+// checkpoint; the message names the key), FAILED_PRECONDITION (device unavailable).
+absl::StatusOr<std::unique_ptr<InferenceModel>> LoadInferenceModel(const ModelSpec& spec,
+                                                                   const ModelLoadOptions& opts);
+
+}  // namespace vitserve
+
+#endif  // VITSERVE_SERVER_RUNTIME_INFERENCE_MODEL_H_

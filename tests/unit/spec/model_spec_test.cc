@@ -1,0 +1,32 @@
+#include "server/model/model_spec.h"
+
+#include "gtest/gtest.h"
+
+namespace vitserve {
+namespace {
+
+TEST(MethodNameTest, RoundTripsEveryMethod) {
+  for (Method m : {Method::kDense, Method::kDynamicViT, Method::kEViT, Method::kToMe,
+                   Method::kTNT, Method::kSViTE, Method::kTriLevel}) {
+    auto parsed = ParseMethod(MethodName(m));
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    EXPECT_EQ(*parsed, m);
+  }
+}
+
+TEST(MethodNameTest, UnknownMethodListsAccepted) {
+  auto parsed = ParseMethod("sparsevit");
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(parsed.status().message().find("dynamicvit"), std::string::npos);
+}
+
+TEST(DefaultLocationsTest, ThreeStagesForTwelveBlocks) {
+  EXPECT_EQ(DefaultLocations(Method::kEViT, 12), (std::vector<int>{3, 6, 9}));
+  EXPECT_EQ(DefaultLocations(Method::kDynamicViT, 8), (std::vector<int>{2, 4, 6}));
+  EXPECT_EQ(DefaultLocations(Method::kToMe, 4), (std::vector<int>{0, 1, 2, 3}));
+  EXPECT_TRUE(DefaultLocations(Method::kDense, 12).empty());
+}
+
+}  // namespace
+}  // namespace vitserve
