@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs everything vitserve needs on Debian 12 (idempotent: a no-op when present).
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain
+  build-essential cmake ninja-build pkg-config git
+  # the product's fixed dependencies
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
+  libtorch-dev libopencv-dev prometheus-cpp-dev zlib1g-dev
+  # without it Debian's LibTorch falls back to reference BLAS (~11x slower matmul)
+  libopenblas0-openmp
+  # tests: GoogleTest, golden references and fixtures (python3-torch), real Prometheus,
+  # compose validation, the Fashion-MNIST data set the default model is trained on
+  googletest libgtest-dev libgmock-dev python3 python3-torch python3-numpy python3-grpcio
+  python3-yaml prometheus docker-compose dataset-fashion-mnist curl
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
