@@ -1,0 +1,118 @@
+// Batching policies: the pure decision half of the scheduler.
+//
+// A policy looks at one queue (a snapshot of the waiting tasks' scheduling attributes,
+// in arrival order), the current time and whether the scheduler is draining, and says
+// what to do next: run a batch (which tasks, at which keep-rate), reject some tasks
+// (with a status), and/or when to look again. It owns no threads, no queues and no
+// tasks, and it never reads a clock: the same inputs always give the same decision, so
+// policies are unit-tested without threads or time.
+//
+// The plumbing (server/scheduler/batch_scheduler.h) removes expired and cancelled tasks
+// before it asks the policy, so a policy sees only live tasks.
+//
+// SizeOrDelayPolicy is the classic rule (TF Serving / Triton): a batch runs when
+// `max_batch_size` tasks wait or when the FIRST task of the batch has waited
+// `max_queue_delay`. A latency-budget policy (keep-rate chosen per batch from a latency
+// model, hopeless requests rejected early) implements the same interface and uses the
+// budget / min_keep_rate / priority fields the tasks already carry.
+//
+// Thread-safety: Decide() is const and must be safe to call from several threads at
+// once (the scheduler's batch threads call it concurrently for different queues).
+#ifndef VITSERVE_SERVER_SCHEDULER_BATCH_POLICY_H_
+#define VITSERVE_SERVER_SCHEDULER_BATCH_POLICY_H_
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+
+namespace vitserve {
+
+// What the scheduler and its policy know about a task. Set by the caller before
+// Schedule(); never changed afterwards.
+struct TaskAttributes {
+  // Past this instant the task is answered DEADLINE_EXCEEDED without running. The RPC
+  // layer sets it to min(client deadline, arrival + latency budget).
+  absl::Time deadline = absl::InfiniteFuture();
+  // Requested keep-rate in (0, 1]; 0 = the policy chooses.
+  float keep_rate = 0.0f;
+  // Lowest keep-rate a policy may choose for this task (0 = no lower bound).
+  float min_keep_rate = 0.0f;
+  // Latency budget from arrival; ZeroDuration() = none.
+  absl::Duration latency_budget = absl::ZeroDuration();
+  // 0 = highest priority.
+  int priority = 0;
+};
+
+// One waiting task as a policy sees it.
+struct QueuedTask {
+  TaskAttributes attributes;
+  absl::Time enqueue_time;  // when Schedule() accepted it
+};
+
+// One queue (all tasks share one batching key), oldest first.
+struct QueueSnapshot {
+  absl::string_view key;
+  absl::Span<const QueuedTask> tasks;
+  // True once the scheduler is shutting down: every remaining task should run as soon
+  // as possible (no waiting for more tasks to arrive).
+  bool draining = false;
+};
+
+// What to do with one queue now.
+struct BatchDecision {
+  // Indices into QueueSnapshot::tasks to run now as one batch (empty = none). At most the
+  // scheduler's max_batch_size; no index twice.
+  std::vector<size_t> batch;
+  // Keep-rate to run `batch` at, in (0, 1]. Ignored when `batch` is empty.
+  float keep_rate = 1.0f;
+  // Tasks to answer without running (index, non-OK status); disjoint from `batch`.
+  std::vector<std::pair<size_t, absl::Status>> reject;
+  // When nothing runs now: the time at which the policy wants to be asked again even if
+  // no new task arrives (InfiniteFuture() = only on arrivals). Must be later than `now`
+  // when `batch` is empty and tasks remain; otherwise ignored.
+  absl::Time wake_at = absl::InfiniteFuture();
+};
+
+class BatchPolicy {
+ public:
+  virtual ~BatchPolicy() = default;
+  // Decides for `queue` at `now`. Called with at least one task in the queue.
+  virtual BatchDecision Decide(const QueueSnapshot& queue, absl::Time now) const = 0;
+};
+
+// Batches by size or by the delay of the batch's first task; keep-rate as requested.
+class SizeOrDelayPolicy : public BatchPolicy {
+ public:
+  struct Options {
+    // Largest batch; a full batch runs at once. Must be >= 1.
+    int max_batch_size = 8;
+    // How long the oldest task of a batch may wait for company. >= 0.
+    absl::Duration max_queue_delay = absl::Milliseconds(5);
+    // Keep-rate used for tasks that request 0 ("server chooses"), in (0, 1].
+    float default_keep_rate = 1.0f;
+  };
+
+  // INVALID_ARGUMENT when an option is out of range.
+  static absl::StatusOr<std::unique_ptr<SizeOrDelayPolicy>> Create(const Options& options);
+
+  // The batch is the oldest task plus the following tasks (in arrival order) that request
+  // the same keep-rate, up to max_batch_size; it runs when it is full, when its first task
+  // has waited max_queue_delay, or when draining. Priority is not used by this policy.
+  BatchDecision Decide(const QueueSnapshot& queue, absl::Time now) const override;
+
+ private:
+  explicit SizeOrDelayPolicy(const Options& options) : options_(options) {}
+  const Options options_;
+};
+
+}  // namespace vitserve
+
+#endif  // VITSERVE_SERVER_SCHEDULER_BATCH_POLICY_H_

@@ -1,0 +1,387 @@
+// BatchScheduler: groups tasks that share a batching key into batches and runs each batch
+// on one of a fixed set of batch threads, via a callback. Generic over the task type; it
+// knows nothing about gRPC, models or metrics.
+//
+// Behaviour
+//   * One FIFO queue per batching key (an opaque string chosen by the caller, e.g.
+//     "model@keep_rate"). Tasks with different keys are never put in the same batch.
+//   * Which tasks of a queue run next, at which keep-rate, and when, is decided by a
+//     BatchPolicy (server/scheduler/batch_policy.h), a pure function of (queue snapshot,
+//     now). The default policy is SizeOrDelayPolicy built from Options: a batch runs when
+//     `max_batch_size` tasks wait or `max_queue_delay` after its FIRST task arrived.
+//     Latency bound for a lone task: max_queue_delay + one batch's compute time (when a
+//     batch thread is free).
+//   * The queues are bounded in total: when `max_enqueued` tasks are waiting, Schedule()
+//     fails at once with RESOURCE_EXHAUSTED (it never blocks); the caller may retry.
+//   * A task whose deadline (TaskAttributes::deadline) has passed, or whose IsCancelled()
+//     returns true, leaves its queue without running and is handed to the reject callback
+//     with DEADLINE_EXCEEDED / CANCELLED. Queues are checked whenever a batch thread looks
+//     at them: on every Schedule(), Kick(), at the policy's wake-up time and at the
+//     earliest task deadline.
+//   * Shutdown() (also run by the destructor) stops accepting tasks (UNAVAILABLE) and
+//     drains: every task already accepted is answered, either by running it (the policy
+//     is told `draining`, so it does not wait for more tasks) or by the reject callback.
+//     It returns after the last callback has returned and the threads have exited.
+//   * Time comes only from the injected Clock, so tests drive it with FakeClock.
+//
+// Tuning: max_batch_size bounds the batch the model sees; max_queue_delay trades latency
+// of lightly loaded queues for batch size; num_batch_threads is how many batches run at
+// once (1 on a CPU whose cores are all used by intra-op threads; more on a GPU to overlap
+// host work). max_enqueued bounds memory and the worst queueing delay.
+//
+// Requirements on TaskType (duck-typed):
+//   const TaskAttributes& attributes() const;  // constant while the task is queued
+//   bool IsCancelled() const;                  // cheap, non-blocking, thread-safe
+//
+// Ownership: Schedule() takes the task only when it returns OK (then *task is null); on
+// error the caller keeps it. Every accepted task is handed back exactly once, to either
+// the batch callback or the reject callback, on a batch thread.
+//
+// Thread-safety: all public methods are thread-safe. Callbacks run on batch threads
+// without the scheduler's lock held; they may call Schedule() and Kick() but must not
+// call Shutdown() or destroy the scheduler.
+//
+// Implementation details follow; API users need not read them.
+#ifndef VITSERVE_SERVER_SCHEDULER_BATCH_SCHEDULER_H_
+#define VITSERVE_SERVER_SCHEDULER_BATCH_SCHEDULER_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/runtime/clock.h"
+#include "server/scheduler/batch_policy.h"
+
+namespace vitserve {
+
+template <typename TaskType>
+class BatchScheduler {
+ public:
+  struct Options {
+    // Largest batch handed to the batch callback (also the default policy's batch size).
+    int max_batch_size = 8;
+    // Default policy only: how long the first task of a batch waits for company.
+    absl::Duration max_queue_delay = absl::Milliseconds(5);
+    // Default policy only: keep-rate for tasks that request 0, in (0, 1].
+    float default_keep_rate = 1.0f;
+    // Tasks waiting in all queues together; more are refused with RESOURCE_EXHAUSTED.
+    int max_enqueued = 256;
+    // Batches that run concurrently.
+    int num_batch_threads = 1;
+  };
+
+  // Runs one batch. `keep_rate` is the policy's choice; `batch` is non-empty, at most
+  // max_batch_size tasks, oldest first.
+  using ProcessBatchFn = std::function<void(const std::string& key, float keep_rate,
+                                            std::vector<std::unique_ptr<TaskType>> batch)>;
+  // Answers one task that will not run; `status` is not OK.
+  using RejectFn = std::function<void(std::unique_ptr<TaskType> task, absl::Status status)>;
+
+  struct Callbacks {
+    ProcessBatchFn process_batch;
+    RejectFn reject;
+  };
+
+  // Validates `options`, starts the batch threads. `clock` is not owned and must outlive
+  // the scheduler. `policy` null = SizeOrDelayPolicy from `options`. INVALID_ARGUMENT for
+  // out-of-range options or missing callbacks.
+  static absl::StatusOr<std::unique_ptr<BatchScheduler>> Create(
+      const Options& options, Callbacks callbacks, const Clock* clock,
+      std::unique_ptr<BatchPolicy> policy = nullptr);
+
+  ~BatchScheduler() { Shutdown(); }
+  BatchScheduler(const BatchScheduler&) = delete;
+  BatchScheduler& operator=(const BatchScheduler&) = delete;
+
+  // Enqueues *task under `key`. Errors (the caller keeps the task): INVALID_ARGUMENT (null
+  // task), RESOURCE_EXHAUSTED (max_enqueued tasks waiting), DEADLINE_EXCEEDED (deadline
+  // already passed), UNAVAILABLE (shutting down).
+  absl::Status Schedule(const std::string& key, std::unique_ptr<TaskType>* task);
+
+  // Makes the batch threads look at the queues now (e.g. after a task was cancelled, so
+  // it is answered promptly).
+  void Kick();
+
+  // Stops accepting tasks, answers every accepted task, joins the threads. Idempotent.
+  void Shutdown();
+
+  // Tasks waiting (not yet handed to a callback), all queues together.
+  int64_t NumEnqueued() const;
+
+ private:
+  struct Entry {
+    std::unique_ptr<TaskType> task;
+    absl::Time enqueue_time;
+  };
+  // What a batch thread does after leaving the lock.
+  struct Work {
+    std::vector<std::pair<std::unique_ptr<TaskType>, absl::Status>> rejects;
+    std::string key;
+    float keep_rate = 1.0f;
+    std::vector<std::unique_ptr<TaskType>> batch;
+    absl::Time wake_at = absl::InfiniteFuture();  // when nothing to do
+    bool empty() const { return rejects.empty() && batch.empty(); }
+  };
+  struct WaitState {
+    const BatchScheduler* self;
+    uint64_t seen_generation;
+  };
+
+  BatchScheduler(const Options& options, Callbacks callbacks, const Clock* clock,
+                 std::unique_ptr<BatchPolicy> policy)
+      : options_(options),
+        callbacks_(std::move(callbacks)),
+        clock_(clock),
+        policy_(std::move(policy)) {}
+
+  static bool Changed(WaitState* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    // Evaluated by absl::Mutex with mu_ held.
+    return w->self->generation_ != w->seen_generation;
+  }
+
+  void Loop();
+  // Sweeps queues and asks the policy, starting after the last queue served; stops at the
+  // first queue that yields a batch.
+  Work FindWork(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Applies one queue's sweep and decision; true when a batch was taken.
+  bool ServeQueue(const std::string& key, std::deque<Entry>& queue, absl::Time now, Work& work)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Options options_;
+  const Callbacks callbacks_;
+  const Clock* const clock_;
+  const std::unique_ptr<BatchPolicy> policy_;
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::deque<Entry>> queues_ ABSL_GUARDED_BY(mu_);
+  int64_t num_enqueued_ ABSL_GUARDED_BY(mu_) = 0;
+  // Bumped on every change a waiting thread must react to.
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::string last_served_key_ ABSL_GUARDED_BY(mu_);
+
+  absl::Mutex shutdown_mu_;  // serialises Shutdown() callers
+  std::vector<std::thread> threads_ ABSL_GUARDED_BY(shutdown_mu_);
+};
+
+// ---- Implementation ---------------------------------------------------------------------
+
+template <typename TaskType>
+absl::StatusOr<std::unique_ptr<BatchScheduler<TaskType>>> BatchScheduler<TaskType>::Create(
+    const Options& options, Callbacks callbacks, const Clock* clock,
+    std::unique_ptr<BatchPolicy> policy) {
+  if (options.max_batch_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_batch_size must be >= 1, got ", options.max_batch_size));
+  }
+  if (options.max_enqueued < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_enqueued must be >= 1, got ", options.max_enqueued));
+  }
+  if (options.num_batch_threads < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_batch_threads must be >= 1, got ", options.num_batch_threads));
+  }
+  if (!callbacks.process_batch || !callbacks.reject) {
+    return absl::InvalidArgumentError("both process_batch and reject callbacks are required");
+  }
+  if (clock == nullptr) return absl::InvalidArgumentError("clock is required");
+  if (policy == nullptr) {
+    SizeOrDelayPolicy::Options policy_options;
+    policy_options.max_batch_size = options.max_batch_size;
+    policy_options.max_queue_delay = options.max_queue_delay;
+    policy_options.default_keep_rate = options.default_keep_rate;
+    absl::StatusOr<std::unique_ptr<SizeOrDelayPolicy>> made =
+        SizeOrDelayPolicy::Create(policy_options);
+    if (!made.ok()) return made.status();
+    policy = std::move(*made);
+  }
+  std::unique_ptr<BatchScheduler> scheduler(
+      new BatchScheduler(options, std::move(callbacks), clock, std::move(policy)));
+  {
+    absl::MutexLock lock(&scheduler->shutdown_mu_);
+    for (int i = 0; i < options.num_batch_threads; ++i) {
+      scheduler->threads_.emplace_back([s = scheduler.get()] { s->Loop(); });
+    }
+  }
+  return scheduler;
+}
+
+template <typename TaskType>
+absl::Status BatchScheduler<TaskType>::Schedule(const std::string& key,
+                                                std::unique_ptr<TaskType>* task) {
+  if (task == nullptr || *task == nullptr) return absl::InvalidArgumentError("null task");
+  const absl::Time now = clock_->Now();
+  if ((*task)->attributes().deadline <= now) {
+    return absl::DeadlineExceededError("deadline passed before the request was queued");
+  }
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::UnavailableError("server is shutting down; not accepting requests");
+  if (num_enqueued_ >= options_.max_enqueued) {
+    return absl::ResourceExhaustedError(absl::StrCat("queue full: ", num_enqueued_,
+                                                     " requests waiting (max ",
+                                                     options_.max_enqueued, "); retry later"));
+  }
+  queues_[key].push_back(Entry{std::move(*task), now});
+  ++num_enqueued_;
+  ++generation_;
+  return absl::OkStatus();
+}
+
+template <typename TaskType>
+void BatchScheduler<TaskType>::Kick() {
+  absl::MutexLock lock(&mu_);
+  ++generation_;
+}
+
+template <typename TaskType>
+int64_t BatchScheduler<TaskType>::NumEnqueued() const {
+  absl::MutexLock lock(&mu_);
+  return num_enqueued_;
+}
+
+template <typename TaskType>
+void BatchScheduler<TaskType>::Shutdown() {
+  absl::MutexLock shutdown_lock(&shutdown_mu_);
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    ++generation_;
+  }
+  for (std::thread& t : threads_) t.join();
+  threads_.clear();
+}
+
+template <typename TaskType>
+void BatchScheduler<TaskType>::Loop() {
+  mu_.Lock();
+  while (true) {
+    Work work = FindWork(clock_->Now());
+    if (!work.empty()) {
+      mu_.Unlock();
+      for (auto& [task, status] : work.rejects) callbacks_.reject(std::move(task), status);
+      if (!work.batch.empty()) {
+        callbacks_.process_batch(work.key, work.keep_rate, std::move(work.batch));
+      }
+      mu_.Lock();
+      continue;
+    }
+    if (stopping_ && num_enqueued_ == 0) break;
+    WaitState wait{this, generation_};
+    clock_->AwaitWithDeadline(&mu_, absl::Condition(&BatchScheduler::Changed, &wait), work.wake_at);
+  }
+  mu_.Unlock();
+}
+
+template <typename TaskType>
+typename BatchScheduler<TaskType>::Work BatchScheduler<TaskType>::FindWork(absl::Time now) {
+  Work work;
+  // Round robin over keys: start after the queue served last.
+  std::vector<std::string> order;
+  order.reserve(queues_.size());
+  for (auto it = queues_.upper_bound(last_served_key_); it != queues_.end(); ++it) {
+    order.push_back(it->first);
+  }
+  for (auto it = queues_.begin(); it != queues_.end() && it->first <= last_served_key_; ++it) {
+    order.push_back(it->first);
+  }
+  for (const std::string& key : order) {
+    auto it = queues_.find(key);
+    const bool took_batch = ServeQueue(key, it->second, now, work);
+    if (it->second.empty()) queues_.erase(it);
+    if (took_batch) {
+      last_served_key_ = key;
+      break;
+    }
+  }
+  return work;
+}
+
+template <typename TaskType>
+bool BatchScheduler<TaskType>::ServeQueue(const std::string& key, std::deque<Entry>& queue,
+                                          absl::Time now, Work& work) {
+  // 1. Expired and cancelled tasks leave without running.
+  std::deque<Entry> live;
+  for (Entry& e : queue) {
+    if (e.task->attributes().deadline <= now) {
+      work.rejects.emplace_back(
+          std::move(e.task),
+          absl::DeadlineExceededError(absl::StrCat("deadline exceeded after ",
+                                                   absl::FormatDuration(now - e.enqueue_time),
+                                                   " in the queue, before the request could run")));
+    } else if (e.task->IsCancelled()) {
+      work.rejects.emplace_back(std::move(e.task),
+                                absl::CancelledError("request cancelled while queued"));
+    } else {
+      live.push_back(std::move(e));
+    }
+  }
+  num_enqueued_ -= static_cast<int64_t>(queue.size() - live.size());
+  queue.swap(live);
+  if (queue.empty()) return false;
+
+  // 2. Ask the policy.
+  std::vector<QueuedTask> snapshot;
+  snapshot.reserve(queue.size());
+  for (const Entry& e : queue) snapshot.push_back(QueuedTask{e.task->attributes(), e.enqueue_time});
+  BatchDecision decision = policy_->Decide(QueueSnapshot{key, snapshot, stopping_}, now);
+
+  // 3. Apply it, ignoring out-of-range or repeated indices and oversize batches.
+  std::vector<bool> taken(queue.size(), false);
+  for (auto& [index, status] : decision.reject) {
+    if (index >= queue.size() || taken[index]) continue;
+    taken[index] = true;
+    work.rejects.emplace_back(std::move(queue[index].task),
+                              status.ok() ? absl::InternalError("rejected by policy") : status);
+  }
+  for (size_t index : decision.batch) {
+    if (index >= queue.size() || taken[index]) continue;
+    if (static_cast<int>(work.batch.size()) == options_.max_batch_size) break;
+    taken[index] = true;
+    work.batch.push_back(std::move(queue[index].task));
+  }
+  const bool has_batch = !work.batch.empty();
+  if (has_batch) {
+    work.key = key;
+    work.keep_rate = decision.keep_rate;
+  } else if (stopping_ && decision.reject.empty()) {
+    // A policy that neither runs nor rejects while draining would stall shutdown.
+    for (size_t i = 0; i < queue.size(); ++i) {
+      if (taken[i]) continue;
+      taken[i] = true;
+      work.rejects.emplace_back(std::move(queue[i].task),
+                                absl::UnavailableError("server shut down before the request ran"));
+    }
+  }
+  std::deque<Entry> remaining;
+  for (size_t i = 0; i < queue.size(); ++i) {
+    if (!taken[i]) remaining.push_back(std::move(queue[i]));
+  }
+  num_enqueued_ -= static_cast<int64_t>(queue.size() - remaining.size());
+  queue.swap(remaining);
+
+  // 4. When to look again if nothing else happens.
+  if (!has_batch && !queue.empty()) {
+    absl::Time wake = decision.wake_at > now ? decision.wake_at : absl::InfiniteFuture();
+    for (const Entry& e : queue) wake = std::min(wake, e.task->attributes().deadline);
+    work.wake_at = std::min(work.wake_at, wake);
+  }
+  return has_batch;
+}
+
+}  // namespace vitserve
+
+#endif  // VITSERVE_SERVER_SCHEDULER_BATCH_SCHEDULER_H_

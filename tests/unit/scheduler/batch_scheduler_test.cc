@@ -1,0 +1,292 @@
+#include "server/scheduler/batch_scheduler.h"
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/runtime/clock.h"
+
+namespace vitserve {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+using ::testing::UnorderedElementsAre;
+
+constexpr absl::Duration kDelay = absl::Milliseconds(10);
+// Upper bound on real time a test waits for batch threads to react (never reached when
+// the scheduler is correct; it only turns a hang into a failure).
+constexpr absl::Duration kReactionTimeout = absl::Seconds(20);
+
+struct TestTask {
+  int id = 0;
+  TaskAttributes attrs;
+  std::atomic<bool> cancelled{false};
+
+  const TaskAttributes& attributes() const { return attrs; }
+  bool IsCancelled() const { return cancelled.load(); }
+};
+
+struct Batch {
+  std::string key;
+  float keep_rate;
+  std::vector<int> ids;
+};
+
+// Records what the scheduler hands back; lets a test wait for a number of answers.
+class Recorder {
+ public:
+  BatchScheduler<TestTask>::Callbacks Callbacks() {
+    return {[this](const std::string& key, float keep_rate,
+                   std::vector<std::unique_ptr<TestTask>> batch) {
+              Batch b{key, keep_rate, {}};
+              for (const auto& t : batch) b.ids.push_back(t->id);
+              absl::MutexLock l(&mu_);
+              answered_ += static_cast<int>(b.ids.size());
+              batches_.push_back(std::move(b));
+            },
+            [this](std::unique_ptr<TestTask> task, absl::Status status) {
+              absl::MutexLock l(&mu_);
+              ++answered_;
+              rejected_[task->id] = status.code();
+            }};
+  }
+  // True once `n` tasks have been answered (run or rejected).
+  bool WaitForAnswers(int n) {
+    absl::MutexLock l(&mu_);
+    auto done = [this, n]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return answered_ >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&done), kReactionTimeout);
+  }
+  std::vector<Batch> batches() {
+    absl::MutexLock l(&mu_);
+    return batches_;
+  }
+  std::map<int, absl::StatusCode> rejected() {
+    absl::MutexLock l(&mu_);
+    return rejected_;
+  }
+  int answered() {
+    absl::MutexLock l(&mu_);
+    return answered_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  int answered_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<Batch> batches_ ABSL_GUARDED_BY(mu_);
+  std::map<int, absl::StatusCode> rejected_ ABSL_GUARDED_BY(mu_);
+};
+
+class BatchSchedulerTest : public ::testing::Test {
+ protected:
+  BatchScheduler<TestTask>::Options DefaultOptions() {
+    BatchScheduler<TestTask>::Options options;
+    options.max_batch_size = 4;
+    options.max_queue_delay = kDelay;
+    options.default_keep_rate = 1.0f;
+    options.max_enqueued = 100;
+    options.num_batch_threads = 1;
+    return options;
+  }
+
+  void Start(const BatchScheduler<TestTask>::Options& options) {
+    auto s = BatchScheduler<TestTask>::Create(options, recorder_.Callbacks(), &clock_);
+    ASSERT_TRUE(s.ok()) << s.status();
+    scheduler_ = std::move(*s);
+  }
+
+  std::unique_ptr<TestTask> NewTask(int id, float keep_rate = 0.0f,
+                                    absl::Time deadline = absl::InfiniteFuture()) {
+    auto t = std::make_unique<TestTask>();
+    t->id = id;
+    t->attrs.keep_rate = keep_rate;
+    t->attrs.deadline = deadline;
+    return t;
+  }
+
+  void ScheduleOk(const std::string& key, std::unique_ptr<TestTask> task) {
+    ASSERT_TRUE(scheduler_->Schedule(key, &task).ok());
+    EXPECT_EQ(task, nullptr);  // ownership moved
+  }
+
+  FakeClock clock_{absl::FromUnixSeconds(1000)};
+  Recorder recorder_;
+  std::unique_ptr<BatchScheduler<TestTask>> scheduler_;
+};
+
+TEST_F(BatchSchedulerTest, FullBatchRunsWithoutWaitingForTheDelay) {
+  Start(DefaultOptions());
+  for (int id = 0; id < 4; ++id) ScheduleOk("m", NewTask(id, 0.5f));
+  // The fake clock never moves: only the batch size can trigger this batch, and a
+  // scheduler that ran early would have split it.
+  ASSERT_TRUE(recorder_.WaitForAnswers(4));
+  std::vector<Batch> batches = recorder_.batches();
+  ASSERT_EQ(batches.size(), 1u);
+  EXPECT_THAT(batches[0].ids, ElementsAre(0, 1, 2, 3));
+  EXPECT_FLOAT_EQ(batches[0].keep_rate, 0.5f);
+  EXPECT_EQ(batches[0].key, "m");
+}
+
+TEST_F(BatchSchedulerTest, PartialBatchRunsAfterDelayCountedFromFirstTask) {
+  Start(DefaultOptions());
+  ScheduleOk("m", NewTask(0));
+  clock_.Advance(absl::Milliseconds(6));
+  ScheduleOk("m", NewTask(1));
+  EXPECT_EQ(scheduler_->NumEnqueued(), 2);
+  // 10 ms after the first task, 4 ms after the second: due now.
+  clock_.Advance(absl::Milliseconds(4));
+  ASSERT_TRUE(recorder_.WaitForAnswers(2));
+  std::vector<Batch> batches = recorder_.batches();
+  ASSERT_EQ(batches.size(), 1u);
+  EXPECT_THAT(batches[0].ids, ElementsAre(0, 1));
+  EXPECT_FLOAT_EQ(batches[0].keep_rate, 1.0f);  // requested 0 -> default
+  EXPECT_EQ(scheduler_->NumEnqueued(), 0);
+}
+
+TEST_F(BatchSchedulerTest, SeparateKeysAreNeverMixed) {
+  Start(DefaultOptions());
+  ScheduleOk("a", NewTask(0));
+  ScheduleOk("b", NewTask(1));
+  ScheduleOk("a", NewTask(2));
+  ScheduleOk("b", NewTask(3));
+  ScheduleOk("b", NewTask(4));
+  clock_.Advance(kDelay);
+  ASSERT_TRUE(recorder_.WaitForAnswers(5));
+  std::map<std::string, std::vector<int>> by_key;
+  for (const Batch& b : recorder_.batches()) {
+    EXPECT_TRUE(by_key.emplace(b.key, b.ids).second) << "two batches for key " << b.key;
+  }
+  EXPECT_THAT(by_key["a"], ElementsAre(0, 2));
+  EXPECT_THAT(by_key["b"], ElementsAre(1, 3, 4));
+}
+
+TEST_F(BatchSchedulerTest, FullQueueRefusesAtOnceAndCallerKeepsTask) {
+  auto options = DefaultOptions();
+  options.max_enqueued = 2;
+  options.max_queue_delay = absl::Hours(1);
+  Start(options);
+  ScheduleOk("a", NewTask(0));
+  ScheduleOk("b", NewTask(1));  // the bound is over all queues together
+  auto third = NewTask(2);
+  absl::Status status = scheduler_->Schedule("a", &third);
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr("max 2"));
+  ASSERT_NE(third, nullptr);
+  EXPECT_EQ(third->id, 2);
+  scheduler_->Shutdown();
+  EXPECT_EQ(recorder_.answered(), 2);
+}
+
+TEST_F(BatchSchedulerTest, ExpiredTaskLeavesQueueWithoutRunning) {
+  Start(DefaultOptions());
+  const absl::Time t0 = clock_.Now();
+  ScheduleOk("m", NewTask(0, 0.0f, t0 + absl::Milliseconds(5)));
+  ScheduleOk("m", NewTask(1));
+  clock_.Advance(absl::Milliseconds(5));
+  ASSERT_TRUE(recorder_.WaitForAnswers(1));
+  EXPECT_THAT(recorder_.rejected(),
+              ElementsAre(std::make_pair(0, absl::StatusCode::kDeadlineExceeded)));
+  EXPECT_THAT(recorder_.batches(), IsEmpty());
+  clock_.Advance(absl::Milliseconds(5));
+  ASSERT_TRUE(recorder_.WaitForAnswers(2));
+  std::vector<Batch> batches = recorder_.batches();
+  ASSERT_EQ(batches.size(), 1u);
+  EXPECT_THAT(batches[0].ids, ElementsAre(1));
+}
+
+TEST_F(BatchSchedulerTest, TaskPastDeadlineIsRefusedAtSchedule) {
+  Start(DefaultOptions());
+  auto task = NewTask(0, 0.0f, clock_.Now());
+  EXPECT_EQ(scheduler_->Schedule("m", &task).code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_NE(task, nullptr);
+}
+
+TEST_F(BatchSchedulerTest, CancelledTaskIsAnsweredCancelledAfterKick) {
+  auto options = DefaultOptions();
+  options.max_queue_delay = absl::Hours(1);
+  Start(options);
+  auto task = NewTask(7);
+  TestTask* raw = task.get();
+  ScheduleOk("m", std::move(task));
+  ScheduleOk("m", NewTask(8));
+  raw->cancelled = true;
+  scheduler_->Kick();
+  ASSERT_TRUE(recorder_.WaitForAnswers(1));
+  EXPECT_THAT(recorder_.rejected(), ElementsAre(std::make_pair(7, absl::StatusCode::kCancelled)));
+  EXPECT_EQ(scheduler_->NumEnqueued(), 1);
+  EXPECT_THAT(recorder_.batches(), IsEmpty());
+}
+
+TEST_F(BatchSchedulerTest, ShutdownDrainsEveryAcceptedTaskAndRefusesNewOnes) {
+  auto options = DefaultOptions();
+  options.max_queue_delay = absl::Hours(1);
+  options.num_batch_threads = 2;
+  Start(options);
+  ScheduleOk("a", NewTask(0));
+  ScheduleOk("b", NewTask(1, 0.5f));
+  ScheduleOk("b", NewTask(2, 0.9f));
+  scheduler_->Shutdown();  // returns only after every callback returned
+  EXPECT_EQ(recorder_.answered(), 3);
+  EXPECT_THAT(recorder_.rejected(), IsEmpty());
+  std::vector<int> ran;
+  for (const Batch& b : recorder_.batches()) {
+    EXPECT_EQ(b.ids.size(), 1u);  // different keys / keep-rates: three batches
+    ran.insert(ran.end(), b.ids.begin(), b.ids.end());
+  }
+  EXPECT_THAT(ran, UnorderedElementsAre(0, 1, 2));
+  auto late = NewTask(3);
+  EXPECT_EQ(scheduler_->Schedule("a", &late).code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(late, nullptr);
+}
+
+TEST_F(BatchSchedulerTest, BatchThreadsRunBatchesConcurrently) {
+  auto options = DefaultOptions();
+  options.max_batch_size = 1;
+  options.num_batch_threads = 2;
+  absl::Mutex mu;
+  int running = 0;
+  int max_running = 0;
+  BatchScheduler<TestTask>::Callbacks callbacks{
+      [&](const std::string&, float, std::vector<std::unique_ptr<TestTask>>) {
+        absl::MutexLock l(&mu);
+        ++running;
+        max_running = std::max(max_running, running);
+        // Hold this batch until a second one is running too (or give up).
+        auto two = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return max_running >= 2; };
+        mu.AwaitWithTimeout(absl::Condition(&two), kReactionTimeout);
+        --running;
+      },
+      [](std::unique_ptr<TestTask>, absl::Status) {}};
+  auto s = BatchScheduler<TestTask>::Create(options, callbacks, &clock_);
+  ASSERT_TRUE(s.ok()) << s.status();
+  for (int id = 0; id < 2; ++id) {
+    auto t = NewTask(id);
+    ASSERT_TRUE((*s)->Schedule("m", &t).ok());
+  }
+  (*s)->Shutdown();
+  absl::MutexLock l(&mu);
+  EXPECT_EQ(max_running, 2);
+}
+
+TEST_F(BatchSchedulerTest, CreateValidatesOptions) {
+  auto options = DefaultOptions();
+  options.num_batch_threads = 0;
+  EXPECT_EQ(
+      BatchScheduler<TestTask>::Create(options, recorder_.Callbacks(), &clock_).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  options = DefaultOptions();
+  options.max_enqueued = 0;
+  EXPECT_EQ(
+      BatchScheduler<TestTask>::Create(options, recorder_.Callbacks(), &clock_).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  options = DefaultOptions();
+  EXPECT_EQ(BatchScheduler<TestTask>::Create(options, {}, &clock_).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace vitserve
