@@ -45,7 +45,19 @@ absl::StatusOr<CostEstimate> EstimateCost(const Architecture& arch, const Prunin
 
 // ToMe: the per-block merge count r whose MACs come closest to the 3-stage
 // (DynamicViT-style) schedule at `keep_rate`. Documented in the README.
+//
+// The rule exactly: target = backbone MACs (blocks only, no method overheads) of the
+// schedule that keeps prefix + int(N0 * rho^(p+1)) tokens from the p-th DynamicViT default
+// location on (blocks depth/4, 2*depth/4, 3*depth/4), rho = the keep-rate as a decimal
+// (keep_counts.h). For every r in [0, (N0 + prefix) / 2], ToMe's backbone MACs are
+// computed with r_eff = min(r, (t - prefix) / 2) merged in every block; the r with the
+// smallest |MACs - target| wins, ties going to the smaller r. keep_rate >= 1 -> 0.
+// DeiT-S: 0.9 -> 5, 0.7 -> 12, 0.5 -> 17 (see cost_model_test.cc).
 int ToMeMergeCountForKeepRate(const Architecture& arch, float keep_rate);
+
+// ToMe at an explicit merge count `r` (r >= 0), e.g. the published r = 13; the
+// estimate's keep_rate is left at 1. INVALID_ARGUMENT for r < 0 or a bad architecture.
+absl::StatusOr<CostEstimate> EstimateToMeCost(const Architecture& arch, int r);
 
 }  // namespace vitserve
 
