@@ -1,9 +1,24 @@
 // Prometheus metrics of the server: one object, created once in main and injected
 // (no global registry). Every Family::Add reference is cached, so the hot path does no
-// string lookups beyond a small per-(model, ...) map. Thread-safe.
+// string lookups beyond a small per-model map. Thread-safe: every method may be called
+// from any thread, concurrently.
 //
-// Names follow SERVING.md: prefix vitserve_, base units, _total on counters,
-// histograms only. MACs are multiply-adds (FLOPs = 2 x MACs), and the metric names say macs.
+// Names follow SERVING.md: prefix vitserve_, base units (seconds, bytes, ratios 0-1), _total
+// on counters, histograms only (no summaries), so that quantiles aggregate across replicas
+// with histogram_quantile(q, sum by (le) (rate(..._bucket[w]))). MACs are multiply-adds
+// (FLOPs = 2 x MACs), and the metric names say macs. docs/monitoring.md lists every series.
+//
+// Label cardinality is bounded by construction, because label values arrive from clients:
+//   model            a model announced with OnModelLoaded, otherwise "_unknown" (a client
+//                    asking for a model that does not exist must not create a series per name)
+//   method           one of MethodName() ("dense", "evit", ...), otherwise "other"
+//   code             the grpc::StatusCode name ("OK", "INVALID_ARGUMENT", ...)
+//   reason           one of the kReject* constants below, otherwise "other"
+//   keep_rate_level  the keep-rate rounded to the nearest tenth, "0.1" ... "1.0"
+//   outcome, direction   fixed sets documented per metric
+// Call OnModelLoaded for every model before recording anything else for it.
+//
+// Implementation details live in server_metrics.cc; callers need only this header.
 #ifndef VITSERVE_SERVER_METRICS_SERVER_METRICS_H_
 #define VITSERVE_SERVER_METRICS_SERVER_METRICS_H_
 
@@ -16,48 +31,89 @@
 namespace vitserve {
 
 struct MetricsOptions {
-  // "127.0.0.1:9090", "0.0.0.0:9090"; empty = no HTTP exposer (tests can still Serialize()).
+  // "127.0.0.1:9090", "0.0.0.0:9090"; port 0 picks a free port (see port()).
+  // Empty = no HTTP exposer (tests can still Serialize()).
   std::string bind_address;
+  // Threads of the HTTP exposer (scrapes are rare and cheap).
+  int exposer_threads = 2;
 };
+
+// Rejection reasons accepted by OnRejected (any other string is counted as "other").
+inline constexpr char kRejectQueueFull[] = "queue_full";
+inline constexpr char kRejectDeadline[] = "deadline";
+inline constexpr char kRejectBudgetUnmeetable[] = "budget_unmeetable";
+inline constexpr char kRejectCancelled[] = "cancelled";
+inline constexpr char kRejectDraining[] = "draining";
 
 // One finished request (successful or not).
 struct RequestRecord {
-  std::string model;
-  std::string method;
-  int grpc_code = 0;            // grpc::StatusCode value
-  double queue_seconds = 0;
-  double compute_seconds = 0;
-  double total_seconds = 0;
-  float keep_rate = 1.0f;       // applied (successful requests)
-  uint64_t macs = 0;            // executed for this image
-  uint64_t dense_macs = 0;
-  bool had_budget = false;
-  bool budget_met = false;
-  float top1_probability = 0;   // confidence of the answer
-  double expected_accuracy = 0; // from calibration, 0 = unknown
+  std::string model;             // resolved model name (never empty for a served request)
+  std::string method;            // the model's token-reduction method, MethodName() spelling
+  int grpc_code = 0;             // grpc::StatusCode value
+  double queue_seconds = 0;      // admission to start of the batch that ran it
+  double compute_seconds = 0;    // that batch's compute time
+  double total_seconds = 0;      // admission to response
+  float keep_rate = 1.0f;        // applied (successful requests)
+  uint64_t macs = 0;             // executed for this image
+  uint64_t dense_macs = 0;       // the dense model's MACs for one image
+  bool had_budget = false;       // a latency budget or a client deadline applied
+  bool budget_met = false;       // total_seconds <= budget
+  float top1_probability = 0;    // confidence of the answer (softmax of the top class)
+  double expected_accuracy = 0;  // from calibration, 0 = unknown
 };
 
 class ServerMetrics {
  public:
+  // Builds the registry and, when options.bind_address is set, an HTTP exposer serving
+  // GET /metrics on it. Errors: INVALID_ARGUMENT for a malformed address, UNAVAILABLE when
+  // the address cannot be bound (in use, not local).
   static absl::StatusOr<std::unique_ptr<ServerMetrics>> Create(const MetricsOptions& options);
   virtual ~ServerMetrics() = default;
 
+  // Every finished request, whatever its code: vitserve_requests_total{model,method,code}.
+  // Successful requests (grpc_code == 0) only, so that latency quantiles describe answers
+  // (failures show in the error rate and the budget counters):
+  //   vitserve_request_duration_seconds{model} (total_seconds),
+  //   vitserve_queue_duration_seconds{model}, vitserve_compute_duration_seconds{model},
+  //   vitserve_macs_total{model}, vitserve_dense_macs_total{model}, vitserve_request_macs{model},
+  //   vitserve_keep_rate{model}, vitserve_top1_probability{model,keep_rate_level},
+  //   vitserve_expected_accuracy{model} (only when expected_accuracy > 0)
+  // Requests with had_budget (any code): vitserve_latency_budget_total{model,outcome=met|missed}.
   virtual void OnRequestDone(const RequestRecord& r) = 0;
+  // One executed batch: vitserve_batches_total, vitserve_images_total (+= batch_size),
+  // vitserve_batch_size, vitserve_batch_keep_rate, vitserve_batch_compute_duration_seconds.
   virtual void OnBatch(const std::string& model, int batch_size, float keep_rate,
                        double compute_seconds) = 0;
-  // reason: "queue_full" | "deadline" | "budget_unmeetable" | "cancelled" | "draining"
+  // A request refused before or instead of compute: vitserve_rejections_total{model,reason}.
+  // reason: kRejectQueueFull | kRejectDeadline | kRejectBudgetUnmeetable | kRejectCancelled |
+  // kRejectDraining. The request is still reported through OnRequestDone with its code.
   virtual void OnRejected(const std::string& model, const std::string& reason) = 0;
+  // vitserve_queue_depth{model}: requests waiting (not yet in a running batch).
   virtual void SetQueueDepth(const std::string& model, int64_t depth) = 0;
+  // vitserve_in_flight_requests: admitted and not yet answered, all models.
   virtual void AddInFlight(int64_t delta) = 0;
+  // vitserve_model_info{model,method,version} = 1. Announces the model (see the label rules
+  // above); a second call for the same model replaces the old info series.
   virtual void OnModelLoaded(const std::string& model, const std::string& method,
                              const std::string& version) = 0;
+  // The scheduler's latency model vs what happened, per executed batch (or request):
+  //   vitserve_latency_model_abs_error_seconds{model}   |observed - predicted|
+  //   vitserve_latency_model_relative_error{model}      |observed - predicted| / predicted
+  //   vitserve_latency_model_predictions_total{model,direction=under|over}
+  //       under: observed > predicted (optimistic prediction: budgets at risk)
+  //   vitserve_latency_model_predicted_seconds_total{model},
+  //   vitserve_latency_model_observed_seconds_total{model}  (ratio of rates = mean bias)
+  // Non-finite or negative inputs are ignored.
   virtual void OnLatencyPrediction(const std::string& model, double predicted_seconds,
                                    double observed_seconds) = 0;
   // Shadow dense comparison (accuracy proxy): compared, skipped (under load), agreed.
+  //   vitserve_shadow_comparisons_total{model,outcome=agree|disagree|skipped}
+  //   vitserve_shadow_kl_divergence{model}  KL(dense || pruned) in nats, compared only
   virtual void OnShadow(const std::string& model, bool skipped, bool top1_agrees,
                         double kl_divergence) = 0;
 
-  // The text exposition format (what /metrics returns).
+  // The text exposition format (what /metrics returns), including
+  // vitserve_process_resident_memory_bytes read from /proc/self/statm now.
   virtual std::string Serialize() const = 0;
   // The port the exposer bound (0 when none).
   virtual int port() const = 0;
