@@ -8,10 +8,10 @@
 #ifndef VITSERVE_SERVER_CHECKPOINT_CHECKPOINT_H_
 #define VITSERVE_SERVER_CHECKPOINT_CHECKPOINT_H_
 
+#include <torch/types.h>
+
 #include <map>
 #include <string>
-
-#include <torch/types.h>
 
 #include "absl/status/statusor.h"
 
