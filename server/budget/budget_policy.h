@@ -1,0 +1,121 @@
+// BudgetPolicy: the latency-budget batching policy. For each queue (one per model) it
+// picks the next batch, the keep-rate it runs at, which requests to reject at once and
+// when to look again, from the tasks' budgets and a LatencyModel's predictions.
+//
+// Terms
+//   bound(t)   the task's deadline (TaskAttributes::deadline; the RPC layer sets it to
+//              min(client deadline, arrival + latency budget)). When the deadline is
+//              infinite but latency_budget > 0, enqueue_time + latency_budget. A task with
+//              an infinite bound has no budget.
+//   G(k, n)    guarded compute time of a batch of n at keep-rate k:
+//              predicted(k, n) × (1 + safety_fraction) + safety_margin.
+//   fits(k, B, s)  every member m of batch B finishes in time when B starts at s:
+//              s + G(k, |B|) <= bound(m).
+//   levels     the latency table's keep-rate levels (e.g. 1.0, 0.9, ..., min).
+//   lo(t)      the lowest level >= t's min_keep_rate (0 = the lowest level).
+//   best(t, s, n)  the highest level k >= lo(t) with s + G(k, n) <= bound(t), if any.
+//
+// Rule (Decide), all at the decision time `now`:
+//   1. Hopeless requests are rejected at once with DEADLINE_EXCEEDED: a budgeted task
+//      that would miss its bound even alone (n = 1), started now, at its lowest allowed
+//      keep-rate (lo(t) for "server chooses", its own keep-rate when fixed). The message
+//      gives the predicted time, the guarded time and the remaining budget. A "server
+//      chooses" task whose min_keep_rate is above the highest level is rejected with
+//      INVALID_ARGUMENT. So min_keep_rate is never violated: rejected, not served below.
+//   2. The remaining tasks are ordered by (priority, bound, enqueue time, index), most
+//      urgent first. Candidate batches are formed greedily: the first task not yet in a
+//      candidate is the head; its keep-rate k is
+//        * its keep_rate when fixed (honoured as given, never changed);
+//        * best(head, now, 1) when "server chooses" with a budget: the highest keep-rate
+//          it could get alone (accuracy is the first goal);
+//        * max(default_keep_rate, min_keep_rate) when "server chooses" without a budget.
+//      Then the following tasks in order join while the batch has fewer than
+//      max_batch_size members, if (a) they are compatible with k: fixed at exactly k; or
+//      "server chooses" without a budget whose own rate above equals k; or "server
+//      chooses" with a budget, lo(t) <= k, and waiting would not get them more:
+//      best(t, finish, 1) <= k (or none), finish = now + G(k, |B| + 1); and (b) the grown
+//      batch still fits at k: fits(k, B ∪ {t}, now).
+//      Larger batches are thus preferred for throughput exactly when they do not lower
+//      the keep-rate below what the tightest member (the head, whose best alone is k)
+//      could get alone, and never when a looser member would get a better keep-rate by
+//      running after this batch.
+//   3. A candidate runs now when the scheduler is draining, it is full (max_batch_size),
+//      its oldest member has waited max_queue_delay (the classic size-or-delay rule,
+//      counted from the first request), or now has reached its latest safe start
+//      LSS = min over members of bound(m) − G(k, |B|). The first candidate (in order)
+//      that runs now is returned. Otherwise nothing runs and wake_at is the earliest
+//      min(oldest enqueue + max_queue_delay, LSS) over the candidates, so a batch that
+//      waits for company still starts in time for every member at the same keep-rate;
+//      tasks that arrive meanwhile join only if the batch still fits (queue time is
+//      accounted because every check uses the start time `now`).
+//   Tasks without a budget therefore get default_keep_rate (1.0 unless configured) and the
+//   classic size-or-delay batching.
+//
+// Limitations: the policy sees one queue; it assumes the batch starts when returned (a
+// free batch thread) and does not model other queues sharing the device. The safety
+// fraction and margin absorb small effects; persistent contention shows up in the
+// latency model through Observe().
+//
+// Batching key: the caller uses one key per model (not per keep-rate); every batch this
+// policy returns has members that all run at BatchDecision::keep_rate.
+//
+// Thread-safety: Decide() is const and thread-safe; it reads one LatencyModel snapshot per
+// call. Decide(queue, now, table) is a pure function of its arguments (deterministic).
+#ifndef VITSERVE_SERVER_BUDGET_BUDGET_POLICY_H_
+#define VITSERVE_SERVER_BUDGET_BUDGET_POLICY_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/budget/latency_model.h"
+#include "server/scheduler/batch_policy.h"
+
+namespace vitserve {
+
+class BudgetPolicy : public BatchPolicy {
+ public:
+  struct Options {
+    // Largest batch; set it to the scheduler's max_batch_size. >= 1.
+    int max_batch_size = 8;
+    // How long the oldest member of a batch may wait for company (never past the batch's
+    // latest safe start). >= 0.
+    absl::Duration max_queue_delay = absl::Milliseconds(5);
+    // Keep-rate for "server chooses" tasks without a budget, in (0, 1]. 1.0: accuracy is
+    // not given away when there is time.
+    float default_keep_rate = 1.0f;
+    // Predictions are inflated by this fraction before deadline checks (model error,
+    // jitter). >= 0.
+    double safety_fraction = 0.1;
+    // ... and by this fixed amount (dispatch, pre/post-processing outside the measured
+    // compute). >= 0.
+    absl::Duration safety_margin = absl::Milliseconds(1);
+  };
+
+  // `latency_model` is shared with whoever calls Observe(); not null. INVALID_ARGUMENT for
+  // out-of-range options or a null model.
+  static absl::StatusOr<std::unique_ptr<BudgetPolicy>> Create(
+      const Options& options, std::shared_ptr<const LatencyModel> latency_model);
+
+  // Decide(queue, now, *latency_model->Snapshot()).
+  BatchDecision Decide(const QueueSnapshot& queue, absl::Time now) const override;
+
+  // The rule in the file comment, against a fixed table.
+  BatchDecision Decide(const QueueSnapshot& queue, absl::Time now, const LatencyTable& table) const;
+
+  // G(k, n): the guarded compute time used in every deadline check.
+  absl::Duration GuardedCompute(const LatencyTable& table, float keep_rate, int batch_size) const;
+
+  const Options& options() const { return options_; }
+
+ private:
+  BudgetPolicy(const Options& options, std::shared_ptr<const LatencyModel> latency_model)
+      : options_(options), latency_model_(std::move(latency_model)) {}
+
+  const Options options_;
+  const std::shared_ptr<const LatencyModel> latency_model_;
+};
+
+}  // namespace vitserve
+
+#endif  // VITSERVE_SERVER_BUDGET_BUDGET_POLICY_H_
