@@ -1,0 +1,316 @@
+#include "server/preprocess/preprocessor.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "opencv2/core.hpp"
+#include "opencv2/imgcodecs.hpp"
+#include "opencv2/imgproc.hpp"
+#include "server/preprocess/image_probe.h"
+
+namespace vitserve {
+namespace {
+
+constexpr int kRgbChannels = 3;
+constexpr int kGrayChannels = 1;
+constexpr double kMaxPixelValue = 255.0;
+// 16-bit to 8-bit: 65535 / 257 = 255 exactly, so the full range maps onto the full range.
+constexpr double k16To8Scale = 1.0 / 257.0;
+// PIL's ITU-R 601-2 luma in 16-bit fixed point (Pillow libImaging/Convert.c, L24).
+constexpr uint32_t kLumaR = 19595;
+constexpr uint32_t kLumaG = 38470;
+constexpr uint32_t kLumaB = 7471;
+constexpr uint32_t kLumaRound = 1u << 15;
+constexpr int kLumaShift = 16;
+
+// Sentinel for "nearest": OpenCV's INTER_NEAREST(_EXACT) picks different source pixels
+// than PIL for some scale factors, so vitserve resamples nearest itself (PilNearestResize).
+constexpr int kPilNearest = -1;
+
+constexpr absl::string_view kAcceptedInterpolations = "bicubic, bilinear, nearest, area";
+
+absl::StatusOr<int> ParseInterpolation(absl::string_view name) {
+  if (name.empty() || name == "bicubic") return cv::INTER_CUBIC;
+  if (name == "bilinear") return cv::INTER_LINEAR;
+  if (name == "nearest") return kPilNearest;
+  if (name == "area") return cv::INTER_AREA;
+  return absl::InvalidArgumentError(
+      absl::StrCat("preprocessing.interpolation \"", name,
+                   "\" is not supported; accepted: ", kAcceptedInterpolations));
+}
+
+std::string ShapeString(int c, int h, int w) { return absl::StrCat("[", c, ",", h, ",", w, "]"); }
+
+// Converts a decoded image (any of 1/2/3/4 channels, 8-bit) to 8-bit RGB or gray.
+absl::StatusOr<cv::Mat> ToTargetChannels(const cv::Mat& in, int target_channels) {
+  cv::Mat rgb;
+  switch (in.channels()) {
+    case 1:
+      if (target_channels == kGrayChannels) return in;
+      cv::cvtColor(in, rgb, cv::COLOR_GRAY2RGB);
+      return rgb;
+    case 2: {  // gray + alpha: drop alpha
+      cv::Mat gray;
+      cv::extractChannel(in, gray, 0);
+      if (target_channels == kGrayChannels) return gray;
+      cv::cvtColor(gray, rgb, cv::COLOR_GRAY2RGB);
+      return rgb;
+    }
+    case 3:
+      cv::cvtColor(in, rgb, cv::COLOR_BGR2RGB);
+      break;
+    case 4:
+      cv::cvtColor(in, rgb, cv::COLOR_BGRA2RGB);  // alpha dropped, not composited
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "decoded image has ", in.channels(), " channels; accepted: 1 (gray), 2 (gray+alpha), ",
+          "3 (color) or 4 (color+alpha)"));
+  }
+  if (target_channels == kRgbChannels) return rgb;
+  cv::Mat gray(rgb.rows, rgb.cols, CV_8UC1);
+  for (int y = 0; y < rgb.rows; ++y) {
+    const uint8_t* src = rgb.ptr<uint8_t>(y);
+    uint8_t* dst = gray.ptr<uint8_t>(y);
+    for (int x = 0; x < rgb.cols; ++x) {
+      dst[x] = PilLuma(src[3 * x], src[3 * x + 1], src[3 * x + 2]);
+    }
+  }
+  return gray;
+}
+
+// Source index of each output position along one axis, as Pillow's ImagingScaleAffine
+// computes it: start at half a step, accumulate the step in double, truncate.
+std::vector<int> PilNearestIndices(int src, int dst) {
+  std::vector<int> idx(dst);
+  const double step = static_cast<double>(src) / dst;
+  double pos = step * 0.5;
+  for (int i = 0; i < dst; ++i) {
+    idx[i] = std::min(static_cast<int>(pos), src - 1);
+    pos += step;
+  }
+  return idx;
+}
+
+// Nearest-neighbour resize of an 8-bit image, pixel-for-pixel as PIL's Image.NEAREST.
+cv::Mat PilNearestResize(const cv::Mat& in, int width, int height) {
+  const std::vector<int> xs = PilNearestIndices(in.cols, width);
+  const std::vector<int> ys = PilNearestIndices(in.rows, height);
+  const int ch = in.channels();
+  cv::Mat out(height, width, in.type());
+  for (int y = 0; y < height; ++y) {
+    const uint8_t* src = in.ptr<uint8_t>(ys[y]);
+    uint8_t* dst = out.ptr<uint8_t>(y);
+    for (int x = 0; x < width; ++x) {
+      for (int c = 0; c < ch; ++c) dst[x * ch + c] = src[xs[x] * ch + c];
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+uint8_t PilLuma(uint8_t r, uint8_t g, uint8_t b) {
+  return static_cast<uint8_t>((kLumaR * r + kLumaG * g + kLumaB * b + kLumaRound) >> kLumaShift);
+}
+
+ResizedSize ShorterSideResize(int64_t width, int64_t height, int64_t resize) {
+  if (width <= height) return {resize, height * resize / width};
+  return {width * resize / height, resize};
+}
+
+int64_t CenterCropOffset(int64_t size, int64_t crop) {
+  const int64_t diff = size - crop;
+  const int64_t half = diff / 2;
+  if (diff % 2 == 0) return half;
+  // diff / 2 is exactly half + 0.5: Python 3 round() picks the even neighbour.
+  return (half % 2 == 0) ? half : half + 1;
+}
+
+absl::StatusOr<std::unique_ptr<Preprocessor>> Preprocessor::Create(
+    const PreprocessSpec& spec, const Architecture& arch, const PreprocessorOptions& opts) {
+  if (opts.max_image_pixels <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_image_pixels must be positive, got ", opts.max_image_pixels));
+  }
+  if (arch.image_size <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("architecture.image_size must be positive, got ", arch.image_size));
+  }
+  const int channels = spec.grayscale ? kGrayChannels : kRgbChannels;
+  if (arch.in_chans != channels) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "architecture.in_chans is ", arch.in_chans, " but preprocessing.grayscale is ",
+        spec.grayscale ? "true" : "false", "; accepted: in_chans 3 with grayscale false, or ",
+        "in_chans 1 with grayscale true"));
+  }
+  if (static_cast<int>(spec.mean.size()) != channels ||
+      static_cast<int>(spec.std.size()) != channels) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "preprocessing.mean and preprocessing.std need ", channels,
+        " values (one per input channel); got ", spec.mean.size(), " and ", spec.std.size()));
+  }
+  for (int c = 0; c < channels; ++c) {
+    if (!std::isfinite(spec.mean[c]) || !std::isfinite(spec.std[c]) || spec.std[c] <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("preprocessing.mean must be finite and preprocessing.std finite and ",
+                       "positive; channel ", c, " has mean ", spec.mean[c], " std ", spec.std[c]));
+    }
+  }
+  absl::StatusOr<int> interpolation = ParseInterpolation(spec.interpolation);
+  if (!interpolation.ok()) return interpolation.status();
+
+  int resize = spec.resize;
+  if (resize == 0) {
+    if (!(spec.crop_pct > 0.0f && spec.crop_pct <= 1.0f)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "preprocessing.crop_pct must be in (0, 1] when resize is 0, got ", spec.crop_pct));
+    }
+    // timm: math.floor(img_size / crop_pct), with crop_pct the stored float value.
+    resize = static_cast<int>(
+        std::floor(static_cast<double>(arch.image_size) / static_cast<double>(spec.crop_pct)));
+  }
+  if (resize < arch.image_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("preprocessing.resize (", resize, ") must be at least image_size (",
+                     arch.image_size, ") so that the center crop fits"));
+  }
+
+  auto p = std::unique_ptr<Preprocessor>(new Preprocessor());
+  p->opts_ = opts;
+  p->image_size_ = arch.image_size;
+  p->channels_ = channels;
+  p->resize_ = resize;
+  p->interpolation_ = *interpolation;
+  p->invert_ = spec.invert;
+  p->mean_ = spec.mean;
+  p->std_ = spec.std;
+  return p;
+}
+
+absl::StatusOr<ImageTensor> Preprocessor::FromEncoded(absl::string_view bytes) const {
+  absl::StatusOr<ImageHeaderInfo> header = ProbeImageSize(bytes);
+  if (!header.ok()) return header.status();
+  const int64_t pixels = header->width * header->height;  // each < 2^32: no overflow
+  if (pixels > opts_.max_image_pixels) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("image is ", header->width, "x", header->height, " = ", pixels,
+                     " pixels, more than the limit of ", opts_.max_image_pixels,
+                     " pixels; downscale it or send a preprocessed tensor"));
+  }
+  const ResizedSize resized = ShorterSideResize(header->width, header->height, resize_);
+  if (resized.width * resized.height > opts_.max_image_pixels) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("image aspect ratio is too extreme: ", header->width, "x", header->height,
+                     " resized to a shorter side of ", resize_, " would be ", resized.width, "x",
+                     resized.height, " pixels, more than the limit of ", opts_.max_image_pixels));
+  }
+
+  try {
+    const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
+    cv::Mat decoded = cv::imdecode(raw, cv::IMREAD_UNCHANGED);
+    if (decoded.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "could not decode the ", ImageFormatName(header->format),
+          " image (corrupt or unsupported variant); accepted formats: ", kAcceptedImageFormats));
+    }
+    if (decoded.cols != header->width || decoded.rows != header->height) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "inconsistent ", ImageFormatName(header->format), " image: header says ", header->width,
+          "x", header->height, " but it decodes to ", decoded.cols, "x", decoded.rows));
+    }
+    if (decoded.depth() == CV_16U) {
+      cv::Mat eight;
+      decoded.convertTo(eight, CV_8U, k16To8Scale);  // round(v / 257)
+      decoded = std::move(eight);
+    } else if (decoded.depth() != CV_8U) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the image's samples are not 8- or 16-bit unsigned integers (OpenCV depth ",
+                       decoded.depth(), "); accepted: 8-bit or 16-bit images"));
+    }
+    absl::StatusOr<cv::Mat> converted = ToTargetChannels(decoded, channels_);
+    if (!converted.ok()) return converted.status();
+    cv::Mat img = *std::move(converted);
+    if (invert_) img = cv::Scalar::all(kMaxPixelValue) - img;
+
+    if (std::min(img.cols, img.rows) != resize_) {
+      const int width = static_cast<int>(resized.width);
+      const int height = static_cast<int>(resized.height);
+      if (interpolation_ == kPilNearest) {
+        img = PilNearestResize(img, width, height);
+      } else {
+        cv::Mat out;
+        cv::resize(img, out, cv::Size(width, height), 0, 0, interpolation_);
+        img = std::move(out);
+      }
+    }
+    const int top = static_cast<int>(CenterCropOffset(img.rows, image_size_));
+    const int left = static_cast<int>(CenterCropOffset(img.cols, image_size_));
+    const cv::Mat crop = img(cv::Rect(left, top, image_size_, image_size_));
+
+    ImageTensor t;
+    t.channels = channels_;
+    t.height = image_size_;
+    t.width = image_size_;
+    const size_t plane = static_cast<size_t>(image_size_) * image_size_;
+    t.data.resize(plane * channels_);
+    for (int c = 0; c < channels_; ++c) {
+      const float mean = mean_[c];
+      const float stddev = std_[c];
+      float* dst = t.data.data() + plane * c;
+      for (int y = 0; y < image_size_; ++y) {
+        const uint8_t* row = crop.ptr<uint8_t>(y);
+        for (int x = 0; x < image_size_; ++x) {
+          // Same float32 operations as torchvision ToTensor + Normalize.
+          const float v = static_cast<float>(row[x * channels_ + c]) / 255.0f;
+          dst[static_cast<size_t>(y) * image_size_ + x] = (v - mean) / stddev;
+        }
+      }
+    }
+    return t;
+  } catch (const cv::Exception& e) {
+    return absl::InternalError(absl::StrCat("OpenCV failed while preprocessing a ",
+                                            ImageFormatName(header->format), " image: ", e.what()));
+  }
+}
+
+absl::StatusOr<ImageTensor> Preprocessor::FromTensor(const vitserve::v1::Tensor& t) const {
+  const std::string expected = ShapeString(channels_, image_size_, image_size_);
+  const auto& shape = t.shape();
+  const bool chw = shape.size() == 3;
+  const bool nchw = shape.size() == 4 && shape[0] == 1;
+  const int offset = nchw ? 1 : 0;
+  if (!(chw || nchw) || shape[offset] != channels_ || shape[offset + 1] != image_size_ ||
+      shape[offset + 2] != image_size_) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor shape [", absl::StrJoin(shape, ","),
+                                                   "] does not match the model input; expected ",
+                                                   expected, " or [1,", expected.substr(1)));
+  }
+  const size_t want = static_cast<size_t>(channels_) * image_size_ * image_size_;
+  if (static_cast<size_t>(t.data_size()) != want) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor has ", t.data_size(), " values but its shape ", expected, " needs ", want));
+  }
+  for (int i = 0; i < t.data_size(); ++i) {
+    if (!std::isfinite(t.data(i))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor value ", i, " is ", t.data(i), "; all values must be finite (no NaN or Inf)"));
+    }
+  }
+  ImageTensor out;
+  out.channels = channels_;
+  out.height = image_size_;
+  out.width = image_size_;
+  out.data.assign(t.data().begin(), t.data().end());
+  return out;
+}
+
+}  // namespace vitserve
