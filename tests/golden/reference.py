@@ -295,14 +295,15 @@ def _tome_match(metric: Tensor, r: int, protected: int, info: RunInfo):
     scores[:, 0, :] = -math.inf  # CLS (always in A at index 0)
     if protected == 2:
         scores[:, :, 0] = -math.inf  # dist token (B index 0)
-    top2 = torch.topk(scores, 2, dim=-1).values
     node_max, node_idx = scores.max(dim=-1)
     edge_idx = node_max.argsort(dim=-1, descending=True)
     # Decision margins: r-th vs (r+1)-th edge, and best vs second-best B match of merged A.
     info.note_margin("tome_edge", _topk_margin(node_max[:, 1:], r))
     src_idx = edge_idx[:, :r]
-    best_gap = torch.gather(top2[..., 0] - top2[..., 1], 1, src_idx)
-    info.note_margin("tome_match", float(best_gap.min()))
+    if scores.shape[-1] >= 2:
+        top2 = torch.topk(scores, 2, dim=-1).values
+        best_gap = torch.gather(top2[..., 0] - top2[..., 1], 1, src_idx)
+        info.note_margin("tome_match", float(best_gap.min()))
     unm_idx = edge_idx[:, r:].sort(dim=1).values  # CLS first, then original order
     dst_idx = torch.gather(node_idx, 1, src_idx)
     return unm_idx, src_idx, dst_idx
