@@ -36,7 +36,7 @@ Only torch is used; the code runs in float32 or float64 (whatever dtype the weig
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -107,8 +107,14 @@ class RunInfo:
     margins: Dict[str, float] = field(default_factory=dict)
     #: ToMe merge count actually requested.
     tome_r: int = 0
+    #: Compute margins (extra work; off for benchmarking).
+    track_margins: bool = True
 
-    def note_margin(self, kind: str, value: float) -> None:
+    def note_margin(self, kind: str, compute: Callable[[], float]) -> None:
+        """Records compute() (a decision margin) if smaller than the one seen so far."""
+        if not self.track_margins:
+            return
+        value = compute()
         if value < self.margins.get(kind, math.inf):
             self.margins[kind] = value
 
@@ -233,7 +239,7 @@ def _dynamicvit(
             p = list(locs).index(i)
             score = _dynamicvit_predictor(x[:, pfx:], sd, p)
             keep = keeps[p]
-            info.note_margin("dynamicvit_score", _topk_margin(score, keep))
+            info.note_margin("dynamicvit_score", lambda: _topk_margin(score, keep))
             idx = torch.argsort(score, dim=1, descending=True)[:, :keep]
             x = torch.cat([x[:, :pfx], _gather_tokens(x[:, pfx:], idx)], dim=1)
             for t in info.tokens_per_stage:
@@ -262,7 +268,7 @@ def _evit(
             left = evit_keep_count(n, keep_rate)
             if keep_rate < 1 and left < n - 1:
                 cls_attn = attn[:, :, 0, 1:].mean(dim=1)  # [B, N-1]
-                info.note_margin("evit_cls_attn", _topk_margin(cls_attn, left))
+                info.note_margin("evit_cls_attn", lambda: _topk_margin(cls_attn, left))
                 idx = torch.topk(cls_attn, left, dim=1, largest=True, sorted=True).indices
                 non_cls = x[:, 1:]
                 kept = _gather_tokens(non_cls, idx)
@@ -298,12 +304,15 @@ def _tome_match(metric: Tensor, r: int, protected: int, info: RunInfo):
     node_max, node_idx = scores.max(dim=-1)
     edge_idx = node_max.argsort(dim=-1, descending=True)
     # Decision margins: r-th vs (r+1)-th edge, and best vs second-best B match of merged A.
-    info.note_margin("tome_edge", _topk_margin(node_max[:, 1:], r))
+    info.note_margin("tome_edge", lambda: _topk_margin(node_max[:, 1:], r))
     src_idx = edge_idx[:, :r]
     if scores.shape[-1] >= 2:
-        top2 = torch.topk(scores, 2, dim=-1).values
-        best_gap = torch.gather(top2[..., 0] - top2[..., 1], 1, src_idx)
-        info.note_margin("tome_match", float(best_gap.min()))
+
+        def best_vs_second() -> float:
+            top2 = torch.topk(scores, 2, dim=-1).values
+            return float(torch.gather(top2[..., 0] - top2[..., 1], 1, src_idx).min())
+
+        info.note_margin("tome_match", best_vs_second)
     unm_idx = edge_idx[:, r:].sort(dim=1).values  # CLS first, then original order
     dst_idx = torch.gather(node_idx, 1, src_idx)
     return unm_idx, src_idx, dst_idx
@@ -358,7 +367,7 @@ def _tnt(
             if keep_rate != 1.0:
                 num = int((x.shape[1] - pfx) * keep_rate)
                 logit = _linear(x[:, pfx:], sd, f"alpha_heads.{i}").squeeze(-1)
-                info.note_margin("tnt_alpha_logit", _topk_margin(logit, num))
+                info.note_margin("tnt_alpha_logit", lambda: _topk_margin(logit, num))
                 alpha = logit.softmax(dim=-1)
                 idx = torch.topk(alpha, num, dim=1, largest=True, sorted=True).indices
                 x = torch.cat([x[:, :pfx], _gather_tokens(x[:, pfx:], idx)], dim=1)
@@ -374,7 +383,7 @@ def svite_select_count(n_tokens: int, keep_rate: float) -> int:
 
 def _svite_mask(scores: Tensor, k: int, info: RunInfo, kind: str) -> Tensor:
     """0/1 [B, N] mask: top-k by score, CLS forced on."""
-    info.note_margin(kind, _topk_margin(scores, k))
+    info.note_margin(kind, lambda: _topk_margin(scores, k))
     idx = torch.topk(scores, k, dim=1).indices
     mask = torch.zeros_like(scores)
     mask.scatter_(1, idx, 1.0)
@@ -442,7 +451,7 @@ def _trilevel(
             cls_attn = attn[:, :, 0, 1:].sum(dim=1) / cfg.num_heads
             patch_attn = attn[:, :, 1:, 1:].sum(dim=1) / cfg.num_heads
             keep = trilevel_keep_count(cls_attn.shape[1], keep_rate)
-            info.note_margin("trilevel_cls_attn", _topk_margin(cls_attn, keep))
+            info.note_margin("trilevel_cls_attn", lambda: _topk_margin(cls_attn, keep))
             idx = torch.topk(cls_attn, keep, dim=1).indices
             x = torch.cat([x[:, :1], _gather_tokens(x[:, 1:], idx)], dim=1)
             pa = torch.gather(patch_attn, 1, idx.unsqueeze(-1).expand(-1, -1, patch_attn.shape[2]))
@@ -450,11 +459,15 @@ def _trilevel(
             k_attn = math.ceil(keep * ratio_attn)
             kth = torch.topk(pa, k_attn, dim=2).values[:, :, -1:]
             if k_attn < keep:
-                # Values equal to the k-th are kept (ties keep more): the decision is only
-                # fragile for values *near* but not equal to it; relative gap.
-                gap = (pa - kth).abs()
-                gap = torch.where(gap == 0, torch.full_like(gap, math.inf), gap) / kth
-                info.note_margin("trilevel_attn_rel", float(gap.min()))
+
+                def rel_gap() -> float:
+                    # Values equal to the k-th are kept (ties keep more): the decision is
+                    # only fragile for values *near* but not equal to it; relative gap.
+                    gap = (pa - kth).abs()
+                    gap = torch.where(gap == 0, torch.full_like(gap, math.inf), gap) / kth
+                    return float(gap.min())
+
+                info.note_margin("trilevel_attn_rel", rel_gap)
             mask = torch.ones(b, keep + 1, keep + 1, dtype=x.dtype, device=x.device)
             mask[:, 1:, 1:] = (pa >= kth).to(x.dtype)
             for t in info.tokens_per_stage:
@@ -478,6 +491,7 @@ def forward(
     locations: Optional[Sequence[int]] = None,
     attn_ratio: float = 0.0,
     tome_r: Optional[int] = None,
+    track_margins: bool = True,
 ) -> Tuple[Tensor, RunInfo]:
     """Eval-mode forward of `method` at `keep_rate`.
 
@@ -492,6 +506,7 @@ def forward(
         them; ToMe: blocks that merge.  Ignored by dense and SViTE.
       attn_ratio: Tri-Level attention-level keep ratio (0 = off).
       tome_r: ToMe merge count; default tome_r_for_keep_rate(cfg, keep_rate).
+      track_margins: record decision margins in RunInfo (costs extra top-k calls).
 
     Returns:
       (logits [B, classes], RunInfo with tokens_per_stage per image and margins).
@@ -502,7 +517,9 @@ def forward(
         raise ValueError(f"keep_rate {keep_rate} not in (0, 1]")
     locs = list(default_locations(method, cfg.depth) if locations is None else locations)
     x = embed(images, sd, cfg)
-    info = RunInfo(tokens_per_stage=[[x.shape[1]] for _ in range(x.shape[0])])
+    info = RunInfo(
+        tokens_per_stage=[[x.shape[1]] for _ in range(x.shape[0])], track_margins=track_margins
+    )
     if method == "dense":
         x = _dense(x, sd, cfg, info)
     elif method == "dynamicvit":

@@ -1,0 +1,148 @@
+#!/usr/bin/python3
+"""PyTorch-eager throughput baseline: what a user running the methods in Python gets today.
+
+Runs tests/golden/reference.py (plain PyTorch, no timm) on a DeiT-S-shaped model (C=384,
+6 heads, depth 12, 224x224, 1000 classes, random weights) under torch.inference_mode(),
+for dense and for DynamicViT / EViT / ToMe / TNT at each keep-rate, at each batch size.
+ToMe's r per keep-rate is the r whose MACs (PRUNING.md cost model) come closest to the
+DynamicViT-style 3-stage schedule at that keep-rate; ToMe r=13 (the published comparison
+point) is measured as well.
+
+Each configuration is warmed up, then run for --seconds of wall time (at least
+--min-iters iterations); one JSON object per line goes to stdout or --out:
+  {"method", "keep_rate", "tome_r", "batch", "images_per_s", "iters", "seconds",
+   "threads", "gmacs"}
+
+Usage: /usr/bin/python3 bench/eager_bench.py [--threads 2] [--batch-sizes 1,8,32]
+       [--methods dense,dynamicvit,evit,tome,tnt] [--keep-rates 0.9,0.7,0.5]
+       [--seconds 3] [--out FILE]
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import torch
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(_HERE, "..", "tests", "golden"))
+import make_golden  # noqa: E402  (weights with the timm key layout)
+import reference  # noqa: E402
+
+DEIT_S = reference.ViTConfig(embed_dim=384, depth=12, num_heads=6, num_classes=1000)
+#: ToMe's published operating point (DeiT-S / ViT-S r=13).
+TOME_PUBLISHED_R = 13
+
+
+def build_weights(cfg: reference.ViTConfig, seed: int) -> Dict[str, torch.Tensor]:
+    """DeiT-S weights plus DynamicViT predictors and TNT alpha heads (random)."""
+    sd = make_golden.make_backbone(cfg, seed)
+    make_golden.add_dynamicvit_predictors(sd, cfg, seed + 1)
+    make_golden.add_tnt_alpha_heads(sd, cfg, seed + 2)
+    return sd
+
+
+def configs(
+    methods: List[str], keep_rates: List[float], cfg: reference.ViTConfig
+) -> Iterator[Tuple[str, Optional[float], Optional[int]]]:
+    """(method, keep_rate, tome_r) to measure, dense first."""
+    if "dense" in methods:
+        yield "dense", 1.0, None
+    for m in methods:
+        if m == "dense":
+            continue
+        for kr in keep_rates:
+            r = reference.tome_r_for_keep_rate(cfg, kr) if m == "tome" else None
+            yield m, kr, r
+        if m == "tome":
+            yield m, None, TOME_PUBLISHED_R
+
+
+def macs(cfg: reference.ViTConfig, method: str, keep_rate: Optional[float], r: Optional[int]):
+    """Backbone MACs of the configuration (PRUNING.md cost model, without overheads)."""
+    if method == "tome":
+        return reference.tome_macs(cfg, r or 0)
+    if method == "dense" or keep_rate is None:
+        return reference.tome_macs(cfg, 0)
+    if method == "dynamicvit":
+        return reference.dynamicvit_schedule_macs(cfg, keep_rate)
+    return None  # EViT / TNT counts differ from the DynamicViT schedule; not modelled here
+
+
+def time_config(
+    sd, cfg, images, method, keep_rate, tome_r, seconds: float, min_iters: int
+) -> Tuple[int, float]:
+    """Warm up, then run for `seconds` (at least min_iters); returns (iters, elapsed)."""
+
+    def run() -> None:
+        reference.forward(
+            sd, cfg, images, method, 1.0 if keep_rate is None else keep_rate,
+            tome_r=tome_r, track_margins=False,
+        )
+
+    with torch.inference_mode():
+        run()  # warm-up: allocator, OpenMP pool, first-call dispatch
+        iters, start = 0, time.perf_counter()
+        while True:
+            run()
+            iters += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds and iters >= min_iters:
+                return iters, elapsed
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    ap.add_argument("--batch-sizes", default="1,8,32")
+    ap.add_argument("--methods", default="dense,dynamicvit,evit,tome,tnt")
+    ap.add_argument("--keep-rates", default="0.9,0.7,0.5")
+    ap.add_argument("--seconds", type=float, default=3.0, help="timed wall time per config")
+    ap.add_argument("--min-iters", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", help="append JSON lines here instead of stdout")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    cfg = DEIT_S
+    sd = build_weights(cfg, args.seed)
+    methods = [m for m in args.methods.split(",") if m]
+    for m in methods:
+        if m not in ("dense", "dynamicvit", "evit", "tome", "tnt"):
+            ap.error(f"unsupported method {m}")
+    keep_rates = [float(v) for v in args.keep_rates.split(",") if v]
+    batches = [int(v) for v in args.batch_sizes.split(",") if v]
+    out = open(args.out, "a") if args.out else sys.stdout
+    gen = torch.Generator().manual_seed(args.seed + 100)
+    try:
+        for batch in batches:
+            images = torch.randn(batch, 3, cfg.image_size, cfg.image_size, generator=gen)
+            for method, kr, r in configs(methods, keep_rates, cfg):
+                iters, elapsed = time_config(
+                    sd, cfg, images, method, kr, r, args.seconds, args.min_iters
+                )
+                m = macs(cfg, method, kr, r)
+                rec = {
+                    "method": method,
+                    "keep_rate": kr,
+                    "tome_r": r,
+                    "batch": batch,
+                    "images_per_s": round(iters * batch / elapsed, 3),
+                    "iters": iters,
+                    "seconds": round(elapsed, 3),
+                    "threads": args.threads,
+                    "gmacs": None if m is None else round(m / 1e9, 3),
+                }
+                out.write(json.dumps(rec) + "\n")
+                out.flush()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
