@@ -378,10 +378,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         )
     with open(out("manifest.txt"), "w") as f:
         f.writelines(lines)
-    print("smallest decision margins: " + ", ".join(f"{k}={v:.3g}" for k, v in sorted(margins.items())))
+    smallest = ", ".join(f"{k}={v:.3g}" for k, v in sorted(margins.items()))
+    print(f"smallest decision margins: {smallest}")
     print(f"worst float32-vs-float64 logit deviation: {worst_dev:.3g}")
     total = sum(os.path.getsize(out(f)) for f in os.listdir(args.out_dir))
-    print(f"{len(CASES)} cases, {total / 2**20:.1f} MiB in {args.out_dir}, {time.time() - t0:.1f} s")
+    took = time.time() - t0
+    print(f"{len(CASES)} cases, {total / 2**20:.1f} MiB in {args.out_dir}, {took:.1f} s")
     return 0
 
 
