@@ -1,0 +1,447 @@
+#include "server/budget/budget_policy.h"
+
+#include <algorithm>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace vitserve {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+const absl::Time kT0 = absl::FromUnixSeconds(1000);
+constexpr absl::Duration kDelay = absl::Milliseconds(5);
+constexpr int kMaxBatch = 4;
+
+// A GPU-like table: t(k, b) = base(k) + 1 ms · (b − 1), base = 10 / 8 / 6 ms at keep-rate
+// 1.0 / 0.8 / 0.6. Batching is cheap, lowering the keep-rate saves 2 ms per level.
+std::shared_ptr<LatencyModel> GpuModel() {
+  LatencyModel::Options options;
+  options.keep_rate_levels = {1.0f, 0.8f, 0.6f};
+  options.batch_sizes = {1, 2, 4, 8};
+  const std::map<float, int> base_ms = {{1.0f, 10}, {0.8f, 8}, {0.6f, 6}};
+  std::vector<LatencyPoint> points;
+  for (const auto& [k, base] : base_ms) {
+    for (int b : options.batch_sizes) {
+      points.push_back(LatencyPoint{k, b, absl::Milliseconds(base + b - 1)});
+    }
+  }
+  auto model = LatencyModel::Create(options, points);
+  EXPECT_TRUE(model.ok()) << model.status();
+  return std::shared_ptr<LatencyModel>(std::move(*model));
+}
+
+// Exact arithmetic: no safety fraction or margin unless a test sets them.
+BudgetPolicy::Options ExactOptions() {
+  BudgetPolicy::Options options;
+  options.max_batch_size = kMaxBatch;
+  options.max_queue_delay = kDelay;
+  options.safety_fraction = 0.0;
+  options.safety_margin = absl::ZeroDuration();
+  return options;
+}
+
+std::unique_ptr<BudgetPolicy> MakePolicy(const BudgetPolicy::Options& options,
+                                         std::shared_ptr<LatencyModel> model = GpuModel()) {
+  auto policy = BudgetPolicy::Create(options, std::move(model));
+  EXPECT_TRUE(policy.ok()) << policy.status();
+  return std::move(*policy);
+}
+
+// "Server chooses" task with a budget from its enqueue time (zero = none).
+QueuedTask Flexible(absl::Time enqueued, absl::Duration budget, float min_keep_rate = 0.0f,
+                    int priority = 0) {
+  QueuedTask t;
+  t.enqueue_time = enqueued;
+  if (budget > absl::ZeroDuration()) {
+    t.attributes.latency_budget = budget;
+    t.attributes.deadline = enqueued + budget;
+  }
+  t.attributes.min_keep_rate = min_keep_rate;
+  t.attributes.priority = priority;
+  return t;
+}
+
+QueuedTask Fixed(absl::Time enqueued, float keep_rate,
+                 absl::Duration budget = absl::ZeroDuration()) {
+  QueuedTask t = Flexible(enqueued, budget);
+  t.attributes.keep_rate = keep_rate;
+  return t;
+}
+
+BatchDecision Decide(const BudgetPolicy& policy, const std::vector<QueuedTask>& tasks,
+                     absl::Time now, bool draining = false) {
+  return policy.Decide(QueueSnapshot{"model", tasks, draining}, now);
+}
+
+TEST(BudgetPolicyTest, CreateValidatesOptions) {
+  BudgetPolicy::Options options = ExactOptions();
+  EXPECT_TRUE(BudgetPolicy::Create(options, GpuModel()).ok());
+  EXPECT_EQ(BudgetPolicy::Create(options, nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  BudgetPolicy::Options bad = options;
+  bad.max_batch_size = 0;
+  EXPECT_EQ(BudgetPolicy::Create(bad, GpuModel()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  bad = options;
+  bad.default_keep_rate = 1.5f;
+  EXPECT_EQ(BudgetPolicy::Create(bad, GpuModel()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  bad = options;
+  bad.safety_fraction = -0.1;
+  EXPECT_EQ(BudgetPolicy::Create(bad, GpuModel()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  bad = options;
+  bad.max_queue_delay = absl::Milliseconds(-1);
+  EXPECT_EQ(BudgetPolicy::Create(bad, GpuModel()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(BudgetPolicyTest, LightLoadRunsAtFullKeepRateAfterTheQueueDelay) {
+  auto policy = MakePolicy(ExactOptions());
+  std::vector<QueuedTask> tasks = {Flexible(kT0, absl::Milliseconds(100))};
+  BatchDecision wait = Decide(*policy, tasks, kT0);
+  EXPECT_THAT(wait.batch, IsEmpty());
+  EXPECT_THAT(wait.reject, IsEmpty());
+  EXPECT_EQ(wait.wake_at, kT0 + kDelay);  // plenty of budget: the classic delay
+
+  BatchDecision run = Decide(*policy, tasks, wait.wake_at);
+  EXPECT_THAT(run.batch, ElementsAre(0));
+  EXPECT_FLOAT_EQ(run.keep_rate, 1.0f);
+}
+
+TEST(BudgetPolicyTest, TightBudgetGetsTheHighestLevelThatFitsAndStartsInTime) {
+  auto policy = MakePolicy(ExactOptions());
+  // 9.5 ms: keep-rate 1.0 needs 10 ms, 0.8 needs 8 ms.
+  std::vector<QueuedTask> tasks = {Flexible(kT0, absl::Microseconds(9500))};
+  BatchDecision wait = Decide(*policy, tasks, kT0);
+  EXPECT_THAT(wait.batch, IsEmpty());
+  // Latest safe start at 0.8 (1.5 ms) comes before the queue delay (5 ms).
+  EXPECT_EQ(wait.wake_at, kT0 + absl::Microseconds(1500));
+
+  BatchDecision run = Decide(*policy, tasks, wait.wake_at);
+  EXPECT_THAT(run.batch, ElementsAre(0));
+  EXPECT_FLOAT_EQ(run.keep_rate, 0.8f);
+  EXPECT_LE(wait.wake_at + policy->GuardedCompute(*GpuModel()->Snapshot(), 0.8f, 1),
+            tasks[0].attributes.deadline);
+}
+
+TEST(BudgetPolicyTest, QueueTimeLowersTheKeepRate) {
+  auto policy = MakePolicy(ExactOptions());
+  // 12 ms budget; 5 ms already spent in the queue leaves 7 ms: only 0.6 (6 ms) fits.
+  std::vector<QueuedTask> tasks = {Flexible(kT0, absl::Milliseconds(12))};
+  BatchDecision d = Decide(*policy, tasks, kT0 + absl::Milliseconds(5));
+  EXPECT_THAT(d.batch, ElementsAre(0));
+  EXPECT_FLOAT_EQ(d.keep_rate, 0.6f);
+}
+
+TEST(BudgetPolicyTest, WaitingBatchTakesANewArrivalOnlyIfEveryMemberStillFits) {
+  auto policy = MakePolicy(ExactOptions());
+  std::vector<QueuedTask> tasks = {Flexible(kT0, absl::Microseconds(12500))};
+  BatchDecision first = Decide(*policy, tasks, kT0);
+  EXPECT_EQ(first.wake_at, kT0 + absl::Microseconds(2500));  // 12.5 − 10
+
+  // A second request arrives 1 ms later; a batch of 2 at 1.0 takes 11 ms and still fits.
+  const absl::Time t1 = kT0 + absl::Milliseconds(1);
+  tasks.push_back(Flexible(t1, absl::Microseconds(12500)));
+  BatchDecision second = Decide(*policy, tasks, t1);
+  EXPECT_THAT(second.batch, IsEmpty());
+  EXPECT_EQ(second.wake_at, kT0 + absl::Microseconds(1500));  // 12.5 − 11: earlier now
+
+  BatchDecision run = Decide(*policy, tasks, second.wake_at);
+  EXPECT_THAT(run.batch, ElementsAre(0, 1));
+  EXPECT_FLOAT_EQ(run.keep_rate, 1.0f);
+
+  // A third arriving at 1.2 ms would need 12 ms for 3 at 1.0 and make the first late:
+  // the batch of 2 still starts at its latest safe start, without it.
+  const absl::Time t2 = kT0 + absl::Microseconds(1200);
+  tasks.push_back(Flexible(t2, absl::Milliseconds(100)));
+  BatchDecision third = Decide(*policy, tasks, t2);
+  EXPECT_THAT(third.batch, IsEmpty());
+  EXPECT_EQ(third.wake_at, kT0 + absl::Microseconds(1500));
+  BatchDecision late = Decide(*policy, tasks, third.wake_at);
+  EXPECT_THAT(late.batch, ElementsAre(0, 1));
+}
+
+TEST(BudgetPolicyTest, MixedBudgetsGiveTheTightRequestsABatchThatFitsThem) {
+  auto policy = MakePolicy(ExactOptions());
+  std::vector<QueuedTask> tasks = {
+      Flexible(kT0, absl::Milliseconds(30)),     // 0 loose: would get 1.0 after the batch
+      Flexible(kT0, absl::Microseconds(9500)),   // 1 tight: 0.8 alone
+      Flexible(kT0, absl::Microseconds(17500)),  // 2 medium: only 0.8 after the batch anyway
+      Flexible(kT0, absl::Microseconds(9500)),   // 3 tight
+  };
+  BatchDecision wait = Decide(*policy, tasks, kT0);
+  EXPECT_THAT(wait.batch, IsEmpty());
+  BatchDecision d = Decide(*policy, tasks, wait.wake_at);
+  // The tight ones run together at 0.8 in 9 ms; neither the medium nor the loose one can
+  // join (a batch of 3 takes 10 ms and would make the tight ones late).
+  EXPECT_THAT(d.batch, ElementsAre(1, 3));
+  EXPECT_FLOAT_EQ(d.keep_rate, 0.8f);
+  for (size_t i : d.batch) {
+    EXPECT_LE(wait.wake_at + GpuModel()->Predict(d.keep_rate, 2), tasks[i].attributes.deadline);
+  }
+}
+
+TEST(BudgetPolicyTest, LooserRequestJoinsALowerLevelOnlyWhenWaitingWouldNotGetItMore) {
+  auto policy = MakePolicy(ExactOptions());
+  std::vector<QueuedTask> tasks = {
+      Flexible(kT0, absl::Milliseconds(30)),     // 0 loose: after a 9 ms batch it gets 1.0
+      Flexible(kT0, absl::Microseconds(9500)),   // 1 head: 0.8 alone, room for 2 (9 ms)
+      Flexible(kT0, absl::Microseconds(17500)),  // 2: after a 9 ms batch at most 0.8
+  };
+  BatchDecision wait = Decide(*policy, tasks, kT0);
+  EXPECT_THAT(wait.batch, IsEmpty());
+  EXPECT_EQ(wait.wake_at, kT0 + absl::Microseconds(500));  // 9.5 − 9
+  BatchDecision d = Decide(*policy, tasks, wait.wake_at);
+  EXPECT_THAT(d.batch, ElementsAre(1, 2));
+  EXPECT_FLOAT_EQ(d.keep_rate, 0.8f);
+
+  // Without the head, the loose request runs at full keep-rate.
+  tasks.erase(tasks.begin() + 1);
+  d = Decide(*policy, tasks, kT0, /*draining=*/true);
+  EXPECT_FLOAT_EQ(d.keep_rate, 1.0f);
+}
+
+TEST(BudgetPolicyTest, HopelessRequestIsRejectedAtOnceWithThePredictedTime) {
+  BudgetPolicy::Options options = ExactOptions();
+  options.safety_fraction = 0.1;
+  options.safety_margin = absl::Milliseconds(1);
+  auto policy = MakePolicy(options);
+  // Lowest level 0.6: 6 ms predicted, 7.6 ms guarded; 7 ms of budget.
+  std::vector<QueuedTask> tasks = {Flexible(kT0, absl::Milliseconds(7)),
+                                   Flexible(kT0, absl::Milliseconds(100))};
+  BatchDecision d = Decide(*policy, tasks, kT0);
+  ASSERT_EQ(d.reject.size(), 1u);
+  EXPECT_EQ(d.reject[0].first, 0u);
+  EXPECT_EQ(d.reject[0].second.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(d.reject[0].second.message(),
+              AllOf(HasSubstr("predicted compute time 6ms"), HasSubstr("7.6ms"),
+                    HasSubstr("keep-rate 0.6"), HasSubstr("remaining budget 7ms")));
+  // The other one is unaffected.
+  EXPECT_THAT(d.batch, IsEmpty());
+  EXPECT_EQ(d.wake_at, kT0 + kDelay);
+}
+
+TEST(BudgetPolicyTest, SafetyMarginMakesTheChoiceMoreConservative) {
+  BudgetPolicy::Options options = ExactOptions();
+  options.safety_fraction = 0.1;
+  options.safety_margin = absl::Milliseconds(1);
+  auto safe = MakePolicy(options);
+  auto exact = MakePolicy(ExactOptions());
+  // 11.5 ms budget: exact fits 1.0 (10 ms); guarded 1.0 is 12 ms, 0.8 is 9.8 ms.
+  std::vector<QueuedTask> tasks = {Flexible(kT0, absl::Microseconds(11500))};
+  const absl::Time now = kT0 + absl::Microseconds(1);
+  EXPECT_FLOAT_EQ(Decide(*exact, tasks, now, /*draining=*/true).keep_rate, 1.0f);
+  EXPECT_FLOAT_EQ(Decide(*safe, tasks, now, /*draining=*/true).keep_rate, 0.8f);
+}
+
+TEST(BudgetPolicyTest, MinKeepRateIsRespectedByRejectingRatherThanServingBelowIt) {
+  auto policy = MakePolicy(ExactOptions());
+  // 7 ms: 0.6 (6 ms) would fit, but the request allows no less than 0.7 -> level 0.8.
+  std::vector<QueuedTask> tasks = {Flexible(kT0, absl::Milliseconds(7), /*min_keep_rate=*/0.7f)};
+  BatchDecision d = Decide(*policy, tasks, kT0);
+  EXPECT_THAT(d.batch, IsEmpty());
+  ASSERT_EQ(d.reject.size(), 1u);
+  EXPECT_EQ(d.reject[0].second.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(d.reject[0].second.message(), HasSubstr("keep-rate 0.8 (the lowest allowed)"));
+
+  // With 8.5 ms it runs, at 0.8 (never 0.6).
+  tasks = {Flexible(kT0, absl::Microseconds(8500), /*min_keep_rate=*/0.7f)};
+  d = Decide(*policy, tasks, kT0, /*draining=*/true);
+  EXPECT_THAT(d.batch, ElementsAre(0));
+  EXPECT_FLOAT_EQ(d.keep_rate, 0.8f);
+}
+
+TEST(BudgetPolicyTest, MinKeepRateAboveEveryLevelIsInvalid) {
+  LatencyModel::Options options;
+  options.keep_rate_levels = {0.9f, 0.5f};
+  options.batch_sizes = {1};
+  auto model = LatencyModel::Create(options, {LatencyPoint{0.9f, 1, absl::Milliseconds(9)},
+                                              LatencyPoint{0.5f, 1, absl::Milliseconds(5)}});
+  ASSERT_TRUE(model.ok());
+  auto policy = MakePolicy(ExactOptions(), std::shared_ptr<LatencyModel>(std::move(*model)));
+  std::vector<QueuedTask> tasks = {Flexible(kT0, absl::ZeroDuration(), /*min_keep_rate=*/0.95f)};
+  BatchDecision d = Decide(*policy, tasks, kT0);
+  ASSERT_EQ(d.reject.size(), 1u);
+  EXPECT_EQ(d.reject[0].second.code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(BudgetPolicyTest, HigherPriorityRunsFirstThenEarlierDeadline) {
+  BudgetPolicy::Options options = ExactOptions();
+  options.max_batch_size = 1;
+  auto policy = MakePolicy(options);
+  std::vector<QueuedTask> tasks = {
+      Flexible(kT0, absl::Milliseconds(50), 0.0f, /*priority=*/1),
+      Flexible(kT0, absl::Milliseconds(90), 0.0f, /*priority=*/0),
+      Flexible(kT0, absl::Milliseconds(60), 0.0f, /*priority=*/0),
+  };
+  BatchDecision d = Decide(*policy, tasks, kT0);
+  EXPECT_THAT(d.batch, ElementsAre(2));  // priority 0, earlier deadline than task 1
+  tasks.erase(tasks.begin() + 2);
+  d = Decide(*policy, tasks, kT0);
+  EXPECT_THAT(d.batch, ElementsAre(1));  // priority 0 before priority 1's earlier deadline
+}
+
+TEST(BudgetPolicyTest, FixedKeepRateIsHonouredAndBatchedOnlyWithTheSameRate) {
+  auto policy = MakePolicy(ExactOptions());
+  std::vector<QueuedTask> tasks = {
+      Fixed(kT0, 0.7f, absl::Milliseconds(100)),  // off the grid, plenty of budget
+      Fixed(kT0, 0.8f),
+      Flexible(kT0, absl::ZeroDuration()),  // would run at 1.0
+      Fixed(kT0, 0.7f),
+  };
+  BatchDecision d = Decide(*policy, tasks, kT0 + kDelay);
+  EXPECT_THAT(d.batch, ElementsAre(0, 3));
+  EXPECT_FLOAT_EQ(d.keep_rate, 0.7f);
+}
+
+TEST(BudgetPolicyTest, HopelessFixedRequestIsRejectedNotLowered) {
+  auto policy = MakePolicy(ExactOptions());
+  std::vector<QueuedTask> tasks = {Fixed(kT0, 1.0f, absl::Milliseconds(9))};
+  BatchDecision d = Decide(*policy, tasks, kT0);
+  EXPECT_THAT(d.batch, IsEmpty());
+  ASSERT_EQ(d.reject.size(), 1u);
+  EXPECT_EQ(d.reject[0].second.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(d.reject[0].second.message(), HasSubstr("keep-rate 1 (as requested)"));
+}
+
+TEST(BudgetPolicyTest, RequestsWithoutBudgetUseDefaultKeepRateAndSizeOrDelay) {
+  BudgetPolicy::Options options = ExactOptions();
+  options.default_keep_rate = 0.8f;
+  auto policy = MakePolicy(options);
+  std::vector<QueuedTask> tasks = {Flexible(kT0, absl::ZeroDuration()),
+                                   Flexible(kT0, absl::ZeroDuration())};
+  BatchDecision wait = Decide(*policy, tasks, kT0 + absl::Milliseconds(1));
+  EXPECT_THAT(wait.batch, IsEmpty());
+  EXPECT_EQ(wait.wake_at, kT0 + kDelay);  // counted from the first request
+  BatchDecision run = Decide(*policy, tasks, kT0 + kDelay);
+  EXPECT_THAT(run.batch, ElementsAre(0, 1));
+  EXPECT_FLOAT_EQ(run.keep_rate, 0.8f);
+
+  // A full batch runs at once; the default policy default (1.0) keeps full accuracy.
+  auto full_accuracy = MakePolicy(ExactOptions());
+  tasks.assign(kMaxBatch + 1, Flexible(kT0, absl::ZeroDuration()));
+  BatchDecision full = Decide(*full_accuracy, tasks, kT0);
+  EXPECT_THAT(full.batch, ElementsAre(0, 1, 2, 3));
+  EXPECT_FLOAT_EQ(full.keep_rate, 1.0f);
+}
+
+TEST(BudgetPolicyTest, DrainingRunsWithoutWaiting) {
+  auto policy = MakePolicy(ExactOptions());
+  std::vector<QueuedTask> tasks = {Flexible(kT0, absl::Milliseconds(100))};
+  BatchDecision d = Decide(*policy, tasks, kT0, /*draining=*/true);
+  EXPECT_THAT(d.batch, ElementsAre(0));
+}
+
+TEST(BudgetPolicyTest, DecisionIsDeterministic) {
+  auto policy = MakePolicy(ExactOptions());
+  std::vector<QueuedTask> tasks;
+  for (int i = 0; i < 12; ++i) {
+    tasks.push_back(Flexible(kT0 + absl::Microseconds(300 * i),
+                             absl::Microseconds(9000 + 1700 * (i % 5)), 0.0f, i % 3));
+  }
+  tasks.push_back(Fixed(kT0, 0.6f, absl::Milliseconds(3)));
+  const absl::Time now = kT0 + absl::Milliseconds(4);
+  BatchDecision a = Decide(*policy, tasks, now);
+  for (int repeat = 0; repeat < 3; ++repeat) {
+    BatchDecision b = Decide(*policy, tasks, now);
+    EXPECT_EQ(a.batch, b.batch);
+    EXPECT_EQ(a.keep_rate, b.keep_rate);
+    EXPECT_EQ(a.wake_at, b.wake_at);
+    ASSERT_EQ(a.reject.size(), b.reject.size());
+    for (size_t i = 0; i < a.reject.size(); ++i) {
+      EXPECT_EQ(a.reject[i].first, b.reject[i].first);
+      EXPECT_EQ(a.reject[i].second, b.reject[i].second);
+    }
+  }
+  EXPECT_FALSE(a.reject.empty());  // the fixed 3 ms request cannot make it
+}
+
+TEST(BudgetPolicyTest, UsesTheLatencyModelsCurrentSnapshot) {
+  std::shared_ptr<LatencyModel> model = GpuModel();
+  auto policy = MakePolicy(ExactOptions(), model);
+  std::vector<QueuedTask> tasks = {Flexible(kT0, absl::Microseconds(10500))};
+  EXPECT_FLOAT_EQ(Decide(*policy, tasks, kT0, /*draining=*/true).keep_rate, 1.0f);
+  // The device got slower at keep-rate 1.0.
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(model->Observe(1.0f, 1, absl::Milliseconds(14)).ok());
+  EXPECT_FLOAT_EQ(Decide(*policy, tasks, kT0, /*draining=*/true).keep_rate, 0.8f);
+}
+
+// A burst of requests with mixed budgets, priorities and keep-rates, served one batch at a
+// time on a simulated device that takes exactly the predicted time.
+TEST(BudgetPolicyTest, BurstIsServedInBoundedBatchesThatArePredictedInTime) {
+  auto policy = MakePolicy(ExactOptions());
+  std::shared_ptr<const LatencyTable> table = GpuModel()->Snapshot();
+  struct Pending {
+    int id;
+    QueuedTask task;
+  };
+  std::vector<Pending> queue;
+  const int kBudgetsUs[] = {9000, 15000, 25000, 40000, 60000, 0, 12000, 30000};
+  const float kMinRates[] = {0.0f, 0.0f, 0.7f, 0.0f, 0.9f, 0.0f, 0.0f, 0.0f};
+  constexpr int kTasks = 40;
+  for (int i = 0; i < kTasks; ++i) {
+    QueuedTask t = Flexible(kT0 + absl::Microseconds(250 * i),
+                            absl::Microseconds(kBudgetsUs[i % 8]), kMinRates[i % 8], i % 2);
+    if (i % 7 == 3) t.attributes.keep_rate = 0.8f;
+    queue.push_back({i, t});
+  }
+  absl::Time now = kT0 + absl::Microseconds(250 * kTasks);  // the whole burst is queued
+  std::map<int, int> outcome;                               // id -> 1 ran, 2 rejected
+  int batches = 0;
+  while (!queue.empty()) {
+    std::vector<QueuedTask> snapshot;
+    for (const Pending& p : queue) snapshot.push_back(p.task);
+    BatchDecision d = Decide(*policy, snapshot, now);
+    std::vector<bool> gone(queue.size(), false);
+    for (const auto& [index, status] : d.reject) {
+      ASSERT_LT(index, queue.size());
+      EXPECT_EQ(status.code(), absl::StatusCode::kDeadlineExceeded) << status;
+      outcome[queue[index].id] = 2;
+      gone[index] = true;
+    }
+    if (!d.batch.empty()) {
+      ++batches;
+      const int n = static_cast<int>(d.batch.size());
+      ASSERT_LE(n, kMaxBatch);
+      const absl::Duration compute = table->Predict(d.keep_rate, n);
+      for (size_t index : d.batch) {
+        ASSERT_LT(index, queue.size());
+        ASSERT_FALSE(gone[index]);
+        const TaskAttributes& a = queue[index].task.attributes;
+        EXPECT_LE(now + compute, a.deadline) << "task " << queue[index].id;
+        if (a.keep_rate > 0.0f) {
+          EXPECT_FLOAT_EQ(d.keep_rate, a.keep_rate);
+        } else {
+          EXPECT_GE(d.keep_rate, a.min_keep_rate);
+        }
+        outcome[queue[index].id] = 1;
+        gone[index] = true;
+      }
+      now += compute;  // one device: the next decision comes after this batch
+    } else if (d.reject.empty()) {
+      ASSERT_GT(d.wake_at, now);
+      ASSERT_LT(d.wake_at, absl::InfiniteFuture());
+      now = d.wake_at;
+    }
+    std::vector<Pending> rest;
+    for (size_t i = 0; i < queue.size(); ++i) {
+      if (!gone[i]) rest.push_back(queue[i]);
+    }
+    queue.swap(rest);
+    ASSERT_LT(batches, 1000) << "no progress";
+  }
+  EXPECT_EQ(outcome.size(), static_cast<size_t>(kTasks));  // every task answered once
+  EXPECT_LT(batches, kTasks);                              // some batching happened
+}
+
+}  // namespace
+}  // namespace vitserve
