@@ -1,0 +1,595 @@
+#include "server/rpc/inference_service.h"
+
+#include <chrono>
+#include <deque>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "server/pruning/cost_model.h"
+#include "server/rpc/classify_logic.h"
+#include "server/rpc/model_info.h"
+#include "server/rpc/status_util.h"
+
+namespace vitserve {
+
+using vitserve::v1::ClassifyRequest;
+using vitserve::v1::ClassifyResponse;
+
+// Per-model serving state: immutable after Create() except the queue counter.
+struct ModelState {
+  ServedModel served;
+  std::string name;
+  std::string method;
+  uint64_t dense_macs = 0;
+  vitserve::v1::ModelInfo info;
+  std::atomic<int64_t> queued{0};  // admitted, not yet in a running batch
+
+  const ModelSpec& spec() const { return served.model->spec(); }
+};
+
+namespace {
+
+// Client deadlines further away than this are treated as "no deadline" (gRPC reports a
+// missing deadline as time_point::max()).
+constexpr absl::Duration kNoDeadlineHorizon = absl::Hours(24 * 365);
+
+absl::Time ClientDeadline(const grpc::CallbackServerContext* context) {
+  const auto deadline = context->deadline();
+  const auto now = std::chrono::system_clock::now();
+  if (deadline == std::chrono::system_clock::time_point::max() ||
+      deadline - now > absl::ToChronoSeconds(kNoDeadlineHorizon)) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(deadline);
+}
+
+// Metrics reason for a status that refused a request before compute; empty = none.
+const char* RejectReason(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kResourceExhausted:
+      return kRejectQueueFull;
+    case absl::StatusCode::kDeadlineExceeded:
+      return kRejectDeadline;
+    case absl::StatusCode::kCancelled:
+      return kRejectCancelled;
+    case absl::StatusCode::kUnavailable:
+      return kRejectDraining;
+    default:
+      return "";
+  }
+}
+
+ClassifyResponse ErrorResponse(const std::string& request_id, const absl::Status& status) {
+  ClassifyResponse response;
+  response.set_request_id(request_id);
+  response.mutable_error()->set_code(static_cast<int32_t>(status.code()));
+  response.mutable_error()->set_message(std::string(status.message()));
+  return response;
+}
+
+// Unary Classify: answers once the task is done (or at once on refusal).
+class ClassifyReactor final : public grpc::ServerUnaryReactor {
+ public:
+  ClassifyReactor(InferenceServiceImpl* service, ClassifyResponse* response)
+      : service_(service), response_(response) {}
+
+  void Start(const ClassifyRequest& request, absl::Time client_deadline) {
+    absl::Status status =
+        service_->Admit(request, client_deadline, &cancelled_,
+                        [this](absl::StatusOr<ClassifyResponse> result) { Complete(result); });
+    if (!status.ok()) Finish(ToGrpcStatus(status));
+  }
+
+  void OnCancel() override {
+    cancelled_ = true;
+    service_->KickScheduler();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void Complete(absl::StatusOr<ClassifyResponse>& result) {
+    if (!result.ok()) {
+      Finish(ToGrpcStatus(result.status()));
+      return;
+    }
+    response_->Swap(&*result);
+    Finish(grpc::Status::OK);
+  }
+
+  InferenceServiceImpl* const service_;
+  ClassifyResponse* const response_;
+  std::atomic<bool> cancelled_{false};
+};
+
+// ClassifyStream: reads requests while fewer than max_stream_in_flight are unanswered,
+// writes responses one at a time in completion order, finishes once the client has
+// half-closed (or gone) and every admitted request has been answered.
+//
+// All Start*/Finish calls are made without mu_ held; `reading_` / `writing_` make sure at
+// most one read and one write are outstanding, and Finish happens only when neither is,
+// and no task is in flight (tasks' callbacks point at this reactor).
+class ClassifyStreamReactor final
+    : public grpc::ServerBidiReactor<ClassifyRequest, ClassifyResponse> {
+ public:
+  ClassifyStreamReactor(InferenceServiceImpl* service, absl::Time client_deadline)
+      : service_(service),
+        client_deadline_(client_deadline),
+        max_in_flight_(service->max_stream_in_flight()) {
+    {
+      absl::MutexLock lock(&mu_);
+      reading_ = true;
+    }
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (ok) AdmitCurrent();
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      reading_ = false;
+      if (!ok) reads_done_ = true;
+      actions = NextActionsLocked();
+    }
+    Execute(actions);
+  }
+
+  void OnWriteDone(bool ok) override {
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      --pending_;
+      if (!ok) {
+        // The client is gone: drop what is still to be written.
+        write_failed_ = true;
+        pending_ -= static_cast<int>(write_queue_.size());
+        write_queue_.clear();
+      }
+      actions = NextActionsLocked();
+    }
+    Execute(actions);
+  }
+
+  void OnCancel() override {
+    cancelled_ = true;
+    service_->KickScheduler();
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      reads_done_ = true;
+      actions = NextActionsLocked();
+    }
+    Execute(actions);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  struct Actions {
+    const ClassifyResponse* write = nullptr;
+    bool read = false;
+    bool finish = false;
+    grpc::Status finish_status;
+  };
+
+  void AdmitCurrent() {
+    const std::string request_id = request_.request_id();
+    {
+      absl::MutexLock lock(&mu_);
+      ++pending_;
+      ++tasks_in_flight_;
+    }
+    absl::Status status =
+        service_->Admit(request_, client_deadline_, &cancelled_,
+                        [this, request_id](absl::StatusOr<ClassifyResponse> result) {
+                          OnTaskDone(request_id, std::move(result));
+                        });
+    if (status.ok()) return;
+    absl::MutexLock lock(&mu_);
+    --tasks_in_flight_;
+    write_queue_.push_back(ErrorResponse(request_id, status));
+  }
+
+  void OnTaskDone(const std::string& request_id, absl::StatusOr<ClassifyResponse> result) {
+    ClassifyResponse response =
+        result.ok() ? std::move(*result) : ErrorResponse(request_id, result.status());
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      --tasks_in_flight_;
+      if (write_failed_) {
+        --pending_;
+      } else {
+        write_queue_.push_back(std::move(response));
+      }
+      actions = NextActionsLocked();
+    }
+    Execute(actions);
+  }
+
+  Actions NextActionsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    Actions a;
+    if (finished_) return a;
+    if (!writing_ && !write_queue_.empty()) {
+      current_write_ = std::move(write_queue_.front());
+      write_queue_.pop_front();
+      writing_ = true;
+      a.write = &current_write_;
+    }
+    if (!reading_ && !reads_done_ && pending_ < max_in_flight_) {
+      reading_ = true;
+      a.read = true;
+    }
+    if (reads_done_ && !reading_ && !writing_ && tasks_in_flight_ == 0 && write_queue_.empty()) {
+      finished_ = true;
+      a.finish = true;
+      a.finish_status = cancelled_ ? grpc::Status::CANCELLED : grpc::Status::OK;
+    }
+    return a;
+  }
+
+  // Finish last: after it the reactor may be deleted at any moment.
+  void Execute(const Actions& a) {
+    if (a.write != nullptr) StartWrite(a.write);
+    if (a.read) StartRead(&request_);
+    if (a.finish) Finish(a.finish_status);
+  }
+
+  InferenceServiceImpl* const service_;
+  const absl::Time client_deadline_;
+  const int max_in_flight_;
+  std::atomic<bool> cancelled_{false};
+  ClassifyRequest request_;  // only touched by the one outstanding read
+
+  absl::Mutex mu_;
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  // Admitted requests not yet written (queued, running, or waiting in write_queue_).
+  int pending_ ABSL_GUARDED_BY(mu_) = 0;
+  int tasks_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<ClassifyResponse> write_queue_ ABSL_GUARDED_BY(mu_);
+  ClassifyResponse current_write_;  // owned by the outstanding write
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<InferenceServiceImpl>> InferenceServiceImpl::Create(
+    std::vector<ServedModel> models, const InferenceServiceOptions& options, const Clock* clock,
+    ServerMetrics* metrics) {
+  if (clock == nullptr) return absl::InvalidArgumentError("clock is required");
+  if (models.empty()) return absl::InvalidArgumentError("no models to serve");
+  if (options.max_stream_in_flight < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_stream_in_flight must be >= 1, got ", options.max_stream_in_flight));
+  }
+  std::unique_ptr<InferenceServiceImpl> service(new InferenceServiceImpl(options, clock, metrics));
+  for (ServedModel& served : models) {
+    if (served.model == nullptr || served.preprocessor == nullptr) {
+      return absl::InvalidArgumentError("a served model needs a model and a preprocessor");
+    }
+    auto state = std::make_unique<ModelState>();
+    state->served = std::move(served);
+    const ModelSpec& spec = state->spec();
+    state->name = spec.name;
+    state->method = std::string(MethodName(spec.pruning.method));
+    const std::vector<BlockShape> blocks = state->served.model->block_shapes();
+    state->dense_macs = DenseMacs(spec.arch, blocks);
+    absl::StatusOr<vitserve::v1::ModelInfo> info =
+        BuildModelInfo(spec, blocks, state->served.model->device());
+    if (!info.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model '", spec.name, "': ", info.status().message()));
+    }
+    state->info = std::move(*info);
+    if (!service->by_name_.emplace(state->name, state.get()).second) {
+      return absl::InvalidArgumentError(absl::StrCat("two models named '", state->name, "'"));
+    }
+    if (metrics != nullptr) metrics->OnModelLoaded(state->name, state->method, spec.version);
+    service->models_.push_back(std::move(state));
+  }
+  service->default_model_ =
+      options.default_model.empty() ? service->models_[0]->name : options.default_model;
+  if (service->by_name_.count(service->default_model_) == 0) {
+    std::vector<std::string> names;
+    for (const auto& [name, state] : service->by_name_) names.push_back(name);
+    return absl::InvalidArgumentError(
+        absl::StrCat("default model '", service->default_model_,
+                     "' is not served; served models: ", absl::StrJoin(names, ", ")));
+  }
+
+  Scheduler::Options scheduler_options;
+  scheduler_options.max_batch_size = options.max_batch_size;
+  scheduler_options.max_queue_delay = options.max_queue_delay;
+  scheduler_options.max_enqueued = options.max_queue_size;
+  scheduler_options.num_batch_threads = options.num_batch_threads;
+  InferenceServiceImpl* self = service.get();
+  Scheduler::Callbacks callbacks{[self](const std::string& /*key*/, float keep_rate,
+                                        std::vector<std::unique_ptr<InferenceTask>> batch) {
+                                   self->ProcessBatch(keep_rate, std::move(batch));
+                                 },
+                                 [self](std::unique_ptr<InferenceTask> task, absl::Status status) {
+                                   self->Reject(std::move(task), std::move(status));
+                                 }};
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
+      Scheduler::Create(scheduler_options, std::move(callbacks), clock);
+  if (!scheduler.ok()) return scheduler.status();
+  service->scheduler_ = std::move(*scheduler);
+  return service;
+}
+
+InferenceServiceImpl::InferenceServiceImpl(const InferenceServiceOptions& options,
+                                           const Clock* clock, ServerMetrics* metrics)
+    : options_(options), clock_(clock), metrics_(metrics) {}
+
+InferenceServiceImpl::~InferenceServiceImpl() { Shutdown(); }
+
+absl::Status InferenceServiceImpl::WarmUp() {
+  for (const auto& state : models_) {
+    const ModelSpec& spec = state->spec();
+    ImageTensor zero;
+    zero.channels = spec.arch.in_chans;
+    zero.height = spec.arch.image_size;
+    zero.width = spec.arch.image_size;
+    zero.data.assign(static_cast<size_t>(zero.channels) * zero.height * zero.width, 0.0f);
+    const ImageTensor* images[] = {&zero};
+    absl::StatusOr<std::vector<ImageResult>> result =
+        state->served.model->Run(images, spec.pruning.default_keep_rate);
+    if (!result.ok()) {
+      return absl::Status(
+          result.status().code(),
+          absl::StrCat("warm-up of model '", state->name, "' failed: ", result.status().message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void InferenceServiceImpl::StartDraining() { draining_ = true; }
+
+void InferenceServiceImpl::Shutdown() {
+  StartDraining();
+  if (scheduler_ != nullptr) scheduler_->Shutdown();
+}
+
+void InferenceServiceImpl::KickScheduler() { scheduler_->Kick(); }
+
+absl::StatusOr<ModelState*> InferenceServiceImpl::FindModel(const std::string& name) const {
+  const std::string& wanted = name.empty() ? default_model_ : name;
+  auto it = by_name_.find(wanted);
+  if (it != by_name_.end()) return it->second;
+  std::vector<std::string> names;
+  for (const auto& [served_name, state] : by_name_) names.push_back(served_name);
+  return absl::NotFoundError(
+      absl::StrCat("unknown model '", wanted, "'; served models: ", absl::StrJoin(names, ", ")));
+}
+
+void InferenceServiceImpl::RecordRefusal(const std::string& model, const std::string& method,
+                                         const absl::Status& status, double seconds) {
+  if (metrics_ == nullptr) return;
+  const char* reason = RejectReason(status.code());
+  if (*reason != '\0') metrics_->OnRejected(model, reason);
+  RequestRecord record;
+  record.model = model;
+  record.method = method;
+  record.grpc_code = static_cast<int>(status.code());
+  record.total_seconds = seconds;
+  metrics_->OnRequestDone(record);
+}
+
+absl::Status InferenceServiceImpl::Admit(
+    const ClassifyRequest& request, absl::Time client_deadline, const std::atomic<bool>* cancelled,
+    std::function<void(absl::StatusOr<ClassifyResponse>)> done) {
+  const absl::Time arrival = clock_->Now();
+  absl::StatusOr<ModelState*> found = FindModel(request.model());
+  const std::string model_name = found.ok() ? (*found)->name : request.model();
+  const std::string method = found.ok() ? (*found)->method : "";
+  auto refuse = [&](absl::Status status) {
+    RecordRefusal(model_name, method, status, absl::ToDoubleSeconds(clock_->Now() - arrival));
+    return status;
+  };
+  if (draining_) {
+    return refuse(absl::UnavailableError(
+        "server is draining (shutting down) and accepts no new requests; retry on another "
+        "replica"));
+  }
+  if (!found.ok()) return refuse(found.status());
+  ModelState* model = *found;
+  const ModelSpec& spec = model->spec();
+  if (absl::Status valid = ValidateClassifyRequest(request, spec); !valid.ok()) {
+    return refuse(valid);
+  }
+
+  // Deadline on the service's clock: the client's remaining time, capped by the budget.
+  absl::Time deadline = absl::InfiniteFuture();
+  if (client_deadline != absl::InfiniteFuture())
+    deadline = arrival + (client_deadline - absl::Now());
+  if (request.latency_budget_ms() > 0.0f) {
+    deadline = std::min(deadline,
+                        arrival + absl::Microseconds(static_cast<int64_t>(
+                                      static_cast<double>(request.latency_budget_ms()) * 1000.0)));
+  }
+  if (deadline <= arrival) {
+    return refuse(absl::DeadlineExceededError(
+        "the request's deadline (client deadline or latency_budget_ms) passed before it could "
+        "be queued"));
+  }
+
+  absl::StatusOr<ImageTensor> image =
+      request.input_case() == ClassifyRequest::kImage
+          ? model->served.preprocessor->FromEncoded(request.image())
+          : model->served.preprocessor->FromTensor(request.tensor());
+  if (!image.ok()) return refuse(image.status());
+
+  auto task = std::make_unique<InferenceTask>();
+  task->model = model;
+  task->keep_rate = ResolveKeepRate(request, spec);
+  task->attrs.deadline = deadline;
+  task->attrs.keep_rate = task->keep_rate;
+  task->attrs.min_keep_rate = request.min_keep_rate();
+  task->attrs.latency_budget =
+      deadline == absl::InfiniteFuture() ? absl::ZeroDuration() : deadline - arrival;
+  task->attrs.priority = static_cast<int>(request.priority());
+  task->image = std::move(*image);
+  task->top_k = ResolveTopK(request.top_k(), spec.arch.num_classes);
+  task->return_logits = request.return_logits();
+  task->request_id = request.request_id();
+  task->arrival = arrival;
+  task->cancelled = cancelled;
+  task->done = std::move(done);
+
+  const std::string key = absl::StrCat(model->name, "@", task->keep_rate);
+  // Counted before Schedule: the batch may start (and decrement) before it returns.
+  const int64_t depth = ++model->queued;
+  if (metrics_ != nullptr) metrics_->AddInFlight(1);
+  absl::Status scheduled = scheduler_->Schedule(key, &task);
+  if (!scheduled.ok()) {
+    --model->queued;
+    if (metrics_ != nullptr) metrics_->AddInFlight(-1);
+    return refuse(scheduled);
+  }
+  if (metrics_ != nullptr) metrics_->SetQueueDepth(model->name, depth);
+  return absl::OkStatus();
+}
+
+void InferenceServiceImpl::ProcessBatch(float keep_rate,
+                                        std::vector<std::unique_ptr<InferenceTask>> batch) {
+  ModelState* model = batch[0]->model;
+  const int64_t depth = model->queued -= static_cast<int64_t>(batch.size());
+  if (metrics_ != nullptr) metrics_->SetQueueDepth(model->name, depth);
+  std::vector<const ImageTensor*> images;
+  images.reserve(batch.size());
+  for (const auto& task : batch) images.push_back(&task->image);
+
+  const absl::Time start = clock_->Now();
+  absl::StatusOr<std::vector<ImageResult>> results = model->served.model->Run(images, keep_rate);
+  const absl::Time end = clock_->Now();
+  const double compute_seconds = absl::ToDoubleSeconds(end - start);
+  if (metrics_ != nullptr) {
+    metrics_->OnBatch(model->name, static_cast<int>(batch.size()), keep_rate, compute_seconds);
+  }
+  if (results.ok() && results->size() != batch.size()) {
+    results = absl::InternalError(
+        absl::StrCat("model returned ", results->size(), " results for a batch of ", batch.size()));
+  }
+  const ModelSpec& spec = model->spec();
+  const double expected_accuracy =
+      ExpectedAccuracy(spec.calibration, spec.pruning.method, keep_rate);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    std::unique_ptr<InferenceTask>& task = batch[i];
+    if (!results.ok()) {
+      Answer(std::move(task), results.status());
+      continue;
+    }
+    const ImageResult& r = (*results)[i];
+    ClassifyResponse response;
+    for (vitserve::v1::Prediction& p : TopKPredictions(r.logits, task->top_k, spec.labels)) {
+      *response.add_predictions() = std::move(p);
+    }
+    response.set_keep_rate(keep_rate);
+    for (int t : r.tokens_per_stage) response.add_tokens_per_stage(static_cast<uint32_t>(t));
+    response.set_macs(r.macs);
+    response.set_dense_macs(model->dense_macs);
+    vitserve::v1::Timing* timing = response.mutable_timing();
+    timing->set_queue_seconds(absl::ToDoubleSeconds(start - task->arrival));
+    timing->set_compute_seconds(compute_seconds);
+    timing->set_total_seconds(absl::ToDoubleSeconds(end - task->arrival));
+    response.set_batch_size(static_cast<uint32_t>(batch.size()));
+    response.set_model(model->name);
+    if (task->return_logits) {
+      for (float l : r.logits) response.add_logits(l);
+    }
+    response.set_request_id(task->request_id);
+    response.set_expected_accuracy(static_cast<float>(expected_accuracy));
+    Answer(std::move(task), std::move(response));
+  }
+}
+
+void InferenceServiceImpl::Reject(std::unique_ptr<InferenceTask> task, absl::Status status) {
+  ModelState* model = task->model;
+  const int64_t depth = --model->queued;
+  if (metrics_ != nullptr) {
+    metrics_->SetQueueDepth(model->name, depth);
+    const char* reason = RejectReason(status.code());
+    if (*reason != '\0') metrics_->OnRejected(model->name, reason);
+  }
+  Answer(std::move(task), std::move(status));
+}
+
+void InferenceServiceImpl::Answer(std::unique_ptr<InferenceTask> task,
+                                  absl::StatusOr<ClassifyResponse> result) {
+  if (metrics_ != nullptr) {
+    RequestRecord record;
+    record.model = task->model->name;
+    record.method = task->model->method;
+    record.grpc_code = static_cast<int>(result.status().code());
+    record.dense_macs = task->model->dense_macs;
+    if (result.ok()) {
+      record.queue_seconds = result->timing().queue_seconds();
+      record.compute_seconds = result->timing().compute_seconds();
+      record.total_seconds = result->timing().total_seconds();
+      record.keep_rate = result->keep_rate();
+      record.macs = result->macs();
+      if (result->predictions_size() > 0) record.top1_probability = result->predictions(0).score();
+      record.expected_accuracy = result->expected_accuracy();
+    } else {
+      record.total_seconds = absl::ToDoubleSeconds(clock_->Now() - task->arrival);
+    }
+    record.had_budget = task->attrs.deadline != absl::InfiniteFuture();
+    record.budget_met = record.had_budget && result.ok() &&
+                        record.total_seconds <= absl::ToDoubleSeconds(task->attrs.latency_budget);
+    metrics_->OnRequestDone(record);
+    metrics_->AddInFlight(-1);
+  }
+  task->done(std::move(result));
+}
+
+grpc::ServerUnaryReactor* InferenceServiceImpl::Classify(grpc::CallbackServerContext* context,
+                                                         const ClassifyRequest* request,
+                                                         ClassifyResponse* response) {
+  auto* reactor = new ClassifyReactor(this, response);
+  reactor->Start(*request, ClientDeadline(context));
+  return reactor;
+}
+
+grpc::ServerBidiReactor<ClassifyRequest, ClassifyResponse>* InferenceServiceImpl::ClassifyStream(
+    grpc::CallbackServerContext* context) {
+  return new ClassifyStreamReactor(this, ClientDeadline(context));
+}
+
+grpc::ServerUnaryReactor* InferenceServiceImpl::ListModels(
+    grpc::CallbackServerContext* context, const vitserve::v1::ListModelsRequest* /*request*/,
+    vitserve::v1::ListModelsResponse* response) {
+  for (const auto& state : models_) {
+    vitserve::v1::ModelSummary* summary = response->add_models();
+    summary->set_name(state->name);
+    summary->set_method(state->method);
+    summary->set_version(state->spec().version);
+    summary->set_ready(!draining_);
+  }
+  response->set_default_model(default_model_);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* InferenceServiceImpl::GetModelInfo(
+    grpc::CallbackServerContext* context, const vitserve::v1::GetModelInfoRequest* request,
+    vitserve::v1::ModelInfo* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<ModelState*> found = FindModel(request->model());
+  if (!found.ok()) {
+    reactor->Finish(ToGrpcStatus(found.status()));
+    return reactor;
+  }
+  *response = (*found)->info;
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace vitserve

@@ -1,0 +1,184 @@
+// The vitserve.v1.InferenceService implementation (gRPC callback API). Thin: it resolves
+// the model, validates the request (classify_logic.h), preprocesses the input on the gRPC
+// thread, hands an InferenceTask to the BatchScheduler and answers when the batch that
+// ran it finishes. absl::Status becomes grpc::Status once, in status_util.h.
+//
+// Behaviour
+//   * Model: the request's `model`, or the default model when empty; unknown ->
+//     NOT_FOUND naming the served models.
+//   * keep_rate 0 runs at the model's default keep-rate (until a latency-budget policy
+//     chooses one). Requests at the same (model, keep-rate) share a batching queue.
+//   * Deadline: min(client deadline, arrival + latency_budget_ms). A request still queued
+//     at its deadline is answered DEADLINE_EXCEEDED without running; a deadline already
+//     passed on arrival is DEADLINE_EXCEEDED at once.
+//   * Queue full -> RESOURCE_EXHAUSTED at once; draining -> UNAVAILABLE; client cancelled
+//     while queued -> CANCELLED (the task leaves the queue without running).
+//   * ClassifyStream: requests are admitted as they are read; every request gets exactly
+//     one response echoing its request_id, in completion order; a failed request is a
+//     response with `error` set and the stream stays open. At most
+//     `max_stream_in_flight` requests per stream are unanswered (queued, running or
+//     waiting to be written); the reactor stops reading until one is written
+//     (back-pressure through HTTP/2 flow control).
+//   * Metrics (optional ServerMetrics, not owned): OnRequestDone for every answered
+//     request, OnBatch per batch, OnRejected for refusals before compute, queue depth per
+//     model, in-flight count.
+//
+// Thread-safety: RPC handlers run on gRPC threads, batches on the scheduler's threads;
+// all shared state is immutable after Create() or guarded. WarmUp(), StartDraining() and
+// Shutdown() may be called from any thread.
+//
+// Lifetime: the service must outlive the grpc::Server it is registered with (shut the
+// server down first), and Shutdown() must run before destruction if any request may
+// still be queued (the destructor calls it).
+#ifndef VITSERVE_SERVER_RPC_INFERENCE_SERVICE_H_
+#define VITSERVE_SERVER_RPC_INFERENCE_SERVICE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/metrics/server_metrics.h"
+#include "server/preprocess/preprocessor.h"
+#include "server/runtime/clock.h"
+#include "server/runtime/inference_model.h"
+#include "server/scheduler/batch_policy.h"
+#include "server/scheduler/batch_scheduler.h"
+#include "vitserve/v1/inference.grpc.pb.h"
+#include "vitserve/v1/inference.pb.h"
+
+namespace vitserve {
+
+struct ModelState;  // per-model serving state, defined in the .cc
+
+// A model ready to serve: the executor and its input pipeline. Owned by the service.
+struct ServedModel {
+  std::unique_ptr<InferenceModel> model;
+  std::unique_ptr<Preprocessor> preprocessor;
+};
+
+struct InferenceServiceOptions {
+  // Model used when a request leaves `model` empty; empty = the first model given.
+  std::string default_model;
+  // Largest batch the model runs at once.
+  int max_batch_size = 8;
+  // How long the first request of a batch waits for company.
+  absl::Duration max_queue_delay = absl::Milliseconds(5);
+  // Requests waiting in all queues together; more get RESOURCE_EXHAUSTED.
+  int max_queue_size = 256;
+  // Batches that run concurrently (1 on CPU: LibTorch already uses every core).
+  int num_batch_threads = 1;
+  // Unanswered requests per ClassifyStream before the server stops reading it.
+  int max_stream_in_flight = 32;
+};
+
+// One admitted request, as the scheduler holds it. Internal to the service; public only
+// because BatchScheduler is instantiated on it.
+struct InferenceTask {
+  ModelState* model = nullptr;  // not owned
+  TaskAttributes attrs;
+  ImageTensor image;
+  float keep_rate = 1.0f;
+  uint32_t top_k = 0;
+  bool return_logits = false;
+  std::string request_id;
+  absl::Time arrival;
+  // Set by the RPC when the client goes away; outlives the task.
+  const std::atomic<bool>* cancelled = nullptr;
+  // Answers the RPC; called exactly once, on a batch thread.
+  std::function<void(absl::StatusOr<vitserve::v1::ClassifyResponse>)> done;
+
+  const TaskAttributes& attributes() const { return attrs; }
+  bool IsCancelled() const { return cancelled != nullptr && cancelled->load(); }
+};
+
+class InferenceServiceImpl final : public vitserve::v1::InferenceService::CallbackService {
+ public:
+  // Takes the models (at least one, unique names, each with a preprocessor), builds the
+  // ModelInfo of each, starts the scheduler. `clock` and `metrics` are not owned and must
+  // outlive the service; `metrics` may be null. INVALID_ARGUMENT for bad options, no
+  // models, duplicate names or an unknown default_model.
+  static absl::StatusOr<std::unique_ptr<InferenceServiceImpl>> Create(
+      std::vector<ServedModel> models, const InferenceServiceOptions& options, const Clock* clock,
+      ServerMetrics* metrics);
+  ~InferenceServiceImpl() override;
+
+  // Runs one batch of one zero image per model at its default keep-rate, synchronously,
+  // directly on the model (not counted in request metrics), so that lazy initialisation
+  // (allocator pools, kernels) happens before the first request. The first error is
+  // returned.
+  absl::Status WarmUp();
+
+  // From now on new requests (and new stream messages) get UNAVAILABLE; queued ones run.
+  void StartDraining();
+
+  // StartDraining(), then answers every queued request and stops the batch threads.
+  // Idempotent. Shut the grpc::Server down first so no handler is still admitting.
+  void Shutdown();
+
+  const std::string& default_model() const { return default_model_; }
+
+  // vitserve.v1.InferenceService.
+  grpc::ServerUnaryReactor* Classify(grpc::CallbackServerContext* context,
+                                     const vitserve::v1::ClassifyRequest* request,
+                                     vitserve::v1::ClassifyResponse* response) override;
+  grpc::ServerBidiReactor<vitserve::v1::ClassifyRequest, vitserve::v1::ClassifyResponse>*
+  ClassifyStream(grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
+                                       const vitserve::v1::ListModelsRequest* request,
+                                       vitserve::v1::ListModelsResponse* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
+                                         const vitserve::v1::GetModelInfoRequest* request,
+                                         vitserve::v1::ModelInfo* response) override;
+
+  // Validates, preprocesses and schedules one request. On OK, `done` will be called
+  // exactly once from a batch thread; on error it is not called and the error is the
+  // answer. `client_deadline` is the RPC's deadline in real time (InfiniteFuture = none);
+  // `cancelled` (may be null) must stay valid until `done` runs. Also used by the
+  // reactors; public for the streaming reactor class in the .cc.
+  absl::Status Admit(const vitserve::v1::ClassifyRequest& request, absl::Time client_deadline,
+                     const std::atomic<bool>* cancelled,
+                     std::function<void(absl::StatusOr<vitserve::v1::ClassifyResponse>)> done);
+
+  // Makes the scheduler look at its queues now (a client cancelled).
+  void KickScheduler();
+
+  int max_stream_in_flight() const { return options_.max_stream_in_flight; }
+
+ private:
+  using Scheduler = BatchScheduler<InferenceTask>;
+
+  InferenceServiceImpl(const InferenceServiceOptions& options, const Clock* clock,
+                       ServerMetrics* metrics);
+
+  // Resolves `name` ("" = default). NOT_FOUND lists the served models.
+  absl::StatusOr<ModelState*> FindModel(const std::string& name) const;
+  // Scheduler callbacks.
+  void ProcessBatch(float keep_rate, std::vector<std::unique_ptr<InferenceTask>> batch);
+  void Reject(std::unique_ptr<InferenceTask> task, absl::Status status);
+  // Records metrics for a finished request and calls its `done`.
+  void Answer(std::unique_ptr<InferenceTask> task,
+              absl::StatusOr<vitserve::v1::ClassifyResponse> result);
+  // Metrics for a request refused before it was admitted.
+  void RecordRefusal(const std::string& model, const std::string& method,
+                     const absl::Status& status, double seconds);
+
+  const InferenceServiceOptions options_;
+  const Clock* const clock_;
+  ServerMetrics* const metrics_;
+  std::vector<std::unique_ptr<ModelState>> models_;
+  std::map<std::string, ModelState*> by_name_;
+  std::string default_model_;
+  std::atomic<bool> draining_{false};
+  std::unique_ptr<Scheduler> scheduler_;
+};
+
+}  // namespace vitserve
+
+#endif  // VITSERVE_SERVER_RPC_INFERENCE_SERVICE_H_

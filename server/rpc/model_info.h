@@ -1,0 +1,33 @@
+// GetModelInfo's answer, built once per model at startup from the spec and the cost model
+// (server/pruning/cost_model.h). Pure; no gRPC server types.
+#ifndef VITSERVE_SERVER_RPC_MODEL_INFO_H_
+#define VITSERVE_SERVER_RPC_MODEL_INFO_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/model/model_spec.h"
+#include "vitserve/v1/inference.pb.h"
+
+namespace vitserve {
+
+// Step of the keep-rate grid in ModelInfo.grid.
+inline constexpr float kKeepRateGridStep = 0.1f;
+
+// Keep-rates of the grid, descending: 1.0, 0.9, ... (multiples of kKeepRateGridStep) that
+// lie in [min_keep_rate, max_keep_rate], plus min_keep_rate itself when it is not a
+// multiple, plus max_keep_rate when it is not.
+std::vector<float> KeepRateGrid(const PruningSpec& pruning);
+
+// Name, version, method, architecture, preprocessing, keep-rate range, dense MACs, the
+// grid (tokens per stage and MACs per keep-rate from EstimateCost), labels, per-block
+// shapes, calibration points and device. Errors: whatever EstimateCost reports for a
+// keep-rate of the grid (INVALID_ARGUMENT).
+absl::StatusOr<vitserve::v1::ModelInfo> BuildModelInfo(const ModelSpec& spec,
+                                                       const std::vector<BlockShape>& blocks,
+                                                       const std::string& device);
+
+}  // namespace vitserve
+
+#endif  // VITSERVE_SERVER_RPC_MODEL_INFO_H_
