@@ -50,6 +50,7 @@ SCRAPE_INTERVAL = "1s"
 RATE_INTERVAL = "5s"          # what Grafana's $__rate_interval would be at a 1 s scrape
 SERVER_START_TIMEOUT_S = 120
 PROMETHEUS_START_TIMEOUT_S = 30
+HEALTH_TIMEOUT_S = 30
 LOAD_SECONDS = 12
 LOAD_THREADS = 4
 SETTLE_SECONDS = 4            # scrapes after the load so the last rates are recorded
@@ -328,6 +329,8 @@ def main():
     ap.add_argument("--repo_root", required=True)
     ap.add_argument("--vitserve", required=True)
     ap.add_argument("--prometheus", default="prometheus")
+    ap.add_argument("--vitclient", default="",
+                    help="if given, also runs the Docker HEALTHCHECK command against the server")
     ap.add_argument("--server_flag", action="append", default=[],
                     help="extra vitserve flag, e.g. --server_flag=--max_queue_size=16")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (debugging)")
@@ -348,6 +351,21 @@ def main():
             read_stdout=True)
         grpc_port, metrics_port = read_server_ports(server, SERVER_START_TIMEOUT_S)
         print(f"vitserve: gRPC 127.0.0.1:{grpc_port}, metrics 127.0.0.1:{metrics_port}")
+        problems = []
+        if args.vitclient:
+            # What deploy/docker/Dockerfile.* run as HEALTHCHECK (there on port 8500).
+            # Polled like the HEALTHCHECK's start period: SERVING may follow warm-up.
+            deadline = time.monotonic() + HEALTH_TIMEOUT_S
+            while True:
+                health = subprocess.run(
+                    [args.vitclient, "health", f"--server=127.0.0.1:{grpc_port}"],
+                    capture_output=True, text=True, timeout=30)
+                if health.returncode == 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            if health.returncode != 0:
+                problems.append(f"vitclient health exited {health.returncode}: "
+                                f"{health.stdout} {health.stderr}")
 
         prom_port = free_port()
         prom = f"http://127.0.0.1:{prom_port}"
@@ -372,7 +390,6 @@ def main():
         time.sleep(SETTLE_SECONDS)
         end = time.time()
 
-        problems = []
         # The load itself must have exercised what the panels show.
         for code in ("OK", "DEADLINE_EXCEEDED", "INVALID_ARGUMENT", "NOT_FOUND",
                      "RESOURCE_EXHAUSTED"):
