@@ -192,22 +192,30 @@ TEST(BudgetPolicyTest, MixedBudgetsGiveTheTightRequestsABatchThatFitsThem) {
 
 TEST(BudgetPolicyTest, LooserRequestJoinsALowerLevelOnlyWhenWaitingWouldNotGetItMore) {
   auto policy = MakePolicy(ExactOptions());
-  std::vector<QueuedTask> tasks = {
-      Flexible(kT0, absl::Milliseconds(30)),     // 0 loose: after a 9 ms batch it gets 1.0
-      Flexible(kT0, absl::Microseconds(9500)),   // 1 head: 0.8 alone, room for 2 (9 ms)
-      Flexible(kT0, absl::Microseconds(17500)),  // 2: after a 9 ms batch at most 0.8
-  };
+  // The head gets 0.8 alone and has room for a second member at 0.8 (9 ms of 9.5 ms).
+  const QueuedTask head = Flexible(kT0, absl::Microseconds(9500));
+  // After a 9 ms batch: the loose one still gets 1.0 (19 ms <= 30 ms), the medium one at
+  // most 0.8 (17 ms <= 17.5 ms).
+  const QueuedTask loose = Flexible(kT0, absl::Milliseconds(30));
+  const QueuedTask medium = Flexible(kT0, absl::Microseconds(17500));
+
+  std::vector<QueuedTask> tasks = {loose, head};
   BatchDecision wait = Decide(*policy, tasks, kT0);
-  EXPECT_THAT(wait.batch, IsEmpty());
-  EXPECT_EQ(wait.wake_at, kT0 + absl::Microseconds(500));  // 9.5 − 9
+  EXPECT_EQ(wait.wake_at, kT0 + absl::Microseconds(1500));  // head alone: 9.5 − 8
   BatchDecision d = Decide(*policy, tasks, wait.wake_at);
-  EXPECT_THAT(d.batch, ElementsAre(1, 2));
+  EXPECT_THAT(d.batch, ElementsAre(1));  // the loose one is not pulled down to 0.8
   EXPECT_FLOAT_EQ(d.keep_rate, 0.8f);
 
-  // Without the head, the loose request runs at full keep-rate.
-  tasks.erase(tasks.begin() + 1);
-  d = Decide(*policy, tasks, kT0, /*draining=*/true);
-  EXPECT_FLOAT_EQ(d.keep_rate, 1.0f);
+  tasks = {medium, head};
+  wait = Decide(*policy, tasks, kT0);
+  EXPECT_EQ(wait.wake_at, kT0 + absl::Microseconds(500));  // batch of 2: 9.5 − 9
+  d = Decide(*policy, tasks, wait.wake_at);
+  EXPECT_THAT(d.batch, ElementsAre(0, 1));  // waiting would not get it more than 0.8
+  EXPECT_FLOAT_EQ(d.keep_rate, 0.8f);
+
+  // Alone, the loose request runs at full keep-rate.
+  tasks = {loose};
+  EXPECT_FLOAT_EQ(Decide(*policy, tasks, kT0, /*draining=*/true).keep_rate, 1.0f);
 }
 
 TEST(BudgetPolicyTest, HopelessRequestIsRejectedAtOnceWithThePredictedTime) {
