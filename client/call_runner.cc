@@ -1,0 +1,96 @@
+#include "client/call_runner.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "client/bench_report.h"
+
+namespace vitserve::client {
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);  // logits of large label sets
+  return grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
+}
+
+void SetTimeout(grpc::ClientContext* ctx, absl::Duration timeout) {
+  if (timeout <= absl::ZeroDuration() || timeout == absl::InfiniteDuration()) return;
+  ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+}
+
+std::string RpcErrorText(const std::string& server, const grpc::Status& status) {
+  return absl::StrCat("vitclient: ", server, ": ", CodeName(status.error_code()), ": ",
+                      status.error_message());
+}
+
+struct CallRunner::Call {
+  grpc::ClientContext ctx;
+  vitserve::v1::ClassifyRequest request;
+  vitserve::v1::ClassifyResponse response;
+  absl::Time start;
+  size_t index = 0;
+  Done done;
+};
+
+CallRunner::CallRunner(vitserve::v1::InferenceService::Stub* stub, int max_in_flight,
+                       absl::Duration timeout)
+    : stub_(stub), max_in_flight_(max_in_flight < 1 ? 1 : max_in_flight), timeout_(timeout) {}
+
+CallRunner::~CallRunner() { Wait(); }
+
+void CallRunner::Start(size_t index, vitserve::v1::ClassifyRequest request, Done done) {
+  {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](CallRunner* r)
+             ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) { return r->in_flight_ < r->max_in_flight_; },
+        this));
+    ++in_flight_;
+  }
+  Launch(index, std::move(request), std::move(done));
+}
+
+bool CallRunner::TryStart(size_t index, vitserve::v1::ClassifyRequest request, Done done) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (in_flight_ >= max_in_flight_) return false;
+    ++in_flight_;
+  }
+  Launch(index, std::move(request), std::move(done));
+  return true;
+}
+
+void CallRunner::Launch(size_t index, vitserve::v1::ClassifyRequest request, Done done) {
+  auto* call = new Call;
+  call->request = std::move(request);
+  call->index = index;
+  call->done = std::move(done);
+  SetTimeout(&call->ctx, timeout_);
+  call->start = absl::Now();
+  stub_->async()->Classify(&call->ctx, &call->request, &call->response,
+                           [this, call](grpc::Status status) {
+                             Result result;
+                             result.latency_s = absl::ToDoubleSeconds(absl::Now() - call->start);
+                             result.status = std::move(status);
+                             result.response = std::move(call->response);
+                             call->done(call->index, std::move(result));
+                             delete call;
+                             absl::MutexLock lock(&mu_);
+                             --in_flight_;
+                           });
+}
+
+void CallRunner::Wait() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](CallRunner* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) { return r->in_flight_ == 0; },
+      this));
+}
+
+int64_t CallRunner::in_flight() const {
+  absl::MutexLock lock(&mu_);
+  return in_flight_;
+}
+
+}  // namespace vitserve::client
