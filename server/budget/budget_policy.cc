@@ -81,11 +81,28 @@ BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
   BatchDecision decision;
   const std::vector<float>& levels = table.keep_rate_levels();  // highest first
 
+  // G(k, n) for every level and n <= max_batch_size, computed once per decision (the
+  // batch-forming loop below asks for it O(tasks²) times).
+  const size_t max_n = static_cast<size_t>(options_.max_batch_size);
+  std::vector<absl::Duration> grid(levels.size() * max_n);
+  for (size_t l = 0; l < levels.size(); ++l) {
+    for (size_t n = 1; n <= max_n; ++n) {
+      grid[l * max_n + n - 1] = GuardedCompute(table, levels[l], static_cast<int>(n));
+    }
+  }
+  auto guarded = [&](float rate, int n) -> absl::Duration {
+    if (n >= 1 && static_cast<size_t>(n) <= max_n) {
+      for (size_t l = 0; l < levels.size(); ++l) {
+        if (levels[l] == rate) return grid[l * max_n + static_cast<size_t>(n) - 1];
+      }
+    }
+    return GuardedCompute(table, rate, n);  // a fixed keep-rate off the grid
+  };
   // best(t, start, n): highest level >= lowest whose guarded batch time fits the bound.
   auto best = [&](const TaskView& t, absl::Time start, int n) -> std::optional<float> {
     for (float level : levels) {
       if (level < t.lowest - kKeepRateTolerance) break;
-      if (start + GuardedCompute(table, level, n) <= t.bound) return level;
+      if (start + guarded(level, n) <= t.bound) return level;
     }
     return std::nullopt;
   };
@@ -123,83 +140,101 @@ BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
       lowest_rate = v.lowest;
     }
     if (v.budgeted()) {
-      const absl::Duration predicted = table.Predict(lowest_rate, 1);
-      const absl::Duration guarded = GuardedCompute(table, lowest_rate, 1);
-      if (now + guarded > v.bound) {
+      const absl::Duration g = guarded(lowest_rate, 1);
+      if (now + g > v.bound) {
         decision.reject.emplace_back(
-            i, absl::DeadlineExceededError(absl::StrCat(
-                   "latency budget cannot be met: predicted compute time ",
-                   absl::FormatDuration(predicted), " (", absl::FormatDuration(guarded),
-                   " with the safety margin) at keep-rate ", lowest_rate,
-                   v.fixed ? " (as requested)" : " (the lowest allowed)",
-                   " for a batch of 1 exceeds the remaining budget ",
-                   absl::FormatDuration(v.bound - now))));
+            i, absl::DeadlineExceededError(
+                   absl::StrCat("latency budget cannot be met: predicted compute time ",
+                                absl::FormatDuration(table.Predict(lowest_rate, 1)), " (",
+                                absl::FormatDuration(g), " with the safety margin) at keep-rate ",
+                                lowest_rate, v.fixed ? " (as requested)" : " (the lowest allowed)",
+                                " for a batch of 1 exceeds the remaining budget ",
+                                absl::FormatDuration(v.bound - now))));
         continue;
       }
     }
     views.push_back(v);
   }
 
-  // 2. Most urgent first.
+  // 2. Most urgent first; candidate batches formed greedily.
   std::sort(views.begin(), views.end(), [](const TaskView& a, const TaskView& b) {
     return std::tie(a.priority, a.bound, a.enqueue_time, a.index) <
            std::tie(b.priority, b.bound, b.enqueue_time, b.index);
   });
-
+  struct Candidate {
+    std::vector<size_t> members;  // into views
+    float rate = 1.0f;
+    absl::Time latest_safe_start;
+  };
+  std::vector<Candidate> waiting;  // earlier candidates that wait for company
+  const Candidate* run = nullptr;
+  Candidate ready;
   std::vector<bool> assigned(views.size(), false);
-  for (size_t h = 0; h < views.size(); ++h) {
+  for (size_t h = 0; h < views.size() && run == nullptr; ++h) {
     if (assigned[h]) continue;
     const TaskView& head = views[h];
-    float rate = 0.0f;
+    Candidate c;
     if (head.fixed) {
-      rate = head.fixed_rate;
+      c.rate = head.fixed_rate;
     } else if (head.budgeted()) {
-      rate = *best(head, now, 1);  // exists: the head passed the hopeless check
+      c.rate = *best(head, now, 1);  // exists: the head passed the hopeless check
     } else {
-      rate = head.unbudgeted_rate;
+      c.rate = head.unbudgeted_rate;
     }
-    std::vector<size_t> members = {h};
+    c.members = {h};
     absl::Time min_bound = head.bound;
     absl::Time oldest = head.enqueue_time;
     assigned[h] = true;
     for (size_t j = h + 1; j < views.size(); ++j) {
-      if (static_cast<int>(members.size()) >= options_.max_batch_size) break;
+      if (c.members.size() >= max_n) break;
       if (assigned[j]) continue;
       const TaskView& t = views[j];
-      const int grown = static_cast<int>(members.size()) + 1;
-      const absl::Time finish = now + GuardedCompute(table, rate, grown);
+      const absl::Time finish = now + guarded(c.rate, static_cast<int>(c.members.size()) + 1);
       if (finish > std::min(min_bound, t.bound)) continue;
       bool compatible = false;
       if (t.fixed) {
-        compatible = SameRate(t.fixed_rate, rate);
+        compatible = SameRate(t.fixed_rate, c.rate);
       } else if (!t.budgeted()) {
-        compatible = SameRate(t.unbudgeted_rate, rate);
-      } else if (t.lowest <= rate + kKeepRateTolerance) {
+        compatible = SameRate(t.unbudgeted_rate, c.rate);
+      } else if (t.lowest <= c.rate + kKeepRateTolerance) {
         const std::optional<float> later = best(t, finish, 1);
-        compatible = !later.has_value() || *later <= rate + kKeepRateTolerance;
+        compatible = !later.has_value() || *later <= c.rate + kKeepRateTolerance;
       }
       if (!compatible) continue;
-      members.push_back(j);
+      c.members.push_back(j);
       assigned[j] = true;
       min_bound = std::min(min_bound, t.bound);
       oldest = std::min(oldest, t.enqueue_time);
     }
 
     // 3. Run now, or note when to look again.
-    const int n = static_cast<int>(members.size());
-    const absl::Time latest_safe_start = min_bound == absl::InfiniteFuture()
-                                             ? absl::InfiniteFuture()
-                                             : min_bound - GuardedCompute(table, rate, n);
+    const int n = static_cast<int>(c.members.size());
+    const absl::Duration compute = guarded(c.rate, n);
+    c.latest_safe_start =
+        min_bound == absl::InfiniteFuture() ? absl::InfiniteFuture() : min_bound - compute;
     const absl::Time delay_due = oldest + options_.max_queue_delay;
-    if (queue.draining || n >= options_.max_batch_size || now >= delay_due ||
-        now >= latest_safe_start) {
-      for (size_t m : members) decision.batch.push_back(views[m].index);
-      std::sort(decision.batch.begin(), decision.batch.end());
-      decision.keep_rate = rate;
-      decision.wake_at = absl::InfiniteFuture();
+    if (queue.draining || c.members.size() >= max_n || now >= delay_due ||
+        now >= c.latest_safe_start) {
+      ready = std::move(c);
+      run = &ready;
+      // Running it would push an earlier (more urgent) waiting candidate past its latest
+      // safe start: run that one now instead; this one is next.
+      for (const Candidate& w : waiting) {
+        if (w.latest_safe_start < now + compute) {
+          run = &w;
+          break;
+        }
+      }
       break;
     }
-    decision.wake_at = std::min({decision.wake_at, delay_due, latest_safe_start});
+    decision.wake_at = std::min({decision.wake_at, delay_due, c.latest_safe_start});
+    waiting.push_back(std::move(c));
+  }
+  if (run != nullptr) {
+    for (size_t m : run->members) decision.batch.push_back(views[m].index);
+    std::sort(decision.batch.begin(), decision.batch.end());
+    decision.keep_rate = run->rate;
+    decision.wake_at = absl::InfiniteFuture();
   }
   std::sort(decision.reject.begin(), decision.reject.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });

@@ -43,7 +43,10 @@
 //      its oldest member has waited max_queue_delay (the classic size-or-delay rule,
 //      counted from the first request), or now has reached its latest safe start
 //      LSS = min over members of bound(m) − G(k, |B|). The first candidate (in order)
-//      that runs now is returned. Otherwise nothing runs and wake_at is the earliest
+//      that runs now is returned — unless running it (now + G) would pass the LSS of an
+//      earlier candidate that is waiting for company: then the first such earlier
+//      candidate runs now instead (it fits: its LSS is not past), and the other one is
+//      chosen at the next decision. Otherwise nothing runs and wake_at is the earliest
 //      min(oldest enqueue + max_queue_delay, LSS) over the candidates, so a batch that
 //      waits for company still starts in time for every member at the same keep-rate;
 //      tasks that arrive meanwhile join only if the batch still fits (queue time is

@@ -5,6 +5,7 @@
 #include <functional>
 #include <utility>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 
 namespace vitserve {
@@ -53,13 +54,15 @@ Bracket BatchBracket(const std::vector<int>& sizes, int batch_size) {
   return {j, j + 1, t, 1.0};
 }
 
-// (cell index, weight) pairs whose weighted sum is the prediction.
-std::vector<std::pair<size_t, double>> CellWeights(const std::vector<float>& levels,
-                                                   const std::vector<int>& sizes, float keep_rate,
-                                                   int batch_size) {
+// (cell index, weight) pairs whose weighted sum is the prediction; at most 4, inline (no
+// allocation on the hot path).
+using Weights = absl::InlinedVector<std::pair<size_t, double>, 4>;
+
+Weights CellWeights(const std::vector<float>& levels, const std::vector<int>& sizes,
+                    float keep_rate, int batch_size) {
   const Bracket l = LevelBracket(levels, keep_rate);
   const Bracket b = BatchBracket(sizes, batch_size);
-  std::vector<std::pair<size_t, double>> out;
+  Weights out;
   const size_t width = sizes.size();
   const double lw[2] = {1.0 - l.t, l.t};
   const size_t li[2] = {l.lo, l.hi};
@@ -74,8 +77,7 @@ std::vector<std::pair<size_t, double>> CellWeights(const std::vector<float>& lev
   return out;
 }
 
-double Weighted(const std::vector<std::pair<size_t, double>>& weights,
-                const std::vector<double>& cells) {
+double Weighted(const Weights& weights, const std::vector<double>& cells) {
   double sum = 0.0;
   for (const auto& [index, w] : weights) sum += w * cells[index];
   return sum;
@@ -245,8 +247,7 @@ absl::Status LatencyModel::Observe(float keep_rate, int batch_size, absl::Durati
     return absl::OutOfRangeError(absl::StrCat("observation (keep-rate ", keep_rate, ", batch ",
                                               batch_size, ") is outside the latency grid"));
   }
-  const std::vector<std::pair<size_t, double>> weights =
-      CellWeights(levels, sizes, keep_rate, batch_size);
+  const Weights weights = CellWeights(levels, sizes, keep_rate, batch_size);
   double norm = 0.0;
   for (const auto& [index, w] : weights) norm += w * w;
 

@@ -298,6 +298,26 @@ TEST(BudgetPolicyTest, HigherPriorityRunsFirstThenEarlierDeadline) {
   EXPECT_THAT(d.batch, ElementsAre(1));  // priority 0 before priority 1's earlier deadline
 }
 
+TEST(BudgetPolicyTest, DueLowerPriorityBatchDoesNotPushAWaitingUrgentOneOutOfTime) {
+  auto policy = MakePolicy(ExactOptions());
+  // B (priority 1, keep-rate 0.6, 6 ms) has waited its queue delay; A (priority 0) waits
+  // for company until its latest safe start.
+  QueuedTask b = Fixed(kT0 - kDelay, 0.6f);
+  b.attributes.priority = 1;
+  const QueuedTask a = Flexible(kT0, absl::Microseconds(12500));  // 1.0 alone; start by 2.5 ms
+  std::vector<QueuedTask> tasks = {b, a};
+  BatchDecision d = Decide(*policy, tasks, kT0);
+  // Running B first (6 ms) would leave A only 0.6; A runs now at 1.0, B right after.
+  EXPECT_THAT(d.batch, ElementsAre(1));
+  EXPECT_FLOAT_EQ(d.keep_rate, 1.0f);
+
+  // With a loose budget A can wait: B runs now.
+  tasks[1] = Flexible(kT0, absl::Milliseconds(30));
+  d = Decide(*policy, tasks, kT0);
+  EXPECT_THAT(d.batch, ElementsAre(0));
+  EXPECT_FLOAT_EQ(d.keep_rate, 0.6f);
+}
+
 TEST(BudgetPolicyTest, FixedKeepRateIsHonouredAndBatchedOnlyWithTheSameRate) {
   auto policy = MakePolicy(ExactOptions());
   std::vector<QueuedTask> tasks = {
