@@ -1,0 +1,35 @@
+// Dense: the plain timm forward; no reduction.
+#include <memory>
+
+#include "server/pruning/forward_common.h"
+#include "server/pruning/token_pruner.h"
+
+namespace vitserve {
+namespace {
+
+class DensePruner : public TokenPruner {
+ public:
+  explicit DensePruner(const PrunerOptions& options) : options_(options) {}
+
+  Method method() const override { return Method::kDense; }
+
+  PrunedOutput Forward(VitImpl& vit, const torch::Tensor& images, float) const override {
+    torch::Tensor x = vit.Embed(images);
+    PrunedOutput out;
+    out.tokens_per_stage.push_back(static_cast<int>(x.size(1)));
+    for (int i = 0; i < vit.options().depth; ++i) x = RunPlainBlock(vit, i, x, options_);
+    out.logits = vit.Head(x);
+    return out;
+  }
+
+ private:
+  PrunerOptions options_;
+};
+
+}  // namespace
+
+std::unique_ptr<TokenPruner> MakeDensePruner(const PrunerOptions& options) {
+  return std::make_unique<DensePruner>(options);
+}
+
+}  // namespace vitserve
