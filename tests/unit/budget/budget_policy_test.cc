@@ -403,6 +403,34 @@ TEST(BudgetPolicyTest, UsesTheLatencyModelsCurrentSnapshot) {
   EXPECT_FLOAT_EQ(Decide(*policy, tasks, kT0, /*draining=*/true).keep_rate, 0.8f);
 }
 
+// docs/scheduler.md, "Worked example", step by step.
+TEST(BudgetPolicyTest, WorkedExampleFromTheDocs) {
+  auto policy = MakePolicy(ExactOptions());
+  std::vector<QueuedTask> tasks = {
+      Flexible(kT0, absl::Milliseconds(30)),     // A
+      Flexible(kT0, absl::Microseconds(9500)),   // B
+      Flexible(kT0, absl::Microseconds(17500)),  // C
+      Flexible(kT0, absl::Milliseconds(5)),      // D
+  };
+  BatchDecision d = Decide(*policy, tasks, kT0);
+  ASSERT_EQ(d.reject.size(), 1u);
+  EXPECT_EQ(d.reject[0].first, 3u);  // D
+  EXPECT_THAT(d.reject[0].second.message(),
+              AllOf(HasSubstr("6ms"), HasSubstr("remaining budget 5ms")));
+  EXPECT_THAT(d.batch, IsEmpty());
+  EXPECT_EQ(d.wake_at, kT0 + absl::Microseconds(500));
+  tasks.pop_back();
+
+  d = Decide(*policy, tasks, d.wake_at);
+  EXPECT_THAT(d.batch, ElementsAre(1, 2));  // B, C
+  EXPECT_FLOAT_EQ(d.keep_rate, 0.8f);
+  tasks = {tasks[0]};
+
+  d = Decide(*policy, tasks, kT0 + absl::Microseconds(9500));
+  EXPECT_THAT(d.batch, ElementsAre(0));  // A
+  EXPECT_FLOAT_EQ(d.keep_rate, 1.0f);
+}
+
 // A burst of requests with mixed budgets, priorities and keep-rates, served one batch at a
 // time on a simulated device that takes exactly the predicted time.
 TEST(BudgetPolicyTest, BurstIsServedInBoundedBatchesThatArePredictedInTime) {
