@@ -1,6 +1,7 @@
 #include "client/output.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <vector>
 
@@ -169,8 +170,15 @@ std::string ModelInfoText(const vitserve::v1::ModelInfo& info) {
                         a.image_size(), a.image_size(), a.patch_size(), a.in_chans(), a.embed_dim(),
                         a.depth(), a.num_heads(), a.mlp_ratio(), a.num_classes(),
                         a.distilled() ? ", distilled" : "");
-  const std::string resize =
-      p.resize() > 0 ? absl::StrCat(p.resize()) : absl::StrCat("image_size/", p.crop_pct());
+  // resize 0 means floor(image_size / crop_pct) (timm), as the server computes it.
+  std::string resize = "-";
+  if (p.resize() > 0) {
+    resize = absl::StrCat(p.resize());
+  } else if (p.crop_pct() > 0) {
+    resize = absl::StrCat(
+        static_cast<int64_t>(std::floor(a.image_size() / static_cast<double>(p.crop_pct()))),
+        " (image_size / crop_pct ", p.crop_pct(), ")");
+  }
   absl::StrAppendFormat(&out, "preprocessing  resize %s %s, crop %d, mean [%s], std [%s]%s%s\n",
                         resize, p.interpolation().empty() ? "bicubic" : p.interpolation(),
                         a.image_size(), absl::StrJoin(p.mean(), ", "), absl::StrJoin(p.std(), ", "),

@@ -96,6 +96,7 @@ vitserve::v1::ModelInfo MakeInfo() {
   info.set_method("evit");
   info.mutable_architecture()->set_image_size(224);
   info.mutable_architecture()->set_in_chans(3);
+  info.mutable_preprocessing()->set_crop_pct(0.875f);
   info.set_min_keep_rate(0.5f);
   info.set_max_keep_rate(1.0f);
   info.set_dense_macs(4'600'000'000ull);
@@ -117,6 +118,9 @@ vitserve::v1::ModelInfo MakeInfo() {
 TEST(ModelInfoOutputTest, TextHasGridWithLatencyColumns) {
   const std::string text = ModelInfoText(MakeInfo());
   EXPECT_NE(text.find("range [0.5, 1]"), std::string::npos) << text;
+  EXPECT_NE(text.find("resize 256 (image_size / crop_pct 0.875) bicubic, crop 224"),
+            std::string::npos)
+      << text;
   EXPECT_NE(text.find("ms@b1"), std::string::npos) << text;
   EXPECT_NE(text.find("ms@b8"), std::string::npos) << text;
   EXPECT_LT(text.find("ms@b1"), text.find("ms@b8"));
