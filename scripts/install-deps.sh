@@ -7,6 +7,8 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   # the product's fixed dependencies
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
+  # grpc.health.v1 + grpc.reflection.v1alpha protos for the integration tests' stubs
+  grpc-proto
   libtorch-dev libopencv-dev prometheus-cpp-dev zlib1g-dev
   # without it Debian's LibTorch falls back to reference BLAS (~11x slower matmul)
   libopenblas0-openmp
