@@ -181,26 +181,33 @@ BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
     } else {
       c.rate = head.unbudgeted_rate;
     }
+    // G(k, n) for this candidate's keep-rate, filled on first use.
+    std::vector<absl::Duration> compute_for(max_n, absl::InfiniteDuration());
+    auto compute = [&](size_t n) {
+      if (compute_for[n - 1] == absl::InfiniteDuration()) {
+        compute_for[n - 1] = guarded(c.rate, static_cast<int>(n));
+      }
+      return compute_for[n - 1];
+    };
     c.members = {h};
     absl::Time min_bound = head.bound;
     absl::Time oldest = head.enqueue_time;
     assigned[h] = true;
-    for (size_t j = h + 1; j < views.size(); ++j) {
-      if (c.members.size() >= max_n) break;
+    for (size_t j = h + 1; j < views.size() && c.members.size() < max_n; ++j) {
       if (assigned[j]) continue;
       const TaskView& t = views[j];
-      const absl::Time finish = now + guarded(c.rate, static_cast<int>(c.members.size()) + 1);
-      if (finish > std::min(min_bound, t.bound)) continue;
-      bool compatible = false;
-      if (t.fixed) {
-        compatible = SameRate(t.fixed_rate, c.rate);
-      } else if (!t.budgeted()) {
-        compatible = SameRate(t.unbudgeted_rate, c.rate);
-      } else if (t.lowest <= c.rate + kKeepRateTolerance) {
-        const std::optional<float> later = best(t, finish, 1);
-        compatible = !later.has_value() || *later <= c.rate + kKeepRateTolerance;
+      // Cheap compatibility first, then the fit, then (budgeted) the waiting check.
+      if (t.fixed ? !SameRate(t.fixed_rate, c.rate)
+                  : (t.budgeted() ? t.lowest > c.rate + kKeepRateTolerance
+                                  : !SameRate(t.unbudgeted_rate, c.rate))) {
+        continue;
       }
-      if (!compatible) continue;
+      const absl::Time finish = now + compute(c.members.size() + 1);
+      if (finish > std::min(min_bound, t.bound)) continue;
+      if (!t.fixed && t.budgeted()) {
+        const std::optional<float> later = best(t, finish, 1);
+        if (later.has_value() && *later > c.rate + kKeepRateTolerance) continue;
+      }
       c.members.push_back(j);
       assigned[j] = true;
       min_bound = std::min(min_bound, t.bound);
@@ -208,10 +215,9 @@ BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
     }
 
     // 3. Run now, or note when to look again.
-    const int n = static_cast<int>(c.members.size());
-    const absl::Duration compute = guarded(c.rate, n);
+    const absl::Duration batch_compute = compute(c.members.size());
     c.latest_safe_start =
-        min_bound == absl::InfiniteFuture() ? absl::InfiniteFuture() : min_bound - compute;
+        min_bound == absl::InfiniteFuture() ? absl::InfiniteFuture() : min_bound - batch_compute;
     const absl::Time delay_due = oldest + options_.max_queue_delay;
     if (queue.draining || c.members.size() >= max_n || now >= delay_due ||
         now >= c.latest_safe_start) {
@@ -220,7 +226,7 @@ BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
       // Running it would push an earlier (more urgent) waiting candidate past its latest
       // safe start: run that one now instead; this one is next.
       for (const Candidate& w : waiting) {
-        if (w.latest_safe_start < now + compute) {
+        if (w.latest_safe_start < now + batch_compute) {
           run = &w;
           break;
         }
