@@ -214,6 +214,10 @@ absl::StatusOr<ImageTensor> Preprocessor::FromEncoded(absl::string_view bytes) c
                      resized.height, " pixels, more than the limit of ", opts_.max_image_pixels));
   }
 
+  if (bytes.size() > static_cast<size_t>(std::numeric_limits<int>::max())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "encoded image of ", bytes.size(), " bytes is larger than the 2 GiB OpenCV accepts"));
+  }
   try {
     const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
     cv::Mat decoded = cv::imdecode(raw, cv::IMREAD_UNCHANGED);
