@@ -445,7 +445,7 @@ absl::Status InferenceServiceImpl::Admit(
 
   const std::string key = absl::StrCat(model->name, "@", task->keep_rate);
   // Counted before Schedule: the batch may start (and decrement) before it returns.
-  const int64_t depth = ++model->queued;
+  ++model->queued;
   if (metrics_ != nullptr) metrics_->AddInFlight(1);
   absl::Status scheduled = scheduler_->Schedule(key, &task);
   if (!scheduled.ok()) {
@@ -453,7 +453,7 @@ absl::Status InferenceServiceImpl::Admit(
     if (metrics_ != nullptr) metrics_->AddInFlight(-1);
     return refuse(scheduled);
   }
-  if (metrics_ != nullptr) metrics_->SetQueueDepth(model->name, depth);
+  if (metrics_ != nullptr) metrics_->SetQueueDepth(model->name, model->queued.load());
   return absl::OkStatus();
 }
 
