@@ -252,6 +252,11 @@ std::string ModelInfoJson(const vitserve::v1::ModelInfo& info, bool with_labels)
     return w.str();
   }
   if (!with_labels && !json.empty() && json.back() == '}') {
+    // The cleared list still prints as "labels":[] (always_print_primitive_fields);
+    // drop it so that it cannot be read as "no labels".
+    constexpr absl::string_view kEmptyLabels = "\"labels\":[],";
+    const size_t at = json.find(kEmptyLabels.data(), 0, kEmptyLabels.size());
+    if (at != std::string::npos) json.erase(at, kEmptyLabels.size());
     json.pop_back();
     absl::StrAppend(&json, ",\"num_labels\":", info.labels_size(), "}");
   }

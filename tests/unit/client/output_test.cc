@@ -135,6 +135,7 @@ TEST(ModelInfoOutputTest, JsonOmitsLabelsUnlessAsked) {
   const std::string without = ModelInfoJson(MakeInfo(), /*with_labels=*/false);
   EXPECT_EQ(without.find("goldfish"), std::string::npos) << without;
   EXPECT_NE(without.find("\"num_labels\":2"), std::string::npos) << without;
+  EXPECT_EQ(without.find("\"labels\""), std::string::npos) << without;
   EXPECT_NE(without.find("\"min_keep_rate\":0.5"), std::string::npos) << without;
   const std::string with = ModelInfoJson(MakeInfo(), /*with_labels=*/true);
   EXPECT_NE(with.find("goldfish"), std::string::npos) << with;
