@@ -68,6 +68,7 @@
 #define VITSERVE_SERVER_BUDGET_BUDGET_POLICY_H_
 
 #include <memory>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
