@@ -220,7 +220,15 @@ absl::StatusOr<ImageTensor> Preprocessor::FromEncoded(absl::string_view bytes) c
   }
   try {
     const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
-    cv::Mat decoded = cv::imdecode(raw, cv::IMREAD_UNCHANGED);
+    cv::Mat decoded;
+    try {
+      decoded = cv::imdecode(raw, cv::IMREAD_UNCHANGED);
+    } catch (const cv::Exception& e) {
+      // A decoder that throws on malformed data: the input's fault, not ours.
+      return absl::InvalidArgumentError(
+          absl::StrCat("could not decode the ", ImageFormatName(header->format), " image (",
+                       e.what(), "); accepted formats: ", kAcceptedImageFormats));
+    }
     if (decoded.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "could not decode the ", ImageFormatName(header->format),

@@ -30,8 +30,9 @@
 //
 // Errors: INVALID_ARGUMENT for every input problem (empty, unknown format, too large,
 // undecodable, unsupported sample type, wrong tensor shape or non-finite values); the
-// message says what was wrong and what is accepted. INTERNAL only for an unexpected
-// OpenCV failure after a successful decode.
+// message says what was wrong and what is accepted (a decoder exception on malformed data
+// counts as undecodable). INTERNAL only for an unexpected OpenCV failure after a
+// successful decode.
 //
 // Thread-safety: a Preprocessor is immutable after Create(); FromEncoded() and
 // FromTensor() are const and may be called concurrently from any number of threads.

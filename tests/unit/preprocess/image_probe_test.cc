@@ -183,5 +183,34 @@ TEST(ProbeImageSizeTest, UnknownFormatListsAcceptedFormats) {
   }
 }
 
+// A small in-test fuzzer: random bytes behind every accepted magic must give either a
+// positive size or INVALID_ARGUMENT, never a crash or an out-of-bounds read (run the
+// suite under ASan to check the latter).
+TEST(ProbeImageSizeTest, RandomBytesBehindEachMagic) {
+  const std::vector<std::string> magics = {std::string("\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR", 16),
+                                           std::string("\xFF\xD8\xFF", 3),
+                                           "BM",
+                                           std::string("RIFF\0\0\0\0WEBPVP8 ", 16),
+                                           std::string("RIFF\0\0\0\0WEBPVP8L", 16),
+                                           std::string("RIFF\0\0\0\0WEBPVP8X", 16),
+                                           std::string("II*\0", 4),
+                                           std::string("MM\0*", 4)};
+  cv::RNG rng(1234);
+  for (const std::string& magic : magics) {
+    for (int trial = 0; trial < 300; ++trial) {
+      std::string bytes = magic;
+      const int extra = rng.uniform(0, 64);
+      for (int i = 0; i < extra; ++i) bytes += static_cast<char>(rng.uniform(0, 256));
+      absl::StatusOr<ImageHeaderInfo> info = ProbeImageSize(bytes);
+      if (info.ok()) {
+        EXPECT_GT(info->width, 0);
+        EXPECT_GT(info->height, 0);
+      } else {
+        EXPECT_EQ(info.status().code(), absl::StatusCode::kInvalidArgument) << info.status();
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace vitserve

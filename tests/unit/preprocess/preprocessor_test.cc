@@ -372,6 +372,31 @@ TEST(RefusalTest, ValidHeaderWithCorruptDataRefused) {
       << t.status();
 }
 
+TEST(RefusalTest, BitFlippedImagesAreDecodedOrRefusedCleanly) {
+  // Corrupt files must never crash the server or produce a tensor of the wrong shape.
+  auto p = Make(NoResizeSpec(), Arch(16));
+  ASSERT_NE(p, nullptr);
+  cv::Mat img(16, 20, CV_8UC3);
+  cv::randu(img, 0, 256);
+  cv::RNG rng(99);
+  for (const char* ext : {".png", ".jpg", ".bmp", ".webp", ".tiff"}) {
+    const std::string clean = Encode(img, ext);
+    for (int trial = 0; trial < 40; ++trial) {
+      std::string bytes = clean;
+      for (int flips = 0; flips < 3; ++flips) {
+        const int at = rng.uniform(0, static_cast<int>(bytes.size()));
+        bytes[at] = static_cast<char>(bytes[at] ^ (1 << rng.uniform(0, 8)));
+      }
+      absl::StatusOr<ImageTensor> t = p->FromEncoded(bytes);
+      if (t.ok()) {
+        EXPECT_EQ(t->data.size(), 3u * 16 * 16) << ext;
+      } else {
+        EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument) << ext << ": " << t.status();
+      }
+    }
+  }
+}
+
 // ---- Tensor input --------------------------------------------------------------------------
 
 vitserve::v1::Tensor MakeTensor(std::vector<int64_t> shape, size_t n, float value = 0.5f) {
