@@ -58,7 +58,10 @@ RPC_TIMEOUT_S = 10
 KEEP_RATES = [0.3, 0.5, 0.7, 1.0, 0.0]   # 0 = the model's default
 GENEROUS_BUDGET_MS = 5000.0
 IMPOSSIBLE_BUDGET_MS = 0.001
-BURST_REQUESTS = 400          # > the server's default max_queue_size (256)
+# A small queue so that a burst overflows it (RESOURCE_EXHAUSTED, reason queue_full), one
+# LibTorch thread because CI has 2 cores.
+SERVER_FLAGS = ["--max_queue_size=32", "--max_batch_size=8", "--threads=1"]
+BURST_REQUESTS = 400          # >> max_queue_size
 # Panel queries over pure gauges that may read 0 at every scrape instant.
 ZERO_ALLOWED = ("vitserve_queue_depth", "vitserve_in_flight_requests")
 CLASSIFY = "/vitserve.v1.InferenceService/Classify"
@@ -347,7 +350,7 @@ def main():
 
         server = procs.start("vitserve", [
             args.vitserve, f"--model_repository={models_dir}", "--host=127.0.0.1",
-            "--port=0", "--metrics_port=0"] + args.server_flag, os.path.join(tmp, "vitserve.log"),
+            "--port=0", "--metrics_port=0"] + SERVER_FLAGS + args.server_flag, os.path.join(tmp, "vitserve.log"),
             read_stdout=True)
         grpc_port, metrics_port = read_server_ports(server, SERVER_START_TIMEOUT_S)
         print(f"vitserve: gRPC 127.0.0.1:{grpc_port}, metrics 127.0.0.1:{metrics_port}")
