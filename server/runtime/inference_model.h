@@ -59,6 +59,9 @@ struct ModelLoadOptions {
   // Largest sub-batch run at once; bigger batches are split (CPU is memory-bound at
   // large batch, see bench/). 0 = no split.
   int max_sub_batch = 8;
+  // LibTorch intra-op threads (at::set_num_threads; process-wide, so the last model
+  // loaded with a value > 0 wins). 0 = leave LibTorch's current setting.
+  int intra_op_threads = 0;
 };
 
 // Loads <spec.weights_path> (safetensors or PyTorch zip checkpoint), validates the keys

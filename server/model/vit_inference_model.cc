@@ -1,0 +1,277 @@
+#include "server/model/vit_inference_model.h"
+
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+#include <c10/util/Exception.h>
+#include <torch/cuda.h>
+#include <torch/types.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/pruning/cost_model.h"
+
+namespace vitserve {
+namespace {
+
+// Unexpected keys quoted in an error message at most.
+constexpr size_t kMaxKeysInMessage = 8;
+
+// Heads of token-reduction methods: tolerated (ignored) when the spec's method does not
+// use them.
+constexpr const char* kOtherMethodHeadPrefixes[] = {"score_predictor.", "alpha_heads.",
+                                                    "alpha_norm.", "gumbel."};
+
+std::string ShapeString(at::IntArrayRef sizes) {
+  return absl::StrCat("[", absl::StrJoin(sizes, ", "), "]");
+}
+
+bool IsOtherMethodHead(const std::string& key) {
+  for (const char* prefix : kOtherMethodHeadPrefixes) {
+    if (absl::StartsWith(key, prefix)) return true;
+  }
+  return false;
+}
+
+absl::StatusOr<torch::Device> ParseDevice(const std::string& device) {
+  if (device == "cpu") return torch::Device(torch::kCPU);
+  if (device == "cuda" || absl::StartsWith(device, "cuda:")) {
+    if (!torch::cuda::is_available()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("device '", device, "' requested but CUDA is not available"));
+    }
+    try {
+      torch::Device d(device);
+      if (d.has_index() && d.index() >= static_cast<int>(torch::cuda::device_count())) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("device '", device, "' requested but only ", torch::cuda::device_count(),
+                         " CUDA device(s) exist"));
+      }
+      return d.has_index() ? d : torch::Device(torch::kCUDA, 0);
+    } catch (const c10::Error& e) {
+      return absl::InvalidArgumentError(absl::StrCat("bad device '", device, "'"));
+    }
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown device '", device, "'; accepted: cpu, cuda, cuda:N"));
+}
+
+absl::StatusOr<torch::ScalarType> ParseDtype(const std::string& dtype, const torch::Device& d) {
+  if (dtype == "float32") return torch::kFloat32;
+  if (dtype == "bfloat16") return torch::kBFloat16;
+  if (dtype == "float16") {
+    if (!d.is_cuda()) {
+      return absl::InvalidArgumentError(
+          "dtype float16 needs a CUDA device; use float32 or "
+          "bfloat16 on cpu");
+    }
+    return torch::kFloat16;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown dtype '", dtype, "'; accepted: float32, bfloat16, float16"));
+}
+
+class VitInferenceModel : public InferenceModel {
+ public:
+  VitInferenceModel(ModelSpec spec, Vit vit, std::unique_ptr<TokenPruner> pruner,
+                    torch::Device device, torch::ScalarType dtype, int max_sub_batch,
+                    std::vector<std::string> ignored_keys)
+      : spec_(std::move(spec)),
+        vit_(std::move(vit)),
+        pruner_(std::move(pruner)),
+        device_(device),
+        dtype_(dtype),
+        max_sub_batch_(max_sub_batch),
+        ignored_keys_(std::move(ignored_keys)) {}
+
+  const ModelSpec& spec() const override { return spec_; }
+
+  std::vector<BlockShape> block_shapes() const override {
+    const Architecture& a = spec_.arch;
+    return std::vector<BlockShape>(a.depth, BlockShape{a.num_heads, a.head_dim(), a.mlp_hidden()});
+  }
+
+  std::string device() const override { return device_.str(); }
+
+  absl::StatusOr<std::vector<ImageResult>> Run(absl::Span<const ImageTensor* const> images,
+                                               float keep_rate) override;
+
+ private:
+  absl::Status Validate(absl::Span<const ImageTensor* const> images, float keep_rate) const;
+
+  const ModelSpec spec_;
+  Vit vit_;  // read-only after loading; forwards do not mutate it
+  const std::unique_ptr<TokenPruner> pruner_;
+  const torch::Device device_;
+  const torch::ScalarType dtype_;
+  const int max_sub_batch_;
+  const std::vector<std::string> ignored_keys_;
+};
+
+absl::Status VitInferenceModel::Validate(absl::Span<const ImageTensor* const> images,
+                                         float keep_rate) const {
+  if (!std::isfinite(keep_rate) || keep_rate <= 0.0f || keep_rate > 1.0f) {
+    return absl::InvalidArgumentError(absl::StrCat("keep_rate ", keep_rate, " is outside (0, 1]"));
+  }
+  const Architecture& a = spec_.arch;
+  const size_t want = static_cast<size_t>(a.in_chans) * a.image_size * a.image_size;
+  for (size_t i = 0; i < images.size(); ++i) {
+    const ImageTensor* img = images[i];
+    if (img == nullptr) return absl::InvalidArgumentError(absl::StrCat("image ", i, " is null"));
+    if (img->channels != a.in_chans || img->height != a.image_size || img->width != a.image_size ||
+        img->data.size() != want) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("image ", i, " has shape [", img->channels, ", ", img->height, ", ",
+                       img->width, "] with ", img->data.size(), " values; model '", spec_.name,
+                       "' expects [", a.in_chans, ", ", a.image_size, ", ", a.image_size, "]"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<ImageResult>> VitInferenceModel::Run(
+    absl::Span<const ImageTensor* const> images, float keep_rate) {
+  if (absl::Status s = Validate(images, keep_rate); !s.ok()) return s;
+  std::vector<ImageResult> results(images.size());
+  if (images.empty()) return results;
+  absl::StatusOr<CostEstimate> cost = EstimateCost(spec_.arch, spec_.pruning, keep_rate);
+  if (!cost.ok()) return cost.status();
+
+  const Architecture& a = spec_.arch;
+  const int64_t batch = static_cast<int64_t>(images.size());
+  const int64_t per_image = static_cast<int64_t>(a.in_chans) * a.image_size * a.image_size;
+  try {
+    c10::InferenceMode guard;
+    torch::Tensor stacked = torch::empty({batch, a.in_chans, a.image_size, a.image_size});
+    float* dst = stacked.data_ptr<float>();
+    for (int64_t i = 0; i < batch; ++i) {
+      std::memcpy(dst + i * per_image, images[i]->data.data(), per_image * sizeof(float));
+    }
+    const int64_t step = max_sub_batch_ > 0 ? max_sub_batch_ : batch;
+    std::vector<int> tokens;
+    for (int64_t start = 0; start < batch; start += step) {
+      const int64_t n = std::min(step, batch - start);
+      torch::Tensor chunk = stacked.narrow(0, start, n);
+      if (device_.is_cuda() || dtype_ != torch::kFloat32) {
+        chunk = chunk.to(device_, dtype_);
+      }
+      PrunedOutput out = pruner_->Forward(*vit_, chunk, keep_rate);
+      torch::Tensor logits = out.logits.to(torch::kCPU, torch::kFloat32).contiguous();
+      const float* l = logits.data_ptr<float>();
+      const int64_t classes = logits.size(1);
+      for (int64_t i = 0; i < n; ++i) {
+        ImageResult& r = results[start + i];
+        r.logits.assign(l + i * classes, l + (i + 1) * classes);
+        r.tokens_per_stage = out.tokens_per_stage;
+        r.macs = cost->macs;
+      }
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("LibTorch failure running model '", spec_.name,
+                                            "': ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(
+        absl::StrCat("failure running model '", spec_.name, "': ", e.what()));
+  }
+  return results;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> RequiredKeys(const ModelSpec& spec) {
+  Vit vit(VitOptions::FromSpec(spec.arch, spec.pruning));
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+  for (const auto& item : vit->named_parameters()) {
+    out.emplace_back(item.key(), item.value().sizes().vec());
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> LoadStateDict(VitImpl& vit, const StateDict& weights) {
+  auto params = vit.named_parameters();
+  // Check everything before touching the module.
+  for (const auto& item : params) {
+    auto it = weights.find(item.key());
+    if (it == weights.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint is missing '", item.key(),
+                                                     "' (expected shape ",
+                                                     ShapeString(item.value().sizes()), ")"));
+    }
+    if (!it->second.defined() || !it->second.is_floating_point()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("checkpoint key '", item.key(), "' is not a floating-point tensor"));
+    }
+    if (it->second.sizes() != item.value().sizes()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "checkpoint key '", item.key(), "' has shape ", ShapeString(it->second.sizes()),
+          ", the model spec expects ", ShapeString(item.value().sizes())));
+    }
+  }
+  std::vector<std::string> ignored;
+  std::vector<std::string> unexpected;
+  for (const auto& [key, tensor] : weights) {
+    if (params.contains(key)) continue;
+    (IsOtherMethodHead(key) ? ignored : unexpected).push_back(key);
+  }
+  if (!unexpected.empty()) {
+    const size_t shown = std::min(unexpected.size(), kMaxKeysInMessage);
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint has ", unexpected.size(), " key(s) the model spec does not describe: ",
+        absl::StrJoin(unexpected.begin(), unexpected.begin() + shown, ", "),
+        unexpected.size() > shown ? ", ..." : "",
+        " (check depth, distilled and the method against the checkpoint)"));
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& item : params) item.value().copy_(weights.at(item.key()));
+  return ignored;
+}
+
+absl::StatusOr<std::unique_ptr<InferenceModel>> CreateInferenceModel(
+    const ModelSpec& spec, const StateDict& weights, const ModelLoadOptions& opts,
+    const PrunerOptions& pruner_options) {
+  // Validates the architecture and locations before LibTorch sees them.
+  if (absl::StatusOr<CostEstimate> c = EstimateCost(spec.arch, spec.pruning, 1.0f); !c.ok()) {
+    return c.status();
+  }
+  if (opts.max_sub_batch < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_sub_batch ", opts.max_sub_batch, " must be >= 0"));
+  }
+  absl::StatusOr<torch::Device> device = ParseDevice(opts.device);
+  if (!device.ok()) return device.status();
+  absl::StatusOr<torch::ScalarType> dtype = ParseDtype(opts.dtype, *device);
+  if (!dtype.ok()) return dtype.status();
+  absl::StatusOr<std::unique_ptr<TokenPruner>> pruner =
+      CreateTokenPruner(spec.arch, spec.pruning, pruner_options);
+  if (!pruner.ok()) return pruner.status();
+  if (opts.intra_op_threads > 0) at::set_num_threads(opts.intra_op_threads);
+  try {
+    Vit vit(VitOptions::FromSpec(spec.arch, spec.pruning));
+    absl::StatusOr<std::vector<std::string>> ignored = LoadStateDict(*vit, weights);
+    if (!ignored.ok()) return ignored.status();
+    vit->to(*device, *dtype);
+    vit->eval();
+    return std::unique_ptr<InferenceModel>(
+        new VitInferenceModel(spec, std::move(vit), *std::move(pruner), *device, *dtype,
+                              opts.max_sub_batch, *std::move(ignored)));
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("LibTorch failure building model '", spec.name,
+                                            "': ", e.what_without_backtrace()));
+  }
+}
+
+absl::StatusOr<std::unique_ptr<InferenceModel>> LoadInferenceModel(const ModelSpec& spec,
+                                                                   const ModelLoadOptions& opts) {
+  absl::StatusOr<Checkpoint> ckpt = LoadCheckpoint(spec.weights_path);
+  if (!ckpt.ok()) return ckpt.status();
+  return CreateInferenceModel(spec, ckpt->model, opts);
+}
+
+}  // namespace vitserve
