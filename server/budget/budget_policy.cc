@@ -164,61 +164,104 @@ BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
   struct Candidate {
     std::vector<size_t> members;  // into views
     float rate = 1.0f;
-    absl::Time latest_safe_start;
+    absl::Time min_bound = absl::InfiniteFuture();
+    absl::Time oldest = absl::InfiniteFuture();
+    absl::Duration compute;  // G(rate, |members|)
+    absl::Time latest_safe_start = absl::InfiniteFuture();
   };
-  std::vector<Candidate> waiting;  // earlier candidates that wait for company
-  const Candidate* run = nullptr;
-  Candidate ready;
   std::vector<bool> assigned(views.size(), false);
-  for (size_t h = 0; h < views.size() && run == nullptr; ++h) {
-    if (assigned[h]) continue;
-    const TaskView& head = views[h];
+  // The greedy batch headed by views[h] at `rate`, over the tasks not yet assigned (every
+  // task before h is assigned: it headed or joined an earlier candidate).
+  auto form = [&](size_t h, float rate) {
     Candidate c;
-    if (head.fixed) {
-      c.rate = head.fixed_rate;
-    } else if (head.budgeted()) {
-      c.rate = *best(head, now, 1);  // exists: the head passed the hopeless check
-    } else {
-      c.rate = head.unbudgeted_rate;
-    }
-    // G(k, n) for this candidate's keep-rate, filled on first use.
+    c.rate = rate;
+    c.members = {h};
+    c.min_bound = views[h].bound;
+    c.oldest = views[h].enqueue_time;
+    // G(rate, n), filled on first use.
     std::vector<absl::Duration> compute_for(max_n, absl::InfiniteDuration());
     auto compute = [&](size_t n) {
       if (compute_for[n - 1] == absl::InfiniteDuration()) {
-        compute_for[n - 1] = guarded(c.rate, static_cast<int>(n));
+        compute_for[n - 1] = guarded(rate, static_cast<int>(n));
       }
       return compute_for[n - 1];
     };
-    c.members = {h};
-    absl::Time min_bound = head.bound;
-    absl::Time oldest = head.enqueue_time;
-    assigned[h] = true;
     for (size_t j = h + 1; j < views.size() && c.members.size() < max_n; ++j) {
       if (assigned[j]) continue;
       const TaskView& t = views[j];
       // Cheap compatibility first, then the fit, then (budgeted) the waiting check.
-      if (t.fixed ? !SameRate(t.fixed_rate, c.rate)
-                  : (t.budgeted() ? t.lowest > c.rate + kKeepRateTolerance
-                                  : !SameRate(t.unbudgeted_rate, c.rate))) {
+      if (t.fixed ? !SameRate(t.fixed_rate, rate)
+                  : (t.budgeted() ? t.lowest > rate + kKeepRateTolerance
+                                  : !SameRate(t.unbudgeted_rate, rate))) {
         continue;
       }
       const absl::Time finish = now + compute(c.members.size() + 1);
-      if (finish > std::min(min_bound, t.bound)) continue;
+      if (finish > std::min(c.min_bound, t.bound)) continue;
       if (!t.fixed && t.budgeted()) {
         const std::optional<float> later = best(t, finish, 1);
-        if (later.has_value() && *later > c.rate + kKeepRateTolerance) continue;
+        if (later.has_value() && *later > rate + kKeepRateTolerance) continue;
       }
       c.members.push_back(j);
-      assigned[j] = true;
-      min_bound = std::min(min_bound, t.bound);
-      oldest = std::min(oldest, t.enqueue_time);
+      c.min_bound = std::min(c.min_bound, t.bound);
+      c.oldest = std::min(c.oldest, t.enqueue_time);
     }
+    c.compute = compute(c.members.size());
+    if (c.min_bound != absl::InfiniteFuture()) c.latest_safe_start = c.min_bound - c.compute;
+    return c;
+  };
+  // Budgeted tasks after h, outside `c`, that could not make it even alone at their
+  // lowest allowed keep-rate once `c` has run.
+  auto lost_after = [&](const Candidate& c, size_t h) {
+    const absl::Time finish = now + c.compute;
+    int lost = 0;
+    size_t next_member = 1;  // members after the head, in increasing order
+    for (size_t j = h + 1; j < views.size(); ++j) {
+      if (next_member < c.members.size() && c.members[next_member] == j) {
+        ++next_member;
+        continue;
+      }
+      const TaskView& t = views[j];
+      if (assigned[j] || !t.budgeted()) continue;
+      if (finish + guarded(t.fixed ? t.fixed_rate : t.lowest, 1) > t.bound) ++lost;
+    }
+    return lost;
+  };
+
+  std::vector<Candidate> waiting;  // earlier candidates that wait for company
+  const Candidate* run = nullptr;
+  Candidate ready;
+  for (size_t h = 0; h < views.size() && run == nullptr; ++h) {
+    if (assigned[h]) continue;
+    const TaskView& head = views[h];
+    float rate = 0.0f;
+    if (head.fixed) {
+      rate = head.fixed_rate;
+    } else if (head.budgeted()) {
+      rate = *best(head, now, 1);  // exists: the head passed the hopeless check
+    } else {
+      rate = head.unbudgeted_rate;
+    }
+    Candidate c = form(h, rate);
+    if (options_.rescue_batching && !head.fixed && head.budgeted()) {
+      // Lower the head's keep-rate only to save requests this batch would otherwise doom.
+      const int lost = lost_after(c, h);
+      if (lost > 0) {
+        int best_score = static_cast<int>(c.members.size()) - lost;
+        for (float level : levels) {
+          if (level >= rate || level < head.lowest - kKeepRateTolerance) continue;
+          Candidate lower = form(h, level);
+          const int score = static_cast<int>(lower.members.size()) - lost_after(lower, h);
+          if (score > best_score) {
+            best_score = score;
+            c = std::move(lower);
+          }
+        }
+      }
+    }
+    for (size_t m : c.members) assigned[m] = true;
 
     // 3. Run now, or note when to look again.
-    const absl::Duration batch_compute = compute(c.members.size());
-    c.latest_safe_start =
-        min_bound == absl::InfiniteFuture() ? absl::InfiniteFuture() : min_bound - batch_compute;
-    const absl::Time delay_due = oldest + options_.max_queue_delay;
+    const absl::Time delay_due = c.oldest + options_.max_queue_delay;
     if (queue.draining || c.members.size() >= max_n || now >= delay_due ||
         now >= c.latest_safe_start) {
       ready = std::move(c);
@@ -226,7 +269,7 @@ BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
       // Running it would push an earlier (more urgent) waiting candidate past its latest
       // safe start: run that one now instead; this one is next.
       for (const Candidate& w : waiting) {
-        if (w.latest_safe_start < now + batch_compute) {
+        if (w.latest_safe_start < now + ready.compute) {
           run = &w;
           break;
         }

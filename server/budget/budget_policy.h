@@ -39,6 +39,13 @@
 //      the keep-rate below what the tightest member (the head, whose best alone is k)
 //      could get alone, and never when a looser member would get a better keep-rate by
 //      running after this batch.
+//   2b. Rescue under backlog (Options::rescue_batching, on by default): for a "server
+//      chooses" head with a budget, if some budgeted task outside the batch would be lost
+//      once it has run (finish + G(its lowest allowed keep-rate, 1) > its bound), the same
+//      greedy batch is also formed at each lower level down to lo(head), and the level
+//      with the largest (members − tasks lost after it) wins; ties keep the higher level.
+//      So the head gives up keep-rate only to serve more requests in time; with no
+//      request at risk (light load) the rule above applies unchanged.
 //   3. A candidate runs now when the scheduler is draining, it is full (max_batch_size),
 //      its oldest member has waited max_queue_delay (the classic size-or-delay rule,
 //      counted from the first request), or now has reached its latest safe start
@@ -94,6 +101,10 @@ class BudgetPolicy : public BatchPolicy {
     // ... and by this fixed amount (dispatch, pre/post-processing outside the measured
     // compute). >= 0.
     absl::Duration safety_margin = absl::Milliseconds(1);
+    // Under backlog, lower a "server chooses" head's keep-rate below its best alone when
+    // that serves more requests in time (rule 2b in the file comment). false = the strict
+    // accuracy-first rule.
+    bool rescue_batching = true;
   };
 
   // `latency_model` is shared with whoever calls Observe(); not null. INVALID_ARGUMENT for
