@@ -64,7 +64,7 @@ TEST_P(SafetensorsBadHeaderTest, IsRefusedWithMessage) {
       ParseSafetensorsHeader(MakeFile(c.json, std::string(c.data_bytes, '\0')));
   ASSERT_FALSE(h.ok()) << c.json;
   EXPECT_EQ(h.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(h.status().message(), HasSubstr(c.expected)) << c.json;
+  EXPECT_THAT(std::string(h.status().message()), HasSubstr(c.expected)) << c.json;
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -112,13 +112,16 @@ INSTANTIATE_TEST_SUITE_P(
                   4, "overflows"}));
 
 TEST(SafetensorsHeaderTest, RefusesShortOrAbsurdLengths) {
-  EXPECT_THAT(ParseSafetensorsHeader("abc").status().message(), HasSubstr("shorter than"));
+  EXPECT_THAT(std::string(ParseSafetensorsHeader("abc").status().message()),
+              HasSubstr("shorter than"));
   std::string absurd(8, '\xff');
   absurd += "{}";
-  EXPECT_THAT(ParseSafetensorsHeader(absurd).status().message(), HasSubstr("exceeds the limit"));
+  EXPECT_THAT(std::string(ParseSafetensorsHeader(absurd).status().message()),
+              HasSubstr("exceeds the limit"));
   std::string past_end = MakeFile("{}", "");
   past_end[0] = 100;  // claims a 100-byte header in a 10-byte file
-  EXPECT_THAT(ParseSafetensorsHeader(past_end).status().message(), HasSubstr("runs past the end"));
+  EXPECT_THAT(std::string(ParseSafetensorsHeader(past_end).status().message()),
+              HasSubstr("runs past the end"));
 }
 
 TEST(SafetensorsHeaderTest, SerializeIsAlignedSortedAndParsesBack) {

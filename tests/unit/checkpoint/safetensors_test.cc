@@ -100,7 +100,7 @@ TEST(SafetensorsTest, PrefixCollisionIsAnError) {
   ASSERT_TRUE(SaveSafetensors(sd, path).ok());
   absl::StatusOr<Checkpoint> ckpt = LoadCheckpoint(path);
   EXPECT_EQ(ckpt.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(ckpt.status().message(), HasSubstr("collides"));
+  EXPECT_THAT(std::string(ckpt.status().message()), HasSubstr("collides"));
   std::remove(path.c_str());
 }
 
@@ -109,7 +109,7 @@ TEST(SafetensorsTest, BoolBytesMustBeZeroOrOne) {
                                     std::string("\x01\x02", 2));
   absl::StatusOr<StateDict> sd = ReadSafetensors(file);
   EXPECT_EQ(sd.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(sd.status().message(), HasSubstr("other than 0 or 1"));
+  EXPECT_THAT(std::string(sd.status().message()), HasSubstr("other than 0 or 1"));
 }
 
 TEST(SafetensorsTest, SaveRefusesUnsupportedDtype) {
@@ -117,7 +117,7 @@ TEST(SafetensorsTest, SaveRefusesUnsupportedDtype) {
   sd["c"] = torch::zeros({2}, torch::kComplexFloat);
   absl::Status s = SaveSafetensors(sd, TempPath("complex.safetensors"));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(s.message(), HasSubstr("'c'"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("'c'"));
 }
 
 TEST(CheckpointTest, MissingFileIsNotFound) {
@@ -130,7 +130,8 @@ TEST(CheckpointTest, GarbageIsInvalidArgument) {
   std::ofstream(path, std::ios::binary) << "this is not a checkpoint at all";
   absl::StatusOr<Checkpoint> ckpt = LoadCheckpoint(path);
   EXPECT_EQ(ckpt.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(ckpt.status().message(), HasSubstr("not a checkpoint vitserve can read"));
+  EXPECT_THAT(std::string(ckpt.status().message()),
+              HasSubstr("not a checkpoint vitserve can read"));
   std::remove(path.c_str());
 }
 

@@ -136,7 +136,7 @@ TEST_F(TorchCheckpointTest, Parameters) { ExpectMatchesReference("params.pth", "
 TEST_F(TorchCheckpointTest, OsSystemPayloadIsRefusedAndNeverRuns) {
   absl::StatusOr<Checkpoint> ckpt = LoadCheckpoint(Path("evil_system.pth"));
   EXPECT_EQ(ckpt.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(ckpt.status().message(),
+  EXPECT_THAT(std::string(ckpt.status().message()),
               HasSubstr("checkpoint refers to forbidden global 'posix.system'; only state-dict "
                         "types are allowed"));
   struct stat st;
@@ -146,7 +146,8 @@ TEST_F(TorchCheckpointTest, OsSystemPayloadIsRefusedAndNeverRuns) {
 TEST_F(TorchCheckpointTest, EvalPayloadIsRefusedAndNeverRuns) {
   absl::StatusOr<Checkpoint> ckpt = LoadCheckpoint(Path("evil_eval.pth"));
   EXPECT_EQ(ckpt.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(ckpt.status().message(), HasSubstr("forbidden global '__builtin__.eval'"));
+  EXPECT_THAT(std::string(ckpt.status().message()),
+              HasSubstr("forbidden global '__builtin__.eval'"));
   struct stat st;
   EXPECT_NE(::stat(Path("pwned_marker").c_str(), &st), 0) << "the payload ran";
 }
@@ -154,32 +155,33 @@ TEST_F(TorchCheckpointTest, EvalPayloadIsRefusedAndNeverRuns) {
 TEST_F(TorchCheckpointTest, PickledModuleIsRefused) {
   absl::StatusOr<Checkpoint> ckpt = LoadCheckpoint(Path("full_module.pth"));
   EXPECT_EQ(ckpt.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(ckpt.status().message(),
+  EXPECT_THAT(std::string(ckpt.status().message()),
               HasSubstr("forbidden global 'torch.nn.modules.linear.Linear'"));
 }
 
 TEST_F(TorchCheckpointTest, TruncatedArchiveIsInvalidArgument) {
   absl::StatusOr<Checkpoint> ckpt = LoadCheckpoint(Path("truncated.pth"));
   EXPECT_EQ(ckpt.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(ckpt.status().message(), HasSubstr("truncated.pth"));
+  EXPECT_THAT(std::string(ckpt.status().message()), HasSubstr("truncated.pth"));
 }
 
 TEST_F(TorchCheckpointTest, NonZipIsInvalidArgument) {
   absl::StatusOr<Checkpoint> ckpt = LoadCheckpoint(Path("notzip.pth"));
   EXPECT_EQ(ckpt.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(ckpt.status().message(), HasSubstr("not a checkpoint vitserve can read"));
+  EXPECT_THAT(std::string(ckpt.status().message()),
+              HasSubstr("not a checkpoint vitserve can read"));
 }
 
 TEST_F(TorchCheckpointTest, LegacyFormatIsExplained) {
   absl::StatusOr<Checkpoint> ckpt = LoadCheckpoint(Path("legacy.pth"));
   EXPECT_EQ(ckpt.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(ckpt.status().message(), HasSubstr("legacy"));
+  EXPECT_THAT(std::string(ckpt.status().message()), HasSubstr("legacy"));
 }
 
 TEST_F(TorchCheckpointTest, NoStateDictNamesTopLevelKeys) {
   absl::StatusOr<Checkpoint> ckpt = LoadCheckpoint(Path("no_state_dict.pth"));
   EXPECT_EQ(ckpt.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(ckpt.status().message(), HasSubstr("top-level keys: epoch, args"));
+  EXPECT_THAT(std::string(ckpt.status().message()), HasSubstr("top-level keys: epoch, args"));
 }
 
 }  // namespace

@@ -110,7 +110,7 @@ TEST_P(UnpicklerBadTest, IsRefused) {
   absl::StatusOr<PickleValuePtr> v = Unpickle(GetParam().bytes);
   ASSERT_FALSE(v.ok());
   EXPECT_EQ(v.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(v.status().message(), HasSubstr(GetParam().expected));
+  EXPECT_THAT(std::string(v.status().message()), HasSubstr(GetParam().expected));
 }
 
 INSTANTIATE_TEST_SUITE_P(
