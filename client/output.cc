@@ -39,7 +39,12 @@ std::string LatencyRow(absl::string_view name, const LatencySummary& s) {
 }  // namespace
 
 std::string FormatGmacs(uint64_t macs) {
-  return absl::StrFormat("%.2f", static_cast<double>(macs) / kMacsPerGmac);
+  const double g = static_cast<double>(macs) / kMacsPerGmac;
+  // Two decimals for real models; three significant digits for tiny test models, whose
+  // cost would otherwise print as 0.00.
+  constexpr double kTwoDecimalsFrom = 0.1;
+  if (g >= kTwoDecimalsFrom || macs == 0) return absl::StrFormat("%.2f", g);
+  return absl::StrFormat("%.3g", g);
 }
 
 std::string ClassifyResultJson(absl::string_view file, const vitserve::v1::ClassifyResponse& r,

@@ -57,7 +57,8 @@ struct BenchConfig {
 std::string BenchReportText(const BenchConfig& config, const BenchReport& report);
 std::string BenchReportJson(const BenchConfig& config, const BenchReport& report);
 
-// 4.61 for 4'610'000'000 MACs.
+// GMACs: "4.61" for 4'610'000'000 MACs; three significant digits below 0.1 G
+// ("0.00123"), so tiny models do not print as 0.00.
 std::string FormatGmacs(uint64_t macs);
 
 }  // namespace vitserve::client

@@ -70,6 +70,13 @@ TEST(ClassifyOutputTest, TextShowsPredictionsAndCost) {
   EXPECT_NE(text.back(), '\n');
 }
 
+TEST(FormatGmacsTest, TwoDecimalsOrThreeSignificantDigits) {
+  EXPECT_EQ(FormatGmacs(4'610'000'000ull), "4.61");
+  EXPECT_EQ(FormatGmacs(100'000'000ull), "0.10");
+  EXPECT_EQ(FormatGmacs(1'234'567ull), "0.00123");
+  EXPECT_EQ(FormatGmacs(0), "0.00");
+}
+
 TEST(ModelsOutputTest, MarksDefaultAndReadiness) {
   vitserve::v1::ListModelsResponse m;
   m.set_default_model("b");
