@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <numeric>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "client/json_writer.h"
 
 namespace vitserve::client {
 namespace {
@@ -16,6 +18,10 @@ constexpr int kResourceExhausted = 8;
 constexpr int kUnavailable = 14;
 constexpr int kMaxGrpcCode = 16;  // UNAUTHENTICATED
 constexpr double kMsPerSecond = 1000.0;
+
+// The double nearest to the float's shortest decimal form: 0.7f -> 0.7, not
+// 0.699999988, so that means of server-reported floats print as users expect.
+double FloatAsDecimal(float v) { return std::strtod(JsonFloat(v).c_str(), nullptr); }
 
 bool RejectedAtAdmission(const BenchSample& s) {
   switch (s.code) {
@@ -77,9 +83,9 @@ BenchReport ComputeBenchReport(const std::vector<BenchSample>& samples, double e
     }
     ++r.ok;
     ok_latencies.push_back(s.latency_s);
-    keep_sum += s.keep_rate;
+    keep_sum += FloatAsDecimal(s.keep_rate);
     if (s.expected_accuracy > 0) {
-      acc_sum += s.expected_accuracy;
+      acc_sum += FloatAsDecimal(s.expected_accuracy);
       ++acc_count;
     }
     if (s.budget_ms <= 0 || s.latency_s * kMsPerSecond <= s.budget_ms) ++r.slo_met;
