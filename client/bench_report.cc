@@ -18,6 +18,7 @@ constexpr int kResourceExhausted = 8;
 constexpr int kUnavailable = 14;
 constexpr int kMaxGrpcCode = 16;  // UNAUTHENTICATED
 constexpr double kMsPerSecond = 1000.0;
+constexpr double kMeanScale = 1e6;  // mean keep-rate / accuracy rounded to 1e-6
 
 // The double nearest to the float's shortest decimal form: 0.7f -> 0.7, not
 // 0.699999988, so that means of server-reported floats print as users expect.
@@ -96,8 +97,11 @@ BenchReport ComputeBenchReport(const std::vector<BenchSample>& samples, double e
   }
   if (r.sent > 0) r.attainment_all = static_cast<double>(r.slo_met) / r.sent;
   if (r.admitted > 0) r.attainment_admitted = static_cast<double>(r.slo_met) / r.admitted;
-  if (r.ok > 0) r.mean_keep_rate = keep_sum / r.ok;
-  if (acc_count > 0) r.mean_expected_accuracy = acc_sum / acc_count;
+  // Means of float inputs carry no more than float precision; rounding to 1e-6 keeps
+  // summation noise (0.6999999999999921) out of the report.
+  const auto round6 = [](double v) { return std::round(v * kMeanScale) / kMeanScale; };
+  if (r.ok > 0) r.mean_keep_rate = round6(keep_sum / r.ok);
+  if (acc_count > 0) r.mean_expected_accuracy = round6(acc_sum / acc_count);
   r.latency_ok = Summarize(std::move(ok_latencies));
   r.latency_all = Summarize(std::move(all_latencies));
   return r;

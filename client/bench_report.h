@@ -62,8 +62,8 @@ struct BenchReport {
   LatencySummary latency_ok;                      // successful requests
   LatencySummary latency_all;                     // every answered request (client drops excluded)
   std::map<std::string, int64_t> errors_by_code;  // code name -> count (non-OK only)
-  double mean_keep_rate = 0;                      // over OK responses
-  double mean_expected_accuracy = 0;              // over OK responses reporting one (> 0)
+  double mean_keep_rate = 0;                      // over OK responses, rounded to 1e-6
+  double mean_expected_accuracy = 0;              // over OK responses reporting one (> 0), to 1e-6
 };
 
 // Requires elapsed_s > 0 (otherwise rates are 0).

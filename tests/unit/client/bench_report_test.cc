@@ -105,6 +105,13 @@ TEST(BenchReportTest, HandComputedScenario) {
   EXPECT_EQ(r.errors_by_code, want);
 }
 
+TEST(BenchReportTest, MeansOfManyEqualFloatsPrintExactly) {
+  std::vector<BenchSample> samples(715, Sample(5, kOk, 0, 0.7f, 0.74f));
+  const BenchReport r = ComputeBenchReport(samples, 1.0);
+  EXPECT_EQ(r.mean_keep_rate, 0.7);
+  EXPECT_EQ(r.mean_expected_accuracy, 0.74);
+}
+
 TEST(BenchReportTest, BudgetBoundaryCountsAsMet) {
   const BenchReport r = ComputeBenchReport({Sample(50, kOk, 50)}, 1.0);
   EXPECT_EQ(r.slo_met, 1);
