@@ -211,14 +211,14 @@ std::string ModelInfoText(const vitserve::v1::ModelInfo& info) {
     std::sort(batches.begin(), batches.end());
     batches.erase(std::unique(batches.begin(), batches.end()), batches.end());
     out += "\nkeep-rate grid\n";
-    absl::StrAppendFormat(&out, "  %-9s %-24s %7s %9s", "KEEP", "TOKENS/STAGE", "GMACS", "EXP.ACC");
+    absl::StrAppendFormat(&out, "  %-9s %-24s %9s %9s", "KEEP", "TOKENS/STAGE", "GMACS", "EXP.ACC");
     for (uint32_t b : batches) absl::StrAppendFormat(&out, " %9s", absl::StrCat("ms@b", b));
     out += "\n";
     for (const auto& g : info.grid()) {
       const std::string acc = g.expected_accuracy() > 0
                                   ? absl::StrFormat("%.2f%%", g.expected_accuracy() * kPercent)
                                   : "-";
-      absl::StrAppendFormat(&out, "  %-9.3f %-24s %7s %9s", g.keep_rate(),
+      absl::StrAppendFormat(&out, "  %-9.3f %-24s %9s %9s", g.keep_rate(),
                             absl::StrJoin(g.tokens_per_stage(), "/"), FormatGmacs(g.macs()), acc);
       for (uint32_t b : batches) {
         const auto it = g.latency_seconds_by_batch().find(b);
@@ -232,11 +232,12 @@ std::string ModelInfoText(const vitserve::v1::ModelInfo& info) {
   }
   if (info.calibration_size() > 0) {
     out += "\ncalibration\n";
-    absl::StrAppendFormat(&out, "  %-12s %-9s %8s %10s %7s\n", "METHOD", "KEEP", "TOP-1",
+    absl::StrAppendFormat(&out, "  %-12s %-9s %8s %10s %9s\n", "METHOD", "KEEP", "TOP-1",
                           "AGREEMENT", "GMACS");
     for (const auto& c : info.calibration()) {
-      absl::StrAppendFormat(&out, "  %-12s %-9.3f %7.2f%% %9.2f%% %7s\n", c.method(), c.keep_rate(),
-                            c.top1() * kPercent, c.agreement() * kPercent, FormatGmacs(c.macs()));
+      absl::StrAppendFormat(&out, "  %-12s %-9.3f %7.2f%% %9.2f%% %9s\n", c.method(), c.keep_rate(),
+                            c.top1() * kPercent, c.agreement() * kPercent,
+                            c.macs() > 0 ? FormatGmacs(c.macs()) : "-");
     }
   }
   out.pop_back();
