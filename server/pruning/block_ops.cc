@@ -1,30 +1,14 @@
 #include "server/pruning/block_ops.h"
 
 #include <ATen/ATen.h>
-#include <torch/version.h>
+
+#include "server/pruning/cpu_kernels.h"
 
 namespace vitserve {
 namespace {
 
 torch::Tensor Linear(const torch::nn::Linear& l, const torch::Tensor& x) {
-  return at::linear(x, l->weight, l->bias);
-}
-
-// Scaled attention logits q kᵀ · scale (+ bias), softmax over keys. Same operation order
-// as timm: matmul, then scale, then (ToMe) bias, then softmax.
-torch::Tensor Probabilities(const AttentionImpl& attn, const torch::Tensor& q,
-                            const torch::Tensor& k, const torch::Tensor& logit_bias) {
-  torch::Tensor logits = at::matmul(q, k.transpose(-2, -1));
-  logits.mul_(attn.scale());
-  if (logit_bias.defined()) logits.add_(logit_bias);
-  return at::_softmax(logits, -1, /*half_to_float=*/false);
-}
-
-// probs [B, H, Nq, N] @ v [B, H, N, D] -> [B, Nq, H·D].
-torch::Tensor MergeHeads(const torch::Tensor& probs, const torch::Tensor& v) {
-  const int64_t b = probs.size(0);
-  const int64_t nq = probs.size(2);
-  return at::matmul(probs, v).transpose(1, 2).reshape({b, nq, -1});
+  return FastLinear(x, l->weight, l->bias);
 }
 
 }  // namespace
@@ -34,33 +18,43 @@ torch::Tensor ApplyNorm(const torch::nn::LayerNorm& norm, const torch::Tensor& x
                         norm->options.eps());
 }
 
+torch::Tensor EmbedTokens(VitImpl& vit, const torch::Tensor& images) {
+  const VitOptions& o = vit.options();
+  const int64_t b = images.size(0);
+  const int64_t g = o.image_size / o.patch_size;  // patches per side
+  const int64_t p = o.patch_size;
+  TORCH_CHECK(images.dim() == 4 && images.size(1) == o.in_chans && images.size(2) == o.image_size &&
+                  images.size(3) == o.image_size,
+              "EmbedTokens: images ", images.sizes());
+  // [B, in, g, p, g, p] -> [B, g, g, in, p, p]: each row is one patch in the conv
+  // weight's (in, kh, kw) order.
+  torch::Tensor patches = images.reshape({b, o.in_chans, g, p, g, p})
+                              .permute({0, 2, 4, 1, 3, 5})
+                              .reshape({b, g * g, o.in_chans * p * p});
+  const torch::nn::Conv2d& conv = vit.patch_embed->proj;
+  torch::Tensor x = FastLinear(patches, conv->weight.reshape({o.embed_dim, -1}), conv->bias);
+  const int64_t prefix = o.num_prefix_tokens();
+  torch::Tensor tokens = at::empty({b, prefix + g * g, o.embed_dim}, x.options());
+  tokens.narrow(1, 0, 1).copy_(vit.cls_token.expand({b, 1, o.embed_dim}));
+  if (o.distilled) tokens.narrow(1, 1, 1).copy_(vit.dist_token.expand({b, 1, o.embed_dim}));
+  tokens.narrow(1, prefix, g * g).copy_(x);
+  return tokens.add_(vit.pos_embed);
+}
+
 torch::Tensor AttentionResidual(BlockImpl& block, const torch::Tensor& x,
-                                const torch::Tensor& logit_bias, torch::Tensor* probs_out,
+                                const torch::Tensor& key_bias, torch::Tensor* cls_probs_out,
                                 torch::Tensor* keys_out) {
   AttentionImpl& attn = *block.attn;
   const int64_t b = x.size(0);
   const int64_t n = x.size(1);
   const int64_t c = x.size(2);
   const int64_t heads = attn.num_heads();
-  torch::Tensor qkv = Linear(attn.qkv, ApplyNorm(block.norm1, x))
-                          .view({b, n, 3, heads, c / heads})
-                          .permute({2, 0, 3, 1, 4});
-  torch::Tensor q = qkv[0];
-  torch::Tensor k = qkv[1];
-  torch::Tensor v = qkv[2];
-  if (keys_out != nullptr) *keys_out = k;
-  torch::Tensor merged;
-#if TORCH_VERSION_MAJOR >= 2
-  if (probs_out == nullptr && !logit_bias.defined()) {
-    // Fused attention (no probabilities materialised); same math, LibTorch 2.x only.
-    merged = at::scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape({b, n, c});
+  torch::Tensor qkv = Linear(attn.qkv, ApplyNorm(block.norm1, x));  // [B, N, 3C]
+  if (keys_out != nullptr) {
+    *keys_out = qkv.narrow(2, c, c).view({b, n, heads, c / heads}).transpose(1, 2);
   }
-#endif
-  if (!merged.defined()) {
-    torch::Tensor probs = Probabilities(attn, q, k, logit_bias);
-    if (probs_out != nullptr) *probs_out = probs;
-    merged = MergeHeads(probs, v);
-  }
+  torch::Tensor merged = FastAttention(qkv.narrow(2, 0, c), qkv.narrow(2, c, 2 * c), heads,
+                                       attn.scale(), key_bias, cls_probs_out);
   return Linear(attn.proj, merged).add_(x);
 }
 
@@ -76,24 +70,18 @@ torch::Tensor DenseBlock(BlockImpl& block, const torch::Tensor& x) {
 }
 
 torch::Tensor PrefixOnlyBlock(BlockImpl& block, const torch::Tensor& x, int64_t rows,
-                              const torch::Tensor& logit_bias) {
+                              const torch::Tensor& key_bias) {
   AttentionImpl& attn = *block.attn;
-  const int64_t b = x.size(0);
-  const int64_t n = x.size(1);
   const int64_t c = x.size(2);
-  const int64_t heads = attn.num_heads();
-  const int64_t d = c / heads;
   torch::Tensor h = ApplyNorm(block.norm1, x);
   const torch::Tensor& w = attn.qkv->weight;  // [3C, C]: q rows, then k rows, then v rows
   const torch::Tensor& bias = attn.qkv->bias;
   // Queries of the prefix rows only; keys and values of every row.
-  torch::Tensor q = at::linear(h.narrow(1, 0, rows), w.narrow(0, 0, c), bias.narrow(0, 0, c))
-                        .view({b, rows, heads, d})
-                        .transpose(1, 2);
-  torch::Tensor kv = at::linear(h, w.narrow(0, c, 2 * c), bias.narrow(0, c, 2 * c))
-                         .view({b, n, 2, heads, d})
-                         .permute({2, 0, 3, 1, 4});
-  torch::Tensor merged = MergeHeads(Probabilities(attn, q, kv[0], logit_bias), kv[1]);
+  torch::Tensor q =
+      FastLinear(h.narrow(1, 0, rows).contiguous(), w.narrow(0, 0, c), bias.narrow(0, 0, c));
+  torch::Tensor kv = FastLinear(h, w.narrow(0, c, 2 * c), bias.narrow(0, c, 2 * c));
+  torch::Tensor merged =
+      FastAttention(q, kv, attn.num_heads(), attn.scale(), key_bias, /*cls_probs=*/nullptr);
   torch::Tensor y = Linear(attn.proj, merged).add_(x.narrow(1, 0, rows));
   return MlpResidual(block, y);
 }

@@ -1,10 +1,10 @@
 // Shared pieces of the eval forward passes: one transformer block split where the
 // methods need to step in (after attention, before the MLP), operating directly on the
-// module's parameters. Internal to server/pruning/.
+// module's parameters through the CPU fast paths of cpu_kernels.h. Internal to
+// server/pruning/.
 //
-// All functions take and return [B, N, C] float tensors and may update their input in
-// place when it is a temporary they own (documented per function). Thread-safe: they
-// only read the module.
+// All functions take and return [B, N, C] float tensors. Thread-safe: they only read the
+// module.
 #ifndef VITSERVE_SERVER_PRUNING_BLOCK_OPS_H_
 #define VITSERVE_SERVER_PRUNING_BLOCK_OPS_H_
 
@@ -17,17 +17,23 @@ namespace vitserve {
 // LayerNorm with the module's parameters.
 torch::Tensor ApplyNorm(const torch::nn::LayerNorm& norm, const torch::Tensor& x);
 
-// The attention half of a block: returns x + proj(attn(norm1(x))). When `probs_out` is
-// non-null it receives the post-softmax probabilities [B, H, N, N]; when `keys_out` is
-// non-null, the keys [B, H, N, C/H]. `logit_bias` (broadcastable to [B, H, N, N]) is added
-// to the scaled logits before the softmax when defined (ToMe's log(size)). `x` is not
-// modified.
+// VitImpl::Embed computed as one GEMM: the conv with kernel = stride = patch is a linear
+// map of each flattened patch (same math). [B, in, H, W] -> [B, prefix + P, C].
+torch::Tensor EmbedTokens(VitImpl& vit, const torch::Tensor& images);
+
+// The attention half of a block: returns x + proj(attn(norm1(x))); `x` is not modified.
+// key_bias: undefined, or [B, N] added to every attention logit row before the softmax
+//   (ToMe's proportional attention, log(size)).
+// cls_probs_out: when non-null, receives [B, H, N], the post-softmax attention row of
+//   token 0 (EViT's CLS attention).
+// keys_out: when non-null, receives the keys [B, H, N, C/H] (a view of the qkv output).
 torch::Tensor AttentionResidual(BlockImpl& block, const torch::Tensor& x,
-                                const torch::Tensor& logit_bias = {},
-                                torch::Tensor* probs_out = nullptr,
+                                const torch::Tensor& key_bias = {},
+                                torch::Tensor* cls_probs_out = nullptr,
                                 torch::Tensor* keys_out = nullptr);
 
-// The MLP half: x + fc2(gelu(fc1(norm2(x)))). Adds into `x` in place and returns it.
+// The MLP half: x + fc2(gelu(fc1(norm2(x)))). Adds into `x` in place and returns it, so
+// `x` must be a tensor the caller owns (not a view of something still needed).
 torch::Tensor MlpResidual(BlockImpl& block, torch::Tensor x);
 
 // One whole block: MlpResidual(AttentionResidual(x)).
@@ -35,9 +41,9 @@ torch::Tensor DenseBlock(BlockImpl& block, const torch::Tensor& x);
 
 // A block whose output is needed only for the first `rows` tokens (the prefix tokens
 // before the head): queries, proj and MLP on those rows, keys/values on all tokens.
-// `logit_bias` as in AttentionResidual. Returns [B, rows, C].
+// `key_bias` as in AttentionResidual. Returns [B, rows, C].
 torch::Tensor PrefixOnlyBlock(BlockImpl& block, const torch::Tensor& x, int64_t rows,
-                              const torch::Tensor& logit_bias = {});
+                              const torch::Tensor& key_bias = {});
 
 // Gathers tokens `index` [B, K] (int64) from x [B, N, C] -> [B, K, C].
 torch::Tensor GatherTokens(const torch::Tensor& x, const torch::Tensor& index);

@@ -14,7 +14,7 @@ class DensePruner : public TokenPruner {
   Method method() const override { return Method::kDense; }
 
   PrunedOutput Forward(VitImpl& vit, const torch::Tensor& images, float) const override {
-    torch::Tensor x = vit.Embed(images);
+    torch::Tensor x = EmbedTokens(vit, images);
     PrunedOutput out;
     out.tokens_per_stage.push_back(static_cast<int>(x.size(1)));
     for (int i = 0; i < vit.options().depth; ++i) x = RunPlainBlock(vit, i, x, options_);

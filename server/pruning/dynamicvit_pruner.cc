@@ -28,7 +28,7 @@ class DynamicVitPruner : public TokenPruner {
     const int prefix = o.num_prefix_tokens();
     const int initial = o.num_patches();
     const double rho = DecimalKeepRate(keep_rate);
-    torch::Tensor x = vit.Embed(images);
+    torch::Tensor x = EmbedTokens(vit, images);
     PrunedOutput out;
     out.tokens_per_stage.push_back(static_cast<int>(x.size(1)));
     int stage = 0;

@@ -29,7 +29,7 @@ class EvitPruner : public TokenPruner {
     const VitOptions& o = vit.options();
     const int prefix = o.num_prefix_tokens();
     const double kr = DecimalKeepRate(keep_rate);
-    torch::Tensor x = vit.Embed(images);
+    torch::Tensor x = EmbedTokens(vit, images);
     PrunedOutput out;
     out.tokens_per_stage.push_back(static_cast<int>(x.size(1)));
     for (int i = 0; i < o.depth; ++i) {
@@ -45,10 +45,10 @@ class EvitPruner : public TokenPruner {
         out.tokens_per_stage.push_back(static_cast<int>(x.size(1)));
         continue;
       }
-      torch::Tensor probs;
-      x = AttentionResidual(block, x, /*logit_bias=*/{}, &probs);
-      // [B, H, N, N] -> CLS row over non-prefix keys, mean over heads: [B, current].
-      torch::Tensor cls_attn = probs.select(2, 0).narrow(-1, prefix, current).mean(1);
+      torch::Tensor cls_probs;  // [B, H, N]
+      x = AttentionResidual(block, x, /*key_bias=*/{}, &cls_probs);
+      // CLS row over the non-prefix keys, mean over heads: [B, current].
+      torch::Tensor cls_attn = cls_probs.narrow(-1, prefix, current).mean(1);
       auto [sorted_attn, order] = at::sort(cls_attn, /*dim=*/1, /*descending=*/true);
       torch::Tensor others = x.narrow(1, prefix, current);
       torch::Tensor kept = GatherTokens(others, order.narrow(1, 0, left));

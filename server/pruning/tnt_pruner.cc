@@ -27,7 +27,7 @@ class TntPruner : public TokenPruner {
     const VitOptions& o = vit.options();
     const int prefix = o.num_prefix_tokens();
     const double rate = DecimalKeepRate(keep_rate);
-    torch::Tensor x = vit.Embed(images);
+    torch::Tensor x = EmbedTokens(vit, images);
     PrunedOutput out;
     out.tokens_per_stage.push_back(static_cast<int>(x.size(1)));
     for (int i = 0; i < o.depth; ++i) {

@@ -81,7 +81,7 @@ class ToMePruner : public TokenPruner {
     const int prefix = o.num_prefix_tokens();
     const int r =
         options_.tome_r >= 0 ? options_.tome_r : ToMeMergeCountForKeepRate(arch_, keep_rate);
-    torch::Tensor x = vit.Embed(images);
+    torch::Tensor x = EmbedTokens(vit, images);
     torch::Tensor size;  // [B, t, 1]; undefined until the first merge (all ones)
     PrunedOutput out;
     out.tokens_per_stage.push_back(static_cast<int>(x.size(1)));
@@ -90,7 +90,7 @@ class ToMePruner : public TokenPruner {
       const int t = static_cast<int>(x.size(1));
       const int merged = ToMeMergeCount(r, t, prefix);
       torch::Tensor bias;
-      if (size.defined()) bias = size.log().squeeze(-1).unsqueeze(1).unsqueeze(1);  // [B,1,1,t]
+      if (size.defined()) bias = size.log().squeeze(-1);  // [B, t]
       if (i == o.depth - 1 && options_.last_block_prefix_only) {
         // The merge leaves the prefix tokens untouched: only their rows feed the head.
         x = PrefixOnlyBlock(block, x, prefix, bias);
@@ -98,7 +98,7 @@ class ToMePruner : public TokenPruner {
         break;
       }
       torch::Tensor keys;
-      x = AttentionResidual(block, x, bias, /*probs_out=*/nullptr, &keys);
+      x = AttentionResidual(block, x, bias, /*cls_probs_out=*/nullptr, &keys);
       if (merged > 0) {
         const MergePlan plan = BipartiteSoftMatching(keys, merged, o.distilled);
         if (!size.defined()) size = at::ones({x.size(0), t, 1}, x.options());

@@ -1,0 +1,250 @@
+// In-process throughput benchmark of the vitserve executor (LoadInferenceModel's
+// InferenceModel::Run: image stacking, sub-batching, the method's forward) on a
+// DeiT-S-shaped model with random weights at 224².
+//
+// For dense and each method at each keep-rate (plus ToMe at the published r = 13) and
+// each batch size, it warms up once, then runs for --seconds of wall time (at least
+// --min_iters runs) and reports images/s. Output: a Markdown table on stdout (img/s per
+// batch, the realised speed-up over dense next to the MACs ratio), and with --json_out
+// one JSON object per configuration and batch, in the same fields as bench/eager_bench.py
+// so bench/run_inprocess.sh can put both side by side.
+//
+// Usage: vitserve_bench [--threads=2] [--batch_sizes=1,8,32] [--keep_rates=0.9,0.7,0.5]
+//          [--methods=dense,dynamicvit,evit,tome,tnt] [--seconds=3] [--max_sub_batch=8]
+//          [--json_out=FILE]
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "server/model/vit_inference_model.h"
+#include "server/model/vit_module.h"
+#include "server/pruning/cost_model.h"
+
+ABSL_FLAG(int, threads, 2, "LibTorch intra-op threads (at::set_num_threads)");
+ABSL_FLAG(std::string, batch_sizes, "1,8,32", "comma-separated batch sizes");
+ABSL_FLAG(std::string, keep_rates, "0.9,0.7,0.5", "comma-separated keep-rates");
+ABSL_FLAG(std::string, methods, "dense,dynamicvit,evit,tome,tnt", "methods to measure");
+ABSL_FLAG(double, seconds, 3.0, "timed wall time per configuration and batch size");
+ABSL_FLAG(int, min_iters, 1, "minimum timed runs per configuration and batch size");
+ABSL_FLAG(int, max_sub_batch, 8, "ModelLoadOptions::max_sub_batch (0 = no split)");
+ABSL_FLAG(int, tome_published_r, 13, "extra ToMe row at this r (0 = none)");
+ABSL_FLAG(std::string, json_out, "", "append one JSON line per measurement to this file");
+ABSL_FLAG(int, seed, 0, "weight / image seed");
+
+namespace vitserve {
+namespace {
+
+// timm's init scale for ViT weights: speed does not depend on the values.
+constexpr double kWeightStd = 0.02;
+constexpr double kGiga = 1e9;
+
+struct Config {
+  Method method;
+  float keep_rate;
+  int tome_r;  // -1 = from the keep-rate
+};
+
+struct Row {
+  Config config;
+  uint64_t macs = 0;
+  std::map<int, double> images_per_s;  // by batch size
+};
+
+std::vector<std::string> SplitList(const std::string& s) {
+  return absl::StrSplit(s, ',', absl::SkipEmpty());
+}
+
+// DeiT-S weights plus every method head (DynamicViT predictors, TNT alpha heads).
+StateDict RandomWeights(const Architecture& arch, int seed) {
+  torch::manual_seed(seed);
+  StateDict out;
+  for (Method m : {Method::kDynamicViT, Method::kTNT}) {
+    PruningSpec p;
+    p.method = m;
+    Vit vit(VitOptions::FromSpec(arch, p));
+    for (const auto& item : vit->named_parameters()) {
+      if (out.count(item.key())) continue;
+      const bool norm_weight = item.key().find("norm") != std::string::npos &&
+                               item.key().find(".weight") != std::string::npos;
+      out[item.key()] = norm_weight ? torch::ones(item.value().sizes())
+                                    : torch::randn(item.value().sizes()) * kWeightStd;
+    }
+  }
+  return out;
+}
+
+std::vector<ImageTensor> RandomImages(const Architecture& arch, int n, int seed) {
+  torch::manual_seed(seed + 1);
+  std::vector<ImageTensor> out(n);
+  for (ImageTensor& img : out) {
+    img.channels = arch.in_chans;
+    img.height = arch.image_size;
+    img.width = arch.image_size;
+    torch::Tensor t = torch::randn({arch.in_chans * arch.image_size * arch.image_size});
+    img.data.assign(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
+  }
+  return out;
+}
+
+int Main() {
+  const Architecture arch;  // DeiT-S at 224²
+  const int threads = absl::GetFlag(FLAGS_threads);
+  std::vector<int> batches;
+  for (const std::string& b : SplitList(absl::GetFlag(FLAGS_batch_sizes))) {
+    int v = 0;
+    if (!absl::SimpleAtoi(b, &v) || v <= 0) {
+      std::fprintf(stderr, "bad batch size '%s'\n", b.c_str());
+      return 2;
+    }
+    batches.push_back(v);
+  }
+  std::vector<float> keeps;
+  for (const std::string& k : SplitList(absl::GetFlag(FLAGS_keep_rates))) {
+    float v = 0;
+    if (!absl::SimpleAtof(k, &v) || !(v > 0.0f) || v > 1.0f) {
+      std::fprintf(stderr, "bad keep-rate '%s'\n", k.c_str());
+      return 2;
+    }
+    keeps.push_back(v);
+  }
+  std::vector<Config> configs;
+  for (const std::string& name : SplitList(absl::GetFlag(FLAGS_methods))) {
+    absl::StatusOr<Method> m = ParseMethod(name);
+    if (!m.ok()) {
+      std::fprintf(stderr, "%s\n", m.status().ToString().c_str());
+      return 2;
+    }
+    if (*m == Method::kDense) {
+      configs.push_back({*m, 1.0f, -1});
+      continue;
+    }
+    for (float k : keeps) configs.push_back({*m, k, -1});
+    if (*m == Method::kToMe && absl::GetFlag(FLAGS_tome_published_r) > 0) {
+      configs.push_back({*m, 1.0f, absl::GetFlag(FLAGS_tome_published_r)});
+    }
+  }
+
+  const StateDict weights = RandomWeights(arch, absl::GetFlag(FLAGS_seed));
+  int max_batch = 1;
+  for (int b : batches) max_batch = std::max(max_batch, b);
+  const std::vector<ImageTensor> images = RandomImages(arch, max_batch, absl::GetFlag(FLAGS_seed));
+  std::vector<const ImageTensor*> ptrs;
+  for (const ImageTensor& i : images) ptrs.push_back(&i);
+
+  std::ofstream json;
+  if (!absl::GetFlag(FLAGS_json_out).empty()) {
+    json.open(absl::GetFlag(FLAGS_json_out), std::ios::app);
+  }
+
+  const uint64_t dense_macs = DenseMacs(arch);
+  std::vector<Row> rows;
+  for (const Config& c : configs) {
+    ModelSpec spec;
+    spec.name = "deit_s_bench";
+    spec.arch = arch;
+    spec.pruning.method = c.method;
+    ModelLoadOptions opts;
+    opts.max_sub_batch = absl::GetFlag(FLAGS_max_sub_batch);
+    opts.intra_op_threads = threads;
+    PrunerOptions pruner;
+    pruner.tome_r = c.tome_r;
+    absl::StatusOr<std::unique_ptr<InferenceModel>> model =
+        CreateInferenceModel(spec, weights, opts, pruner);
+    if (!model.ok()) {
+      std::fprintf(stderr, "%s: %s\n", std::string(MethodName(c.method)).c_str(),
+                   model.status().ToString().c_str());
+      return 1;
+    }
+    Row row;
+    row.config = c;
+    absl::StatusOr<CostEstimate> cost = c.tome_r >= 0
+                                            ? EstimateToMeCost(arch, c.tome_r)
+                                            : EstimateCost(arch, spec.pruning, c.keep_rate);
+    row.macs = cost.ok() ? cost->macs : 0;
+    const int tome_r = c.method == Method::kToMe ? (cost.ok() ? cost->tome_r : -1) : -1;
+    for (int b : batches) {
+      absl::Span<const ImageTensor* const> batch(ptrs.data(), b);
+      if (auto warm = (*model)->Run(batch, c.keep_rate); !warm.ok()) {
+        std::fprintf(stderr, "run failed: %s\n", warm.status().ToString().c_str());
+        return 1;
+      }
+      const auto start = std::chrono::steady_clock::now();
+      int iters = 0;
+      double elapsed = 0;
+      while (iters < absl::GetFlag(FLAGS_min_iters) || elapsed < absl::GetFlag(FLAGS_seconds)) {
+        (void)(*model)->Run(batch, c.keep_rate);
+        ++iters;
+        elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      }
+      const double ips = b * iters / elapsed;
+      row.images_per_s[b] = ips;
+      std::fprintf(stderr, "%-10s keep %.2f r %3d batch %2d: %7.2f img/s (%d runs, %.1f s)\n",
+                   std::string(MethodName(c.method)).c_str(), c.keep_rate, tome_r, b, ips, iters,
+                   elapsed);
+      if (json.is_open()) {
+        json << absl::StrFormat(
+            "{\"impl\": \"vitserve\", \"method\": \"%s\", \"keep_rate\": %s, \"tome_r\": %s, "
+            "\"batch\": %d, \"images_per_s\": %.4f, \"iters\": %d, \"seconds\": %.3f, "
+            "\"threads\": %d, \"gmacs\": %.4f}\n",
+            MethodName(c.method), c.tome_r >= 0 ? "null" : absl::StrFormat("%.2f", c.keep_rate),
+            tome_r >= 0 ? absl::StrCat(tome_r) : "null", b, ips, iters, elapsed, threads,
+            row.macs / kGiga);
+        json.flush();
+      }
+    }
+    rows.push_back(row);
+  }
+
+  // Markdown: img/s per batch and speed-up over dense (same batch) next to the MACs ratio.
+  const Row* dense = nullptr;
+  for (const Row& r : rows) {
+    if (r.config.method == Method::kDense) dense = &r;
+  }
+  std::string header = "| method | keep | ToMe r | GMACs | MACs ratio |";
+  std::string rule = "|---|---|---|---|---|";
+  for (int b : batches) {
+    header += absl::StrFormat(" img/s b%d | speed-up b%d |", b, b);
+    rule += "---|---|";
+  }
+  std::printf("%s\n%s\n", header.c_str(), rule.c_str());
+  for (const Row& r : rows) {
+    const int tome_r =
+        r.config.method != Method::kToMe
+            ? -1
+            : (r.config.tome_r >= 0 ? r.config.tome_r
+                                    : ToMeMergeCountForKeepRate(arch, r.config.keep_rate));
+    std::string line =
+        absl::StrFormat("| %s | %s | %s | %.2f | %.2fx |", MethodName(r.config.method),
+                        r.config.tome_r >= 0 ? "-" : absl::StrFormat("%.2f", r.config.keep_rate),
+                        tome_r >= 0 ? absl::StrCat(tome_r) : "-", r.macs / kGiga,
+                        r.macs > 0 ? static_cast<double>(dense_macs) / r.macs : 0.0);
+    for (int b : batches) {
+      const double ips = r.images_per_s.at(b);
+      const double base = dense != nullptr ? dense->images_per_s.at(b) : 0.0;
+      line += absl::StrFormat(" %.2f | %s |", ips,
+                              base > 0 ? absl::StrFormat("%.2fx", ips / base) : "-");
+    }
+    std::printf("%s\n", line.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace vitserve
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return vitserve::Main();
+}

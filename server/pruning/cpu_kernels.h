@@ -1,0 +1,44 @@
+// CPU fast paths for the two operations that dominate a ViT forward: the linear layers
+// (~92% of a DeiT-S's multiply-adds) and the attention core. Internal to server/pruning/.
+//
+// Why: Debian's LibTorch routes float32 GEMMs to OpenBLAS, which on this machine picks
+// its AVX2 (Haswell) kernels; oneDNN's sgemm (libdnnl, already a LibTorch dependency)
+// JIT-compiles AVX-512 kernels and is ~2x faster on the same shapes (bench/README.md).
+// The attention core runs one (image, head) pair per task: q·kᵀ, softmax and ·v stay in
+// cache, heads are read in place from the qkv buffer and written in place into the
+// merged-heads layout (no permute / reshape copies), which keeps large batches from
+// becoming memory-bound.
+//
+// Both functions fall back to plain ATen ops when oneDNN is not compiled in
+// (VITSERVE_HAVE_DNNL), or the tensors are not contiguous float32 on the CPU; results
+// agree with ATen to float32 rounding (tests compare against the ATen path).
+// Thread-safety: stateless; may be called from many threads. Parallelism follows
+// at::get_num_threads(). Errors: c10::Error on bad shapes.
+#ifndef VITSERVE_SERVER_PRUNING_CPU_KERNELS_H_
+#define VITSERVE_SERVER_PRUNING_CPU_KERNELS_H_
+
+#include <torch/types.h>
+
+namespace vitserve {
+
+// True when the oneDNN fast paths are compiled in.
+bool FastCpuKernelsAvailable();
+
+// y = x · weightᵀ + bias for x [..., K], weight [N, K], bias [N] -> [..., N].
+torch::Tensor FastLinear(const torch::Tensor& x, const torch::Tensor& weight,
+                         const torch::Tensor& bias);
+
+// Multi-head attention core on a fused qkv projection.
+//   q:   [B, Nq, C] queries (a view is fine if its last dim is contiguous)
+//   kv:  [B, N, 2C] keys then values, or pass q = qkv[..., :C] and kv = qkv[..., C:]
+//        of the [B, N, 3C] qkv output (strided views are read in place)
+//   heads, scale: head count and logit scale (head_dim^-0.5)
+//   key_bias: undefined, or [B, N] added to every logit row (ToMe's log(size))
+//   cls_probs: when non-null, receives [B, heads, N], the post-softmax row of query 0
+// Returns [B, Nq, C] = heads merged (before the output projection).
+torch::Tensor FastAttention(const torch::Tensor& q, const torch::Tensor& kv, int64_t heads,
+                            double scale, const torch::Tensor& key_bias, torch::Tensor* cls_probs);
+
+}  // namespace vitserve
+
+#endif  // VITSERVE_SERVER_PRUNING_CPU_KERNELS_H_
