@@ -231,6 +231,10 @@ absl::StatusOr<Checkpoint> ReadTorchZipCheckpoint(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat("not a readable torch.save zip archive (truncated or corrupt?): ",
                      e.what_without_backtrace()));
+  } catch (const std::bad_alloc&) {
+    // A corrupt zip directory can claim a record size larger than memory.
+    return absl::ResourceExhaustedError(
+        "out of memory reading the archive (corrupt record sizes, or the model does not fit)");
   }
 }
 
