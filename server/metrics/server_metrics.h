@@ -33,6 +33,10 @@ namespace vitserve {
 struct MetricsOptions {
   // "127.0.0.1:9090", "0.0.0.0:9090"; port 0 picks a free port (see port()).
   // Empty = no HTTP exposer (tests can still Serialize()).
+  // The exposer is prometheus-cpp's (civetweb). In a process that links LibTorch it cannot
+  // start its threads (small fixed thread stacks vs LibTorch's static TLS; see
+  // server/rpc/metrics_http_server.h), so Create() returns UNAVAILABLE there: the vitserve
+  // binary leaves this empty and serves Serialize() through MetricsHttpServer.
   std::string bind_address;
   // Threads of the HTTP exposer (scrapes are rare and cheap).
   int exposer_threads = 2;
