@@ -191,7 +191,11 @@ class ClassifyStreamReactor final
     if (status.ok()) return;
     absl::MutexLock lock(&mu_);
     --tasks_in_flight_;
-    write_queue_.push_back(ErrorResponse(request_id, status));
+    if (write_failed_) {
+      --pending_;  // the client is gone; nothing will be written
+    } else {
+      write_queue_.push_back(ErrorResponse(request_id, status));
+    }
   }
 
   void OnTaskDone(const std::string& request_id, absl::StatusOr<ClassifyResponse> result) {

@@ -1,0 +1,156 @@
+// vitserve: serves the models of a model repository over gRPC. Wiring only: flags ->
+// options, load models, start metrics, service and server, wait for SIGTERM/SIGINT, drain.
+//
+// Startup prints exactly one line `vitserve listening on <host>:<port>` on stdout (and
+// `vitserve metrics on <host>:<port>` when metrics are on) once the models are loaded,
+// warmed up and health is SERVING. Errors go to stderr with a non-zero exit status.
+//
+// On SIGTERM/SIGINT: health NOT_SERVING, new requests refused (UNAVAILABLE), in-flight
+// requests finish (up to --drain_timeout_s), then exit 0.
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "server/metrics/server_metrics.h"
+#include "server/rpc/grpc_server.h"
+#include "server/rpc/inference_service.h"
+#include "server/rpc/metrics_http_server.h"
+#include "server/rpc/model_loader.h"
+#include "server/runtime/clock.h"
+
+ABSL_FLAG(std::string, model_repository, "",
+          "Directory with one sub-directory per model (config.pbtxt, weights, labels). "
+          "Required.");
+ABSL_FLAG(std::string, default_model, "", "Model for requests that name none (default: first).");
+ABSL_FLAG(std::string, host, "0.0.0.0", "Interface to listen on (127.0.0.1 = loopback only).");
+ABSL_FLAG(int, port, 0, "gRPC port; 0 picks a free port (printed on stdout).");
+ABSL_FLAG(int, metrics_port, 0,
+          "Prometheus /metrics port on --host; 0 picks a free port (printed), -1 disables.");
+ABSL_FLAG(std::string, device, "cpu", "cpu | cuda | cuda:N");
+ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads; 0 = hardware concurrency.");
+ABSL_FLAG(int, max_batch_size, 8, "Largest batch run at once.");
+ABSL_FLAG(int, max_queue_delay_ms, 5,
+          "How long the first request of a batch waits for more (milliseconds).");
+ABSL_FLAG(int, max_queue_size, 256,
+          "Requests waiting in all queues; more are refused with RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int, num_batch_threads, 1, "Batches run concurrently.");
+ABSL_FLAG(int, max_stream_in_flight, 32,
+          "Unanswered requests per ClassifyStream before the server stops reading it.");
+ABSL_FLAG(int64_t, max_image_pixels, 50'000'000,
+          "Largest accepted image (width x height), checked before decoding.");
+ABSL_FLAG(int, max_message_bytes, vitserve::kDefaultMaxReceiveMessageBytes,
+          "Largest accepted gRPC request message (bytes).");
+ABSL_FLAG(int, drain_timeout_s, 30,
+          "On SIGTERM, how long in-flight requests may take before they are cancelled.");
+
+namespace vitserve {
+namespace {
+
+int Fail(const std::string& what, const absl::Status& status) {
+  std::cerr << "vitserve: " << what << ": " << status << std::endl;
+  return 1;
+}
+
+int Run() {
+  const std::string repository = absl::GetFlag(FLAGS_model_repository);
+  if (repository.empty()) {
+    std::cerr << "vitserve: --model_repository=DIR is required" << std::endl;
+    return 2;
+  }
+  const int threads = absl::GetFlag(FLAGS_threads) > 0
+                          ? absl::GetFlag(FLAGS_threads)
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+
+  // SIGTERM/SIGINT are taken synchronously by sigwait() below; blocked here, before any
+  // thread starts, so every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  const std::string host = absl::GetFlag(FLAGS_host);
+  // Metrics are served by MetricsHttpServer, not by prometheus-cpp's civetweb exposer,
+  // which cannot start threads in a process with LibTorch (see metrics_http_server.h).
+  absl::StatusOr<std::unique_ptr<ServerMetrics>> metrics = ServerMetrics::Create({});
+  if (!metrics.ok()) return Fail("cannot create metrics", metrics.status());
+  const int metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  std::unique_ptr<MetricsHttpServer> metrics_server;
+  if (metrics_port >= 0) {
+    absl::StatusOr<std::unique_ptr<MetricsHttpServer>> started =
+        MetricsHttpServer::Start(host, metrics_port, metrics->get());
+    if (!started.ok()) return Fail("cannot start the metrics endpoint", started.status());
+    metrics_server = std::move(*started);
+  }
+
+  ModelLoadOptions load_options;
+  load_options.device = absl::GetFlag(FLAGS_device);
+  load_options.intra_op_threads = threads;  // set explicitly, never left to LibTorch
+  PreprocessorOptions preprocess_options;
+  preprocess_options.max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);
+  absl::StatusOr<std::vector<ServedModel>> models =
+      LoadModelRepository(repository, load_options, preprocess_options);
+  if (!models.ok()) return Fail("cannot load the model repository", models.status());
+
+  RealClock clock;
+  InferenceServiceOptions service_options;
+  service_options.default_model = absl::GetFlag(FLAGS_default_model);
+  service_options.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+  service_options.max_queue_delay = absl::Milliseconds(absl::GetFlag(FLAGS_max_queue_delay_ms));
+  service_options.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
+  service_options.num_batch_threads = absl::GetFlag(FLAGS_num_batch_threads);
+  service_options.max_stream_in_flight = absl::GetFlag(FLAGS_max_stream_in_flight);
+  absl::StatusOr<std::unique_ptr<InferenceServiceImpl>> service =
+      InferenceServiceImpl::Create(std::move(*models), service_options, &clock, metrics->get());
+  if (!service.ok()) return Fail("cannot create the service", service.status());
+
+  GrpcServerOptions server_options;
+  server_options.host = host;
+  server_options.port = absl::GetFlag(FLAGS_port);
+  server_options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  absl::StatusOr<std::unique_ptr<GrpcServer>> server =
+      GrpcServer::Start(service->get(), server_options);
+  if (!server.ok()) return Fail("cannot start the gRPC server", server.status());
+
+  if (absl::Status warm = (*service)->WarmUp(); !warm.ok()) return Fail("warm-up failed", warm);
+  (*server)->SetServing(true);
+  std::cout << "vitserve listening on " << (*server)->address() << "\n";
+  if (metrics_server != nullptr) {
+    std::cout << "vitserve metrics on "
+              << (host.find(':') != std::string::npos
+                      ? absl::StrCat("[", host, "]:", metrics_server->port())
+                      : absl::StrCat(host, ":", metrics_server->port()))
+              << "\n";
+  }
+  std::cout << std::flush;
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  std::cerr << "vitserve: " << (signal_number == SIGTERM ? "SIGTERM" : "SIGINT") << ", draining"
+            << std::endl;
+  (*server)->SetServing(false);
+  (*service)->StartDraining();
+  (*server)->Shutdown(absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s)));
+  (*service)->Shutdown();
+  if (metrics_server != nullptr) metrics_server->Stop();
+  std::cerr << "vitserve: stopped" << std::endl;
+  return 0;
+}
+
+}  // namespace
+}  // namespace vitserve
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return vitserve::Run();
+}
