@@ -410,6 +410,16 @@ def main():
         bad_rules = [r["name"] for g in groups for r in g["rules"] if r.get("health") == "err"]
         if bad_rules:
             problems.append(f"rules failing to evaluate: {bad_rules}")
+        # SLO accounting: a DEADLINE_EXCEEDED answer is by definition a missed budget or
+        # deadline, whether it expired in the queue or was refused at admission; otherwise
+        # attainment and the SLO alert overstate how well budgets are kept.
+        reply = http_json(f"{prom}/api/v1/query?" + urllib.parse.urlencode(
+            {"query": 'sum(vitserve_latency_budget_total{outcome="missed"})', "time": end}))
+        missed = sum(float(r["value"][1]) for r in reply["data"]["result"])
+        if missed < load.codes.get("DEADLINE_EXCEEDED", 0):
+            problems.append(f"vitserve_latency_budget_total{{outcome=\"missed\"}} is {missed:.0f}, "
+                            f"but {load.codes['DEADLINE_EXCEEDED']} requests were answered "
+                            "DEADLINE_EXCEEDED")
         # The dashboards' $model variable: label_values(vitserve_model_info, model).
         names = http_json(f"{prom}/api/v1/label/model/values?" + urllib.parse.urlencode(
             {"match[]": "vitserve_model_info"}))["data"]
