@@ -10,7 +10,8 @@ binary with the repository's config and rules, and every query of every Grafana 
      through grpcio's generic unary API): several keep-rates below 1.0, generous and
      impossible latency budgets, both models, invalid requests, an unknown model, and a
      burst that overflows the queue;
-  4. checks through Prometheus's HTTP API that the target is up, the rules loaded, the
+  4. runs `promtool check metrics` on the server's /metrics (must print nothing);
+  5. checks through Prometheus's HTTP API that the target is up, the rules loaded, the
      $model variable lists both models, and that every panel query (with $model = .* and
      $__rate_interval = RATE_INTERVAL) returns series with finite values, at least one of
      them non-zero (except queue-depth / in-flight gauges, which are legitimately 0 when
@@ -332,6 +333,7 @@ def main():
     ap.add_argument("--repo_root", required=True)
     ap.add_argument("--vitserve", required=True)
     ap.add_argument("--prometheus", default="prometheus")
+    ap.add_argument("--promtool", default="promtool")
     ap.add_argument("--vitclient", default="",
                     help="if given, also runs the Docker HEALTHCHECK command against the server")
     ap.add_argument("--server_flag", action="append", default=[],
@@ -410,6 +412,14 @@ def main():
         bad_rules = [r["name"] for g in groups for r in g["rules"] if r.get("health") == "err"]
         if bad_rules:
             problems.append(f"rules failing to evaluate: {bad_rules}")
+        # The real server's /metrics after load passes the linter with no output at all.
+        exposition = urllib.request.urlopen(
+            f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read()
+        lint = subprocess.run([args.promtool, "check", "metrics"], input=exposition,
+                              capture_output=True, timeout=60)
+        if lint.returncode != 0 or lint.stdout or lint.stderr:
+            problems.append(f"promtool check metrics on vitserve /metrics: exit "
+                            f"{lint.returncode}: {(lint.stdout + lint.stderr).decode()}")
         # SLO accounting: a DEADLINE_EXCEEDED answer is by definition a missed budget or
         # deadline, whether it expired in the queue or was refused at admission; otherwise
         # attainment and the SLO alert overstate how well budgets are kept.
