@@ -11,7 +11,10 @@ point) is measured as well.
 Each configuration is warmed up, then run for --seconds of wall time (at least
 --min-iters iterations); one JSON object per line goes to stdout or --out:
   {"method", "keep_rate", "tome_r", "batch", "images_per_s", "iters", "seconds",
-   "threads", "gmacs"}
+   "threads", "gmacs", "loadavg_1m"}
+On a machine shared with other jobs, OpenMP with more threads than idle cores is far slower
+than one thread (measured: 2 threads 7x slower at load average 13 on 2 cores): compare runs
+only at a similar, low loadavg_1m.
 
 Usage: /usr/bin/python3 bench/eager_bench.py [--threads 2] [--batch-sizes 1,8,32]
        [--methods dense,dynamicvit,evit,tome,tnt] [--keep-rates 0.9,0.7,0.5]
@@ -121,6 +124,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for batch in batches:
             images = torch.randn(batch, 3, cfg.image_size, cfg.image_size, generator=gen)
             for method, kr, r in configs(methods, keep_rates, cfg):
+                load_1m = os.getloadavg()[0]  # a shared box skews eager numbers badly
                 iters, elapsed = time_config(
                     sd, cfg, images, method, kr, r, args.seconds, args.min_iters
                 )
@@ -135,6 +139,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     "seconds": round(elapsed, 3),
                     "threads": args.threads,
                     "gmacs": None if m is None else round(m / 1e9, 3),
+                    "loadavg_1m": round(load_1m, 2),
                 }
                 out.write(json.dumps(rec) + "\n")
                 out.flush()
