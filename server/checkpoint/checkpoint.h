@@ -27,11 +27,22 @@ struct Checkpoint {
   std::map<std::string, StateDict> extra;
 };
 
+// Loads the weights at `path`; the format is chosen by the first bytes ("PK\3\4": a
+// torch.save zip archive, otherwise safetensors). The returned tensors own their memory
+// (no views of each other or of the file). Legacy (pre-1.6, non-zip) torch.save files and
+// TorchScript archives are refused. docs/model-repository.md lists what is accepted.
 // Errors: NOT_FOUND (no file), INVALID_ARGUMENT (not a checkpoint, a forbidden pickle
-// global such as os.system, a malformed header; the message says what and where).
+// global such as os.system, a malformed header; the message says what and where),
+// RESOURCE_EXHAUSTED (a corrupt archive claiming more memory than there is).
+// Thread-safety: reentrant; reads only `path`.
 absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& path);
 
-// Writes `tensors` (float32 / int64 / ...) as safetensors with optional string metadata.
+// Writes `tensors` (float32 / float16 / bfloat16 / float64 / int64 / int32 / uint8 / bool;
+// any device, any layout) as safetensors with optional string metadata: keys sorted, the
+// JSON header padded with spaces so the data starts 8-byte aligned, as the reference
+// writer does. The file is written under a temporary name and renamed into place.
+// Errors: INVALID_ARGUMENT (unsupported dtype, undefined tensor), PERMISSION_DENIED /
+// DATA_LOSS (I/O), INTERNAL (LibTorch failure).
 absl::Status SaveSafetensors(const StateDict& tensors, const std::string& path,
                              const std::map<std::string, std::string>& metadata = {});
 

@@ -5,8 +5,10 @@
 #include <sys/stat.h>
 #include <torch/types.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -104,6 +106,25 @@ TEST_F(TorchCheckpointTest, BareStateDict) { ExpectMatchesReference("bare.pth", 
 
 TEST_F(TorchCheckpointTest, SafetensorsWrittenByPython) {
   ExpectMatchesReference("bare.safetensors", "bare");
+}
+
+// Python's hand-written file and SaveSafetensors follow the same conventions (metadata
+// first, sorted keys, compact JSON, space padding to 8 bytes), so re-saving what was loaded
+// must reproduce the file byte for byte.
+TEST_F(TorchCheckpointTest, SaveSafetensorsMatchesPythonWriterByteForByte) {
+  absl::StatusOr<Checkpoint> ckpt = LoadCheckpoint(Path("bare.safetensors"));
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  const std::string out = Path("resaved.safetensors");
+  ASSERT_TRUE(
+      SaveSafetensors(ckpt->model, out, {{"format", "pt"}, {"source", "make_fixtures.py"}}).ok());
+  auto read = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  const std::string want = read(Path("bare.safetensors"));
+  ASSERT_FALSE(want.empty());
+  EXPECT_TRUE(read(out) == want) << "SaveSafetensors output differs from the Python-written file";
+  std::remove(out.c_str());
 }
 
 TEST_F(TorchCheckpointTest, ModelWithNamespaceEpochAndOptimizer) {
