@@ -4,6 +4,9 @@
 // Startup prints exactly one line `vitserve listening on <host>:<port>` on stdout (and
 // `vitserve metrics on <host>:<port>` when metrics are on) once the models are loaded,
 // warmed up and health is SERVING. Errors go to stderr with a non-zero exit status.
+// With --scheduler=budget (the default) each model's latency sweep runs while the service
+// is created, before the port opens (bounded by --sweep_time_cap_s per model); its summary
+// goes to stderr.
 //
 // On SIGTERM/SIGINT: health NOT_SERVING, new requests refused (UNAVAILABLE), in-flight
 // requests finish (up to --drain_timeout_s), then exit 0.
@@ -50,6 +53,15 @@ ABSL_FLAG(int64_t, max_image_pixels, 50'000'000,
           "Largest accepted image (width x height), checked before decoding.");
 ABSL_FLAG(int, max_message_bytes, vitserve::kDefaultMaxReceiveMessageBytes,
           "Largest accepted gRPC request message (bytes).");
+ABSL_FLAG(std::string, scheduler, "budget",
+          "budget = latency-budget scheduler (keep-rate chosen per batch from the requests' "
+          "budgets; a latency sweep per model at start-up) | fixed = size-or-delay batching "
+          "at the requested or default keep-rate.");
+ABSL_FLAG(double, sweep_time_cap_s, 20,
+          "--scheduler=budget: cap on each model's start-up latency sweep (seconds); points "
+          "not measured by then are extrapolated.");
+ABSL_FLAG(int, sweep_repeats, 3,
+          "--scheduler=budget: timed runs per sweep point (the median is kept).");
 ABSL_FLAG(int, drain_timeout_s, 30,
           "On SIGTERM, how long in-flight requests may take before they are cancelled.");
 
@@ -65,6 +77,12 @@ int Run() {
   const std::string repository = absl::GetFlag(FLAGS_model_repository);
   if (repository.empty()) {
     std::cerr << "vitserve: --model_repository=DIR is required" << std::endl;
+    return 2;
+  }
+  const std::string scheduler = absl::GetFlag(FLAGS_scheduler);
+  if (scheduler != "budget" && scheduler != "fixed") {
+    std::cerr << "vitserve: --scheduler must be budget or fixed, got '" << scheduler << "'"
+              << std::endl;
     return 2;
   }
   const int threads = absl::GetFlag(FLAGS_threads) > 0
@@ -110,6 +128,13 @@ int Run() {
   service_options.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
   service_options.num_batch_threads = absl::GetFlag(FLAGS_num_batch_threads);
   service_options.max_stream_in_flight = absl::GetFlag(FLAGS_max_stream_in_flight);
+  service_options.scheduler =
+      scheduler == "budget" ? SchedulerKind::kBudget : SchedulerKind::kFixed;
+  service_options.sweep_repeats = absl::GetFlag(FLAGS_sweep_repeats);
+  service_options.sweep_time_cap = absl::Seconds(absl::GetFlag(FLAGS_sweep_time_cap_s));
+  service_options.log = [](const std::string& line) {
+    std::cerr << "vitserve: " << line << std::endl;
+  };
   absl::StatusOr<std::unique_ptr<InferenceServiceImpl>> service =
       InferenceServiceImpl::Create(std::move(*models), service_options, &clock, metrics->get());
   if (!service.ok()) return Fail("cannot create the service", service.status());

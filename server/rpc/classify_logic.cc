@@ -64,6 +64,24 @@ absl::Status ValidateClassifyRequest(const ClassifyRequest& request, const Model
   return absl::OkStatus();
 }
 
+absl::Status ValidateSchedulingFields(const ClassifyRequest& request, const ModelSpec& spec,
+                                      uint32_t num_priority_levels) {
+  const float min_keep_rate = request.min_keep_rate();
+  if (min_keep_rate > 0.0f && (min_keep_rate < spec.pruning.min_keep_rate - kKeepRateTolerance ||
+                               min_keep_rate > spec.pruning.max_keep_rate + kKeepRateTolerance)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("min_keep_rate ", min_keep_rate, " is outside model '", spec.name,
+                     "''s range [", spec.pruning.min_keep_rate, ", ", spec.pruning.max_keep_rate,
+                     "] (or 0 for the model's minimum)"));
+  }
+  if (request.priority() >= num_priority_levels) {
+    return absl::InvalidArgumentError(absl::StrCat("priority must be 0 (most urgent) .. ",
+                                                   num_priority_levels - 1, "; got ",
+                                                   request.priority()));
+  }
+  return absl::OkStatus();
+}
+
 float ResolveKeepRate(const ClassifyRequest& request, const ModelSpec& spec) {
   return request.keep_rate() > 0.0f ? request.keep_rate() : spec.pruning.default_keep_rate;
 }

@@ -31,6 +31,12 @@ inline constexpr uint32_t kDefaultTopK = 5;
 absl::Status ValidateClassifyRequest(const vitserve::v1::ClassifyRequest& request,
                                      const ModelSpec& spec);
 
+// The scheduling fields of a request that passed ValidateClassifyRequest. INVALID_ARGUMENT
+// when min_keep_rate is not 0 (= the model's minimum) and lies outside the model's
+// [min_keep_rate, max_keep_rate], or when priority >= num_priority_levels.
+absl::Status ValidateSchedulingFields(const vitserve::v1::ClassifyRequest& request,
+                                      const ModelSpec& spec, uint32_t num_priority_levels);
+
 // The keep-rate a validated request runs at until a latency-budget policy chooses one:
 // the request's keep_rate, or the model's default when it says 0.
 float ResolveKeepRate(const vitserve::v1::ClassifyRequest& request, const ModelSpec& spec);

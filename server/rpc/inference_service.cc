@@ -2,12 +2,16 @@
 
 #include <chrono>
 #include <deque>
+#include <map>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "server/budget/budget_policy.h"
+#include "server/budget/latency_sweep.h"
 #include "server/pruning/cost_model.h"
 #include "server/rpc/classify_logic.h"
 #include "server/rpc/model_info.h"
@@ -26,6 +30,8 @@ struct ModelState {
   uint64_t dense_macs = 0;
   vitserve::v1::ModelInfo info;
   std::atomic<int64_t> queued{0};  // admitted, not yet in a running batch
+  // kBudget: the model's latency model (shared with its BudgetPolicy); null under kFixed.
+  std::shared_ptr<LatencyModel> latency;
 
   const ModelSpec& spec() const { return served.model->spec(); }
 };
@@ -60,6 +66,36 @@ const char* RejectReason(absl::StatusCode code) {
     default:
       return "";
   }
+}
+
+// kBudget: one queue per model (key = model name), each decided by that model's policy.
+class PerModelPolicy final : public BatchPolicy {
+ public:
+  explicit PerModelPolicy(std::map<std::string, std::unique_ptr<BatchPolicy>> policies)
+      : policies_(std::move(policies)) {}
+
+  BatchDecision Decide(const QueueSnapshot& queue, absl::Time now) const override {
+    auto it = policies_.find(std::string(queue.key));
+    if (it != policies_.end()) return it->second->Decide(queue, now);
+    BatchDecision decision;  // unreachable: keys are the served models' names
+    for (size_t i = 0; i < queue.tasks.size(); ++i) {
+      decision.reject.emplace_back(
+          i, absl::InternalError(absl::StrCat("no batching policy for queue '", queue.key, "'")));
+    }
+    return decision;
+  }
+
+ private:
+  const std::map<std::string, std::unique_ptr<BatchPolicy>> policies_;
+};
+
+// Table batch sizes for the latency model: powers of two below max_batch_size, then
+// max_batch_size itself (1, 2, 4, 8 for the default 8).
+std::vector<int> SweepBatchSizes(int max_batch_size) {
+  std::vector<int> sizes;
+  for (int b = 1; b < max_batch_size; b *= 2) sizes.push_back(b);
+  sizes.push_back(max_batch_size);
+  return sizes;
 }
 
 ClassifyResponse ErrorResponse(const std::string& request_id, const absl::Status& status) {
@@ -292,6 +328,12 @@ absl::StatusOr<std::unique_ptr<InferenceServiceImpl>> InferenceServiceImpl::Crea
           absl::StrCat("model '", spec.name, "': ", info.status().message()));
     }
     state->info = std::move(*info);
+    for (vitserve::v1::KeepRatePoint& point : *state->info.mutable_grid()) {
+      if (point.expected_accuracy() == 0.0) {
+        point.set_expected_accuracy(
+            ExpectedAccuracy(spec.calibration, spec.pruning.method, point.keep_rate()));
+      }
+    }
     if (!service->by_name_.emplace(state->name, state.get()).second) {
       return absl::InvalidArgumentError(absl::StrCat("two models named '", state->name, "'"));
     }
@@ -321,11 +363,90 @@ absl::StatusOr<std::unique_ptr<InferenceServiceImpl>> InferenceServiceImpl::Crea
                                  [self](std::unique_ptr<InferenceTask> task, absl::Status status) {
                                    self->Reject(std::move(task), std::move(status));
                                  }};
+  std::unique_ptr<BatchPolicy> policy;  // null = size-or-delay from scheduler_options
+  if (options.scheduler == SchedulerKind::kBudget) {
+    absl::StatusOr<std::unique_ptr<BatchPolicy>> made = service->MakeBudgetPolicies();
+    if (!made.ok()) return made.status();
+    policy = std::move(*made);
+  }
   absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
-      Scheduler::Create(scheduler_options, std::move(callbacks), clock);
+      Scheduler::Create(scheduler_options, std::move(callbacks), clock, std::move(policy));
   if (!scheduler.ok()) return scheduler.status();
   service->scheduler_ = std::move(*scheduler);
   return service;
+}
+
+absl::StatusOr<std::unique_ptr<BatchPolicy>> InferenceServiceImpl::MakeBudgetPolicies() {
+  if (options_.sweep_repeats < 1 || options_.sweep_warmup_runs < 0 ||
+      options_.sweep_time_cap < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sweep options out of range: repeats ", options_.sweep_repeats,
+                     " (>= 1), warm-up runs ", options_.sweep_warmup_runs, " (>= 0), time cap ",
+                     absl::FormatDuration(options_.sweep_time_cap), " (>= 0)"));
+  }
+  std::map<std::string, std::unique_ptr<BatchPolicy>> policies;
+  for (const auto& state : models_) {
+    const ModelSpec& spec = state->spec();
+    auto in_model = [&](const absl::Status& status) {
+      return absl::Status(
+          status.code(),
+          absl::StrCat("model '", state->name, "': latency-budget scheduler: ", status.message()));
+    };
+    absl::StatusOr<std::vector<float>> levels = MakeKeepRateLevels(
+        spec.pruning.min_keep_rate, spec.pruning.max_keep_rate, kKeepRateGridStep);
+    if (!levels.ok()) return in_model(levels.status());
+    const std::vector<BlockShape> blocks = state->served.model->block_shapes();
+    LatencySweepOptions sweep;
+    sweep.keep_rate_levels = *levels;
+    sweep.batch_sizes = SweepBatchSizes(options_.max_batch_size);
+    sweep.repeats = options_.sweep_repeats;
+    sweep.warmup_runs = options_.sweep_warmup_runs;
+    sweep.time_cap = options_.sweep_time_cap;
+    sweep.macs_per_image = [&spec, &blocks](float k) -> absl::StatusOr<uint64_t> {
+      absl::StatusOr<CostEstimate> cost = EstimateCost(spec.arch, spec.pruning, k, blocks);
+      if (!cost.ok()) return cost.status();
+      return cost->macs;
+    };
+    absl::StatusOr<LatencySweepResult> swept =
+        RunLatencySweep(*state->served.model, sweep, *clock_);
+    if (!swept.ok()) return in_model(swept.status());
+    LatencyModel::Options latency_options;
+    latency_options.keep_rate_levels = *levels;
+    latency_options.batch_sizes = sweep.batch_sizes;
+    absl::StatusOr<std::unique_ptr<LatencyModel>> latency =
+        LatencyModel::Create(latency_options, swept->AllPoints());
+    if (!latency.ok()) return in_model(latency.status());
+    state->latency = std::move(*latency);
+    if (options_.log) {
+      const std::shared_ptr<const LatencyTable> table = state->latency->Snapshot();
+      options_.log(absl::StrCat(
+          "model '", state->name, "': latency sweep in ", absl::FormatDuration(swept->elapsed),
+          ": ", swept->measured.size(), " points measured, ", swept->extrapolated.size(),
+          " extrapolated", swept->hit_time_cap ? " (hit the time cap)" : "",
+          "; batch of 1: ", absl::FormatDuration(table->Predict(levels->front(), 1)),
+          " at keep-rate ", levels->front(), ", ",
+          absl::FormatDuration(table->Predict(levels->back(), 1)), " at ", levels->back()));
+    }
+    BudgetPolicy::Options policy_options;
+    policy_options.max_batch_size = options_.max_batch_size;
+    policy_options.max_queue_delay = options_.max_queue_delay;
+    // Requests without a budget keep the model's documented default keep-rate.
+    policy_options.default_keep_rate = spec.pruning.default_keep_rate;
+    policy_options.safety_fraction = options_.safety_fraction;
+    policy_options.safety_margin = options_.safety_margin;
+    policy_options.rescue_batching = true;
+    absl::StatusOr<std::unique_ptr<BudgetPolicy>> policy =
+        BudgetPolicy::Create(policy_options, state->latency);
+    if (!policy.ok()) return in_model(policy.status());
+    policies.emplace(state->name, std::move(*policy));
+  }
+  return std::unique_ptr<BatchPolicy>(new PerModelPolicy(std::move(policies)));
+}
+
+std::shared_ptr<const LatencyModel> InferenceServiceImpl::latency_model(
+    const std::string& model) const {
+  auto it = by_name_.find(model);
+  return it == by_name_.end() ? nullptr : it->second->latency;
 }
 
 InferenceServiceImpl::InferenceServiceImpl(const InferenceServiceOptions& options,
@@ -408,6 +529,11 @@ absl::Status InferenceServiceImpl::Admit(
   if (absl::Status valid = ValidateClassifyRequest(request, spec); !valid.ok()) {
     return refuse(valid);
   }
+  if (absl::Status valid = ValidateSchedulingFields(request, spec, kNumPriorityLevels);
+      !valid.ok()) {
+    return refuse(valid);
+  }
+  const bool budget_scheduler = model->latency != nullptr;
 
   // Deadline on the service's clock: the client's remaining time, capped by the budget.
   absl::Time deadline = absl::InfiniteFuture();
@@ -434,8 +560,10 @@ absl::Status InferenceServiceImpl::Admit(
   task->model = model;
   task->keep_rate = ResolveKeepRate(request, spec);
   task->attrs.deadline = deadline;
-  task->attrs.keep_rate = task->keep_rate;
-  task->attrs.min_keep_rate = request.min_keep_rate();
+  // Under the budget scheduler 0 stays "the policy chooses"; the batch's rate is applied.
+  task->attrs.keep_rate = budget_scheduler ? request.keep_rate() : task->keep_rate;
+  task->attrs.min_keep_rate =
+      request.min_keep_rate() > 0.0f ? request.min_keep_rate() : spec.pruning.min_keep_rate;
   task->attrs.latency_budget =
       deadline == absl::InfiniteFuture() ? absl::ZeroDuration() : deadline - arrival;
   task->attrs.priority = static_cast<int>(request.priority());
@@ -447,7 +575,8 @@ absl::Status InferenceServiceImpl::Admit(
   task->cancelled = cancelled;
   task->done = std::move(done);
 
-  const std::string key = absl::StrCat(model->name, "@", task->keep_rate);
+  const std::string key =
+      budget_scheduler ? model->name : absl::StrCat(model->name, "@", task->keep_rate);
   // Counted before Schedule: the batch may start (and decrement) before it returns.
   ++model->queued;
   if (metrics_ != nullptr) metrics_->AddInFlight(1);
@@ -470,12 +599,22 @@ void InferenceServiceImpl::ProcessBatch(float keep_rate,
   images.reserve(batch.size());
   for (const auto& task : batch) images.push_back(&task->image);
 
+  const int batch_size = static_cast<int>(batch.size());
+  const absl::Duration predicted = model->latency != nullptr
+                                       ? model->latency->Predict(keep_rate, batch_size)
+                                       : absl::ZeroDuration();
   const absl::Time start = clock_->Now();
   absl::StatusOr<std::vector<ImageResult>> results = model->served.model->Run(images, keep_rate);
   const absl::Time end = clock_->Now();
   const double compute_seconds = absl::ToDoubleSeconds(end - start);
+  if (model->latency != nullptr && results.ok()) {
+    model->latency->Observe(keep_rate, batch_size, end - start).IgnoreError();
+  }
   if (metrics_ != nullptr) {
-    metrics_->OnBatch(model->name, static_cast<int>(batch.size()), keep_rate, compute_seconds);
+    metrics_->OnBatch(model->name, batch_size, keep_rate, compute_seconds);
+    if (model->latency != nullptr && results.ok()) {
+      metrics_->OnLatencyPrediction(model->name, absl::ToDoubleSeconds(predicted), compute_seconds);
+    }
   }
   if (results.ok() && results->size() != batch.size()) {
     results = absl::InternalError(
@@ -520,6 +659,11 @@ void InferenceServiceImpl::Reject(std::unique_ptr<InferenceTask> task, absl::Sta
   if (metrics_ != nullptr) {
     metrics_->SetQueueDepth(model->name, depth);
     const char* reason = RejectReason(status.code());
+    // DEADLINE_EXCEEDED before the deadline: the budget policy's early rejection.
+    if (status.code() == absl::StatusCode::kDeadlineExceeded &&
+        clock_->Now() < task->attrs.deadline) {
+      reason = kRejectBudgetUnmeetable;
+    }
     if (*reason != '\0') metrics_->OnRejected(model->name, reason);
   }
   Answer(std::move(task), std::move(status));
@@ -592,6 +736,14 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::GetModelInfo(
     return reactor;
   }
   *response = (*found)->info;
+  if ((*found)->latency != nullptr) {
+    const std::shared_ptr<const LatencyTable> table = (*found)->latency->Snapshot();
+    for (vitserve::v1::KeepRatePoint& point : *response->mutable_grid()) {
+      for (const auto& [batch, seconds] : table->SecondsByBatch(point.keep_rate())) {
+        (*point.mutable_latency_seconds_by_batch())[batch] = seconds;
+      }
+    }
+  }
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -6,8 +6,21 @@
 // Behaviour
 //   * Model: the request's `model`, or the default model when empty; unknown ->
 //     NOT_FOUND naming the served models.
-//   * keep_rate 0 runs at the model's default keep-rate (until a latency-budget policy
-//     chooses one). Requests at the same (model, keep-rate) share a batching queue.
+//   * Scheduler (InferenceServiceOptions::scheduler):
+//       - kFixed (size-or-delay): keep_rate 0 runs at the model's default keep-rate;
+//         requests at the same (model, keep-rate) share a batching queue.
+//       - kBudget (latency-budget, server/budget/budget_policy.h): at Create() each model
+//         is timed on a keep-rate x batch-size grid (RunLatencySweep; this is why Create
+//         can take seconds) and gets a LatencyModel and a BudgetPolicy; one batching
+//         queue per model. keep_rate 0 = the policy chooses per batch from the requests'
+//         budgets (requests without a budget run at the model's default keep-rate);
+//         hopeless budgets are answered DEADLINE_EXCEEDED at once with the predicted time.
+//         Every batch's compute time refines the latency model (Observe) and is reported
+//         with the prediction (ServerMetrics::OnLatencyPrediction). GetModelInfo's grid
+//         carries latency_seconds_by_batch from the current latency table.
+//   * min_keep_rate (0 = the model's minimum) must lie within the model's
+//     [min_keep_rate, max_keep_rate]; priority must be < kNumPriorityLevels (0 = most
+//     urgent; only the budget scheduler orders by it). Otherwise INVALID_ARGUMENT.
 //   * Deadline: min(client deadline, arrival + latency_budget_ms). A request still queued
 //     at its deadline is answered DEADLINE_EXCEEDED without running; a deadline already
 //     passed on arrival is DEADLINE_EXCEEDED at once.
@@ -44,6 +57,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/budget/latency_model.h"
 #include "server/metrics/server_metrics.h"
 #include "server/preprocess/preprocessor.h"
 #include "server/runtime/clock.h"
@@ -63,6 +77,13 @@ struct ServedModel {
   std::unique_ptr<Preprocessor> preprocessor;
 };
 
+// Number of request priority levels: ClassifyRequest.priority is 0 (most urgent) ..
+// kNumPriorityLevels - 1.
+inline constexpr uint32_t kNumPriorityLevels = 4;
+
+// Which batching policy the service runs (see the file comment).
+enum class SchedulerKind { kFixed, kBudget };
+
 struct InferenceServiceOptions {
   // Model used when a request leaves `model` empty; empty = the first model given.
   std::string default_model;
@@ -76,6 +97,19 @@ struct InferenceServiceOptions {
   int num_batch_threads = 1;
   // Unanswered requests per ClassifyStream before the server stops reading it.
   int max_stream_in_flight = 32;
+  // Batching policy. kFixed = size-or-delay (no start-up sweep); kBudget = latency-budget.
+  SchedulerKind scheduler = SchedulerKind::kFixed;
+  // kBudget only: the start-up latency sweep (LatencySweepOptions): timed runs per grid
+  // point (>= 1), untimed runs per point (>= 0), and the cap on the whole sweep per model
+  // (points left are extrapolated).
+  int sweep_repeats = 3;
+  int sweep_warmup_runs = 1;
+  absl::Duration sweep_time_cap = absl::Seconds(20);
+  // kBudget only: BudgetPolicy safety terms (see budget_policy.h).
+  double safety_fraction = 0.1;
+  absl::Duration safety_margin = absl::Milliseconds(1);
+  // Start-up notes (the sweep's summary per model); null = silent.
+  std::function<void(const std::string&)> log;
 };
 
 // One admitted request, as the scheduler holds it. Internal to the service; public only
@@ -124,6 +158,9 @@ class InferenceServiceImpl final : public vitserve::v1::InferenceService::Callba
 
   const std::string& default_model() const { return default_model_; }
 
+  // kBudget: the latency model of `model` (null for an unknown model or under kFixed).
+  std::shared_ptr<const LatencyModel> latency_model(const std::string& model) const;
+
   // vitserve.v1.InferenceService.
   grpc::ServerUnaryReactor* Classify(grpc::CallbackServerContext* context,
                                      const vitserve::v1::ClassifyRequest* request,
@@ -165,6 +202,8 @@ class InferenceServiceImpl final : public vitserve::v1::InferenceService::Callba
   // Records metrics for a finished request and calls its `done`.
   void Answer(std::unique_ptr<InferenceTask> task,
               absl::StatusOr<vitserve::v1::ClassifyResponse> result);
+  // kBudget: sweeps every model and builds its latency model and policy.
+  absl::StatusOr<std::unique_ptr<BatchPolicy>> MakeBudgetPolicies();
   // Metrics for a request refused before it was admitted.
   void RecordRefusal(const std::string& model, const std::string& method,
                      const absl::Status& status, double seconds);

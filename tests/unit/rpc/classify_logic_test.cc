@@ -83,6 +83,23 @@ TEST(ValidateClassifyRequestTest, RefusesBadBudgetTopKAndMinKeepRate) {
   ExpectInvalid(r, "min_keep_rate");
 }
 
+TEST(ValidateSchedulingFieldsTest, MinKeepRateWithinTheModelsRangeAndPriorityBelowLevels) {
+  ClassifyRequest r = WithImage();
+  EXPECT_TRUE(ValidateSchedulingFields(r, TinySpec(), 4).ok());  // 0 = the model's minimum
+  r.set_min_keep_rate(0.5f);
+  r.set_priority(3);
+  EXPECT_TRUE(ValidateSchedulingFields(r, TinySpec(), 4).ok());
+  r.set_min_keep_rate(0.4f);  // below the model's 0.5
+  absl::Status s = ValidateSchedulingFields(r, TinySpec(), 4);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("min_keep_rate 0.4 is outside"));
+  r.set_min_keep_rate(0.0f);
+  r.set_priority(4);
+  s = ValidateSchedulingFields(r, TinySpec(), 4);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("priority must be 0 (most urgent) .. 3"));
+}
+
 TEST(ClassifyLogicTest, ResolvesKeepRateAndTopK) {
   ClassifyRequest r = WithImage();
   EXPECT_FLOAT_EQ(ResolveKeepRate(r, TinySpec()), 0.7f);
