@@ -12,10 +12,13 @@ with numpy, not through any code path the C++ loader shares.
 """
 import argparse
 import collections
+import io
 import json
 import os
+import pickle
 import struct
 import sys
+import zipfile
 
 import numpy as np
 import torch
@@ -130,6 +133,41 @@ class EvilEval:
         return (eval, (self.code,))
 
 
+class _StoragePlaceholder:
+    def __init__(self, key, numel):
+        self.key, self.numel = key, numel
+
+
+class _ForgedTensor:
+    """Pickles as torch's _rebuild_tensor_v2 call with arbitrary (possibly bad) geometry."""
+
+    def __init__(self, storage, offset, size, stride):
+        self.args = (storage, offset, size, stride)
+
+    def __reduce__(self):
+        return (torch._utils._rebuild_tensor_v2,
+                self.args + (False, collections.OrderedDict()))
+
+
+class _ForgingPickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, _StoragePlaceholder):
+            return ("storage", torch.FloatStorage, obj.key, "cpu", obj.numel)
+        return None
+
+
+def write_forged_archive(path, tensors, records):
+    """A torch.save-layout zip whose data.pkl holds `tensors` ({key: _ForgedTensor}) and
+    whose data/<key> records are `records` ({key: bytes})."""
+    buf = io.BytesIO()
+    _ForgingPickler(buf, protocol=2).dump(collections.OrderedDict(tensors))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", buf.getvalue())
+        for key, data in records.items():
+            z.writestr("archive/data/" + key, data)
+        z.writestr("archive/version", "3\n")
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
@@ -222,6 +260,25 @@ def main():
     torch.save(sd, os.path.join(out, "legacy.pth"), _use_new_zipfile_serialization=False)
     torch.save({"epoch": 3, "args": argparse.Namespace(lr=0.1)},
                os.path.join(out, "no_state_dict.pth"))
+
+    # 9. Archives whose tensors do not fit their storages (forged; torch.save never writes
+    #    these). A well-formed forged archive first, to show the forging itself is sound.
+    four = np.arange(4, dtype="<f4").tobytes()
+    write_forged_archive(os.path.join(out, "forged_ok.pth"),
+                         {"w": _ForgedTensor(_StoragePlaceholder("0", 4), 1, (3,), (1,))},
+                         {"0": four})
+    write_forged_archive(os.path.join(out, "forged_view_out_of_range.pth"),
+                         {"w": _ForgedTensor(_StoragePlaceholder("0", 4), 0, (2, 3), (3, 1))},
+                         {"0": four})
+    write_forged_archive(os.path.join(out, "forged_record_size.pth"),
+                         {"w": _ForgedTensor(_StoragePlaceholder("0", 8), 0, (8,), (1,))},
+                         {"0": four})
+    write_forged_archive(os.path.join(out, "forged_missing_record.pth"),
+                         {"w": _ForgedTensor(_StoragePlaceholder("9", 4), 0, (4,), (1,))},
+                         {"0": four})
+    write_forged_archive(os.path.join(out, "forged_negative_stride.pth"),
+                         {"w": _ForgedTensor(_StoragePlaceholder("0", 4), 3, (4,), (-1,))},
+                         {"0": four})
 
     with open(os.path.join(out, "DONE"), "w") as f:
         f.write("ok\n")

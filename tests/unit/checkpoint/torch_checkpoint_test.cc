@@ -205,5 +205,40 @@ TEST_F(TorchCheckpointTest, NoStateDictNamesTopLevelKeys) {
   EXPECT_THAT(std::string(ckpt.status().message()), HasSubstr("top-level keys: epoch, args"));
 }
 
+TEST_F(TorchCheckpointTest, ForgedArchiveWithSoundGeometryLoads) {
+  absl::StatusOr<Checkpoint> ckpt = LoadCheckpoint(Path("forged_ok.pth"));
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  EXPECT_TRUE(torch::equal(ckpt->model.at("w"), torch::tensor({1.0f, 2.0f, 3.0f})));
+}
+
+struct ForgedCase {
+  std::string file;
+  std::string expected;
+};
+
+void PrintTo(const ForgedCase& c, std::ostream* os) { *os << c.file; }
+
+class ForgedArchiveTest : public TorchCheckpointTest,
+                          public ::testing::WithParamInterface<ForgedCase> {};
+
+// Tensors that do not fit their storage are refused (torch.load itself reads past the
+// record for forged_record_size.pth).
+TEST_P(ForgedArchiveTest, IsRefused) {
+  absl::StatusOr<Checkpoint> ckpt = LoadCheckpoint(Path(GetParam().file));
+  EXPECT_EQ(ckpt.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(ckpt.status().message()), HasSubstr(GetParam().expected));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, ForgedArchiveTest,
+    ::testing::Values(ForgedCase{"forged_view_out_of_range.pth",
+                                 "tensor 'w' reaches element 5 of storage '0' which holds only 4"},
+                      ForgedCase{"forged_record_size.pth",
+                                 "storage record 'data/0' holds 16 bytes, expected 8 x 4"},
+                      ForgedCase{"forged_missing_record.pth",
+                                 "storage record 'data/9' is missing from the archive"},
+                      ForgedCase{"forged_negative_stride.pth",
+                                 "tensor 'w' has a negative size or stride"}));
+
 }  // namespace
 }  // namespace vitserve
