@@ -157,6 +157,19 @@ INSTANTIATE_TEST_SUITE_P(
                   "not a storage"},
         BadPickle{"build_on_int", kProto2 + Int1(1) + "}b.", "BUILD on a int"}));
 
+TEST(UnpicklerTest, OptionsBoundStackAndMemo) {
+  UnpickleOptions options;
+  options.max_stack = 2;
+  EXPECT_TRUE(Unpickle(kProto2 + "NN.", options).ok());
+  EXPECT_THAT(std::string(Unpickle(kProto2 + "NNN.", options).status().message()),
+              HasSubstr("stack limit exceeded"));
+  options = UnpickleOptions();
+  options.max_memo_index = 10;
+  EXPECT_TRUE(Unpickle(kProto2 + "N" + Put(10) + ".", options).ok());
+  EXPECT_THAT(std::string(Unpickle(kProto2 + "N" + Put(11) + ".", options).status().message()),
+              HasSubstr("memo index too large"));
+}
+
 // Every truncation of a valid pickle is an error, and no single-byte corruption crashes.
 TEST(UnpicklerTest, TruncationsAndCorruptionsNeverCrash) {
   const std::string good = TensorDictPickle();
