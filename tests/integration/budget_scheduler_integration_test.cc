@@ -1,0 +1,275 @@
+// The latency-budget scheduler end to end: the real vitserve binary (--scheduler=budget,
+// the default) on loopback with a real model, real gRPC clients.
+//
+// Budgets are chosen from the server's own latency table (GetModelInfo), not from
+// wall-clock guesses, so the test holds on a loaded machine: a "tight" budget lies between
+// the guarded batch-of-1 time at the model's minimum keep-rate and at 1.0, so the server
+// can only meet it below 1.0; a "hopeless" one lies below the guarded time at the minimum.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/subprocess.h"
+#include "tests/integration/test_model_repository.h"
+#include "vitserve/v1/inference.grpc.pb.h"
+
+namespace vitserve {
+namespace {
+
+using ::testing::HasSubstr;
+using vitserve::v1::ClassifyRequest;
+using vitserve::v1::ClassifyResponse;
+
+constexpr absl::Duration kStartupTimeout = absl::Seconds(180);
+constexpr absl::Duration kRpcTimeout = absl::Seconds(60);
+constexpr absl::Duration kExitTimeout = absl::Seconds(60);
+constexpr char kListeningPrefix[] = "vitserve listening on ";
+// The server's BudgetPolicy safety terms (InferenceServiceOptions defaults).
+constexpr double kSafetyFraction = 0.1;
+constexpr double kSafetyMarginMs = 1.0;
+
+// Larger than the suite's tiny model, so that a batch takes milliseconds and the
+// differences between keep-rates exceed the policy's fixed 1 ms margin.
+TestModelOptions BudgetModel() {
+  TestModelOptions o;
+  o.name = "budget";
+  o.image_size = 64;
+  o.patch_size = 8;  // 64 patches
+  o.embed_dim = 128;
+  o.depth = 6;
+  o.num_heads = 4;
+  o.default_keep_rate = 0.7f;
+  o.min_keep_rate = 0.25f;
+  return o;
+}
+
+vitserve::v1::Tensor RandomTensor(int seed) {
+  const int s = BudgetModel().image_size;
+  vitserve::v1::Tensor t;
+  for (int d : {3, s, s}) t.add_shape(d);
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+  for (int i = 0; i < 3 * s * s; ++i) t.add_data(dist(gen));
+  return t;
+}
+
+std::string ReadFileOrEmpty(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+class BudgetSchedulerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    absl::StatusOr<std::string> dir = MakeTempDir("vitserve_budget_");
+    ASSERT_TRUE(dir.ok()) << dir.status();
+    work_dir_ = new std::string(*dir);
+    const std::string repo = *work_dir_ + "/models";
+    ASSERT_TRUE(WriteTestModel(repo, BudgetModel()).ok());
+    stderr_path_ = new std::string(*work_dir_ + "/vitserve.stderr");
+    absl::StatusOr<std::unique_ptr<Subprocess>> p =
+        Subprocess::Start({VITSERVE_BINARY, absl::StrCat("--model_repository=", repo),
+                           "--host=127.0.0.1", "--port=0", "--metrics_port=-1", "--threads=1",
+                           "--scheduler=budget", "--sweep_time_cap_s=10", "--max_queue_delay_ms=2"},
+                          *stderr_path_);
+    ASSERT_TRUE(p.ok()) << p.status();
+    process_ = p->release();
+    absl::StatusOr<std::string> line = process_->WaitForLine(kListeningPrefix, kStartupTimeout);
+    ASSERT_TRUE(line.ok()) << line.status() << ReadFileOrEmpty(*stderr_path_);
+    channel_ = new std::shared_ptr<grpc::Channel>(
+        grpc::CreateChannel(std::string(absl::StripPrefix(*line, kListeningPrefix)),
+                            grpc::InsecureChannelCredentials()));
+  }
+
+  static void TearDownTestSuite() {
+    if (process_ != nullptr) {
+      process_->Signal(SIGTERM);
+      absl::StatusOr<int> code = process_->Wait(kExitTimeout);
+      EXPECT_TRUE(code.ok() && *code == 0) << ReadFileOrEmpty(*stderr_path_);
+    }
+    delete channel_;
+    delete process_;
+    if (work_dir_ != nullptr) RemoveTree(*work_dir_);
+    delete work_dir_;
+    delete stderr_path_;
+    channel_ = nullptr;
+    process_ = nullptr;
+    work_dir_ = nullptr;
+    stderr_path_ = nullptr;
+  }
+
+  void SetUp() override { ASSERT_NE(channel_, nullptr) << "the server did not start"; }
+
+  static std::unique_ptr<vitserve::v1::InferenceService::Stub> Stub() {
+    return vitserve::v1::InferenceService::NewStub(*channel_);
+  }
+
+  static grpc::Status Classify(const ClassifyRequest& request, ClassifyResponse* response) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+    return Stub()->Classify(&ctx, request, response);
+  }
+
+  // The server's guarded batch-of-1 time (ms) at the highest and lowest grid keep-rate.
+  static void GuardedTimesMs(double* dense_ms, double* min_ms) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+    vitserve::v1::ModelInfo info;
+    ASSERT_TRUE(Stub()->GetModelInfo(&ctx, {}, &info).ok());
+    ASSERT_GE(info.grid_size(), 2);
+    auto guarded = [](const vitserve::v1::KeepRatePoint& p) {
+      auto it = p.latency_seconds_by_batch().find(1);
+      EXPECT_NE(it, p.latency_seconds_by_batch().end()) << "no latency table at " << p.keep_rate();
+      const double ms = it == p.latency_seconds_by_batch().end() ? 0.0 : it->second * 1e3;
+      return ms * (1.0 + kSafetyFraction) + kSafetyMarginMs;
+    };
+    *dense_ms = guarded(info.grid(0));
+    *min_ms = guarded(info.grid(info.grid_size() - 1));
+  }
+
+  static std::string* work_dir_;
+  static std::string* stderr_path_;
+  static Subprocess* process_;
+  static std::shared_ptr<grpc::Channel>* channel_;
+};
+
+std::string* BudgetSchedulerTest::work_dir_ = nullptr;
+std::string* BudgetSchedulerTest::stderr_path_ = nullptr;
+Subprocess* BudgetSchedulerTest::process_ = nullptr;
+std::shared_ptr<grpc::Channel>* BudgetSchedulerTest::channel_ = nullptr;
+
+TEST_F(BudgetSchedulerTest, ModelInfoCarriesTheLatencyTable) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+  vitserve::v1::ModelInfo info;
+  ASSERT_TRUE(Stub()->GetModelInfo(&ctx, {}, &info).ok());
+  ASSERT_GT(info.grid_size(), 0);
+  for (const vitserve::v1::KeepRatePoint& p : info.grid()) {
+    ASSERT_EQ(p.latency_seconds_by_batch().size(), 4u) << p.keep_rate();  // 1, 2, 4, 8
+    double previous = 0.0;
+    for (uint32_t b : {1u, 2u, 4u, 8u}) {
+      const double s = p.latency_seconds_by_batch().at(b);
+      EXPECT_GT(s, 0.0);
+      EXPECT_GE(s, previous) << "not monotone in batch size at keep-rate " << p.keep_rate();
+      previous = s;
+    }
+  }
+  EXPECT_THAT(ReadFileOrEmpty(*stderr_path_), HasSubstr("latency sweep"));
+}
+
+TEST_F(BudgetSchedulerTest, GenerousBudgetAtLightLoadRunsDense) {
+  ClassifyRequest request;
+  *request.mutable_tensor() = RandomTensor(1);
+  request.set_latency_budget_ms(5000.0f);
+  ClassifyResponse response;
+  grpc::Status status = Classify(request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_FLOAT_EQ(response.keep_rate(), 1.0f);
+}
+
+TEST_F(BudgetSchedulerTest, NoBudgetRunsAtTheModelDefault) {
+  ClassifyRequest request;
+  *request.mutable_tensor() = RandomTensor(2);
+  ClassifyResponse response;
+  ASSERT_TRUE(Classify(request, &response).ok());
+  EXPECT_FLOAT_EQ(response.keep_rate(), BudgetModel().default_keep_rate);
+}
+
+TEST_F(BudgetSchedulerTest, TightBudgetsInABurstAreMetBelowFullKeepRate) {
+  double dense_ms = 0, min_ms = 0;
+  GuardedTimesMs(&dense_ms, &min_ms);
+  ASSERT_LT(min_ms, dense_ms) << "the model is not faster at its minimum keep-rate";
+  // Between the two: met only below 1.0 even alone; more room than the minimum needs.
+  const double budget_ms = min_ms + 0.6 * (dense_ms - min_ms);
+  constexpr int kBurst = 24;
+  absl::Mutex mu;
+  std::vector<ClassifyResponse> accepted;
+  std::vector<grpc::StatusCode> codes;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kBurst; ++i) {
+    threads.emplace_back([&, i] {
+      ClassifyRequest request;
+      *request.mutable_tensor() = RandomTensor(100 + i);
+      request.set_latency_budget_ms(static_cast<float>(budget_ms));
+      ClassifyResponse response;
+      grpc::Status status = Classify(request, &response);
+      absl::MutexLock lock(&mu);
+      codes.push_back(status.error_code());
+      if (status.ok()) accepted.push_back(response);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (grpc::StatusCode code : codes) {
+    // Refused requests are refused for their budget (or an overflowing queue), nothing else.
+    EXPECT_TRUE(code == grpc::StatusCode::OK || code == grpc::StatusCode::DEADLINE_EXCEEDED ||
+                code == grpc::StatusCode::RESOURCE_EXHAUSTED)
+        << code;
+  }
+  ASSERT_FALSE(accepted.empty()) << "every request of the burst was refused; budget " << budget_ms
+                                 << " ms";
+  for (const ClassifyResponse& r : accepted) {
+    EXPECT_LE(r.timing().total_seconds() * 1e3, budget_ms)
+        << "keep-rate " << r.keep_rate() << ", batch " << r.batch_size();
+    EXPECT_LT(r.keep_rate(), 1.0f);
+    EXPECT_GE(r.keep_rate(), BudgetModel().min_keep_rate - 1e-6f);
+  }
+  std::cerr << "budget " << budget_ms << " ms (guarded batch-of-1: " << min_ms << " ms at "
+            << BudgetModel().min_keep_rate << ", " << dense_ms << " ms at 1.0): " << accepted.size()
+            << " of " << kBurst << " accepted\n";
+}
+
+TEST_F(BudgetSchedulerTest, HopelessBudgetIsRejectedAtOnceWithThePredictedTime) {
+  double dense_ms = 0, min_ms = 0;
+  GuardedTimesMs(&dense_ms, &min_ms);
+  // Below the guarded time at the minimum keep-rate: no keep-rate can meet it. Large
+  // enough that the request is normally queued before it expires; on a loaded machine it
+  // may expire first (also DEADLINE_EXCEEDED, without the prediction), so a few tries.
+  const double budget_ms = 0.8 * min_ms;
+  bool saw_prediction = false;
+  for (int attempt = 0; attempt < 10 && !saw_prediction; ++attempt) {
+    ClassifyRequest request;
+    *request.mutable_tensor() = RandomTensor(200 + attempt);
+    request.set_latency_budget_ms(static_cast<float>(budget_ms));
+    ClassifyResponse response;
+    grpc::Status status = Classify(request, &response);
+    ASSERT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << status.error_message();
+    saw_prediction = status.error_message().find("predicted compute time") != std::string::npos;
+  }
+  EXPECT_TRUE(saw_prediction) << "no early rejection naming the predicted time";
+}
+
+TEST_F(BudgetSchedulerTest, MinKeepRateAndPriorityAreValidated) {
+  ClassifyRequest request;
+  *request.mutable_tensor() = RandomTensor(3);
+  request.set_min_keep_rate(0.1f);  // below the model's 0.25
+  ClassifyResponse response;
+  grpc::Status status = Classify(request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("min_keep_rate"));
+  request.set_min_keep_rate(0.0f);
+  request.set_priority(4);
+  status = Classify(request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("priority"));
+  request.set_priority(3);
+  request.set_min_keep_rate(0.5f);
+  request.set_latency_budget_ms(5000.0f);
+  ASSERT_TRUE(Classify(request, &response).ok());
+  EXPECT_GE(response.keep_rate(), 0.5f);
+}
+
+}  // namespace
+}  // namespace vitserve
