@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Scheduler benchmark (not a test): the real vitserve + `vitclient bench` on one model, the
+# same Poisson arrival trace (same --seed) and the same latency budget for every mode.
+#
+#   1. `--scheduler=fixed`, requests at keep-rate 1.0: a short sweep of rates finds the
+#      highest rate R at which dense meets the budget for >= SUSTAIN_FRACTION of requests.
+#   2. At 2 x R, three modes:
+#        fixed-dense   --scheduler=fixed,  requests --keep_rate=1.0
+#        fixed-0.7     --scheduler=fixed,  requests --keep_rate=0.7
+#        adaptive      --scheduler=budget, requests --keep_rate=0 (server chooses)
+#      every request with --budget_ms=BUDGET_MS.
+# Prints a markdown table (and writes every client report as JSON under OUT_DIR).
+#
+# Usage: bench/run_scheduler_bench.sh [BUILD_DIR]      (default: build-serving)
+# Environment: BUDGET_MS (50), DURATION_S per run (20), SEED (7), RATES ("5 10 20 40 80"),
+#   THREADS intra-op threads (1), SUSTAIN_FRACTION (0.95), MODEL_REPO (default: a random-
+#   weights model written by bench/make_scheduler_bench_model.py), OUT_DIR (a temp dir).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-$ROOT/build-serving}
+VITSERVE=$BUILD/server/vitserve
+VITCLIENT=$BUILD/client/vitclient
+BUDGET_MS=${BUDGET_MS:-50}
+DURATION_S=${DURATION_S:-20}
+SEED=${SEED:-7}
+RATES=${RATES:-"5 10 20 40 80"}
+THREADS=${THREADS:-1}
+SUSTAIN_FRACTION=${SUSTAIN_FRACTION:-0.95}
+OUT_DIR=${OUT_DIR:-$(mktemp -d /tmp/scheduler_bench.XXXXXX)}
+PY=/usr/bin/python3
+
+for b in "$VITSERVE" "$VITCLIENT"; do
+  [[ -x $b ]] || { echo "missing $b (build vitserve and vitclient first)" >&2; exit 1; }
+done
+mkdir -p "$OUT_DIR"
+if [[ -z ${MODEL_REPO:-} ]]; then
+  MODEL_REPO=$OUT_DIR/models
+  "$PY" "$ROOT/bench/make_scheduler_bench_model.py" "$MODEL_REPO" >/dev/null
+fi
+
+SERVER_PID=""
+ADDR=""
+stop_server() {
+  if [[ -n $SERVER_PID ]]; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+trap stop_server EXIT
+
+# start_server NAME FLAGS...: starts vitserve, waits for its address.
+start_server() {
+  local name=$1
+  shift
+  "$VITSERVE" --model_repository="$MODEL_REPO" --host=127.0.0.1 --port=0 --metrics_port=-1 \
+    --threads="$THREADS" "$@" >"$OUT_DIR/$name.stdout" 2>"$OUT_DIR/$name.stderr" &
+  SERVER_PID=$!
+  for _ in $(seq 1 600); do
+    if grep -q "vitserve listening on" "$OUT_DIR/$name.stdout" 2>/dev/null; then
+      ADDR=$(sed -n 's/^vitserve listening on //p' "$OUT_DIR/$name.stdout" | head -1)
+      return 0
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$OUT_DIR/$name.stderr" >&2; exit 1; }
+    sleep 0.5
+  done
+  echo "server $name did not start" >&2
+  exit 1
+}
+
+# run_client NAME RATE KEEP_RATE: one open-loop run against $ADDR.
+run_client() {
+  "$VITCLIENT" bench --server="$ADDR" --rate="$2" --seed="$SEED" --budget_ms="$BUDGET_MS" \
+    --keep_rate="$3" --duration_s="$DURATION_S" --random_tensor --progress=false \
+    --json_out="$OUT_DIR/$1.json" >"$OUT_DIR/$1.txt" 2>&1 || true
+}
+
+field() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
+
+row() {  # row LABEL JSON
+  "$PY" - "$1" "$2" <<'EOF'
+import json, sys
+label, path = sys.argv[1], sys.argv[2]
+r = json.load(open(path))
+errors = ", ".join(f"{k} {v}" for k, v in sorted(r["errors_by_code"].items())) or "none"
+print(f"| {label} | {r['config']['rate']:g} | {r['sent']} | {100 * r['slo_attainment_all']:.1f} % "
+      f"| {r['goodput_rps']:.1f} | {r['throughput_rps']:.1f} | {r['mean_keep_rate']:.3f} "
+      f"| {1e3 * r['latency_ok']['p50_seconds']:.1f} | {1e3 * r['latency_ok']['p99_seconds']:.1f} "
+      f"| {errors} |")
+EOF
+}
+
+HEADER="| mode | rate (req/s) | sent | within budget (of all sent) | goodput (req/s) | throughput (req/s) | mean keep-rate | p50 ms (OK) | p99 ms (OK) | errors |
+|---|---|---|---|---|---|---|---|---|---|"
+
+echo "# model repo: $MODEL_REPO   budget: $BUDGET_MS ms   duration: $DURATION_S s   seed: $SEED"
+echo "# outputs: $OUT_DIR"
+
+# 1. What dense sustains within the budget.
+start_server fixed --scheduler=fixed
+echo "## dense (fixed, keep-rate 1.0) rate sweep"
+echo "$HEADER"
+SUSTAINED=0
+for rate in $RATES; do
+  run_client "sweep-dense-$rate" "$rate" 1.0
+  row "fixed-dense" "$OUT_DIR/sweep-dense-$rate.json"
+  att=$(field "$OUT_DIR/sweep-dense-$rate.json" "['slo_attainment_all']")
+  if "$PY" -c "import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) else 1)" \
+    "$att" "$SUSTAIN_FRACTION"; then
+    SUSTAINED=$rate
+  else
+    break
+  fi
+done
+if [[ $SUSTAINED == 0 ]]; then
+  SUSTAINED=$(echo "$RATES" | awk '{print $1}')
+  echo "# dense met the budget for < $SUSTAIN_FRACTION even at $SUSTAINED req/s; using it"
+fi
+LOAD=$("$PY" -c "import sys; print(f'{2 * float(sys.argv[1]):g}')" "$SUSTAINED")
+echo
+echo "## at 2 x $SUSTAINED = $LOAD req/s"
+echo "$HEADER"
+run_client "fixed-dense" "$LOAD" 1.0
+row "fixed-dense" "$OUT_DIR/fixed-dense.json"
+run_client "fixed-0.7" "$LOAD" 0.7
+row "fixed-0.7" "$OUT_DIR/fixed-0.7.json"
+stop_server
+
+# 2. Adaptive.
+start_server budget --scheduler=budget
+run_client "adaptive" "$LOAD" 0
+row "adaptive (budget)" "$OUT_DIR/adaptive.json"
+stop_server
+echo
+echo "# sweep summary (budget server):"
+grep "latency sweep" "$OUT_DIR/budget.stderr" | sed 's/^/#   /'
