@@ -463,6 +463,11 @@ TEST_F(ServerIntegrationTest, VitclientClassifiesAFileAndListsModels) {
 TEST(ServerLifecycleTest, SigtermAnswersEveryRequestInFlightAndExitsZero) {
   absl::StatusOr<std::string> dir = MakeTempDir("vitserve_sigterm_");
   ASSERT_TRUE(dir.ok()) << dir.status();
+  // Removes the directory however the test ends.
+  struct Cleanup {
+    std::string path;
+    ~Cleanup() { RemoveTree(path); }
+  } cleanup{*dir};
   const std::string repo = *dir + "/models";
   ASSERT_TRUE(WriteTestModel(repo, ModelOptions()).ok());
   // A long batching delay keeps the requests queued while the signal arrives.
@@ -508,7 +513,6 @@ TEST(ServerLifecycleTest, SigtermAnswersEveryRequestInFlightAndExitsZero) {
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 0) << ReadFileOrEmpty(*dir + "/stderr");
   EXPECT_THAT(ReadFileOrEmpty(*dir + "/stderr"), HasSubstr("draining"));
-  RemoveTree(*dir);
 }
 
 }  // namespace
