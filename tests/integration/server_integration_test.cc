@@ -267,9 +267,11 @@ TEST_F(ServerIntegrationTest, ClassifiesAPngImage) {
   }
   EXPECT_EQ(response.request_id(), "png-1");
   EXPECT_EQ(response.model(), ModelOptions().name);
-  EXPECT_FLOAT_EQ(response.keep_rate(), ModelOptions().default_keep_rate);
+  // keep_rate 0 with a 60 s client deadline: the budget scheduler (the default) has time
+  // for full accuracy.
+  EXPECT_FLOAT_EQ(response.keep_rate(), 1.0f);
   EXPECT_GT(response.macs(), 0u);
-  EXPECT_LT(response.macs(), response.dense_macs());
+  EXPECT_LE(response.macs(), response.dense_macs());
   EXPECT_EQ(response.dense_macs(), DenseMacs(Arch()));
   EXPECT_GE(response.batch_size(), 1u);
   EXPECT_GT(response.timing().total_seconds(), 0.0);
