@@ -36,22 +36,22 @@ COMMON=(--data_dir="$DATA_DIR" --threads="$THREADS" --val_size=5000 --split_seed
 
 mkdir -p "$WORK_DIR"
 # 1. Dense backbone from scratch (--resume continues an interrupted run).
-timed "dense" "$TOOL" dense "${COMMON[@]}" --output_dir="$WORK_DIR/dense" --name=fashion-vit \
+timed "dense" "$TOOL" dense "${COMMON[@]}" --output_dir="$WORK_DIR/dense" \
   --embed_dim=32 --num_heads=2 --depth=8 --patch_size=4 --mlp_ratio=4 \
   --epochs=8 --batch_size=128 --lr=1.5e-3 --warmup_epochs=0.5 --weight_decay=0.05 \
   --label_smoothing=0.1 --pad=2 --hflip --resume
 # 2. TNT noise allocator (alpha heads) on the frozen dense backbone.
 timed "tnt" "$TOOL" tnt "${COMMON[@]}" --teacher="$WORK_DIR/dense" --output_dir="$WORK_DIR/tnt" \
-  --name=fashion-vit --epochs=1 --max_steps_per_epoch=250 --lr=1e-3 --warmup_epochs=0.1 \
+  --epochs=1 --max_steps_per_epoch=250 --lr=1e-3 --warmup_epochs=0.1 \
   --keep_rate=0.7 --resume
 # 3. DynamicViT predictors (trained for keep-rate 0.7) on the same frozen backbone; the TNT
 #    heads are carried over, so one checkpoint serves every method.
 timed "dynamicvit" "$TOOL" dynamicvit "${COMMON[@]}" --teacher="$WORK_DIR/tnt" \
-  --output_dir="$WORK_DIR/final" --name=fashion-vit --epochs=2 --max_steps_per_epoch=250 \
+  --output_dir="$WORK_DIR/fashion-vit" --epochs=2 --max_steps_per_epoch=250 \
   --lr=1e-3 --warmup_epochs=0.1 --keep_rate=0.7 --resume
 # 4. The served directory, then the accuracy of every method x keep-rate on the test set.
 mkdir -p "$OUT_DIR"
-cp "$WORK_DIR/final/model.safetensors" "$WORK_DIR/final/labels.txt" \
-   "$WORK_DIR/final/config.pbtxt" "$OUT_DIR/"
+cp "$WORK_DIR/fashion-vit/model.safetensors" "$WORK_DIR/fashion-vit/labels.txt" \
+   "$WORK_DIR/fashion-vit/config.pbtxt" "$OUT_DIR/"
 timed "eval" "$TOOL" eval --data_dir="$DATA_DIR" --threads="$THREADS" --model_dir="$OUT_DIR" \
   --split=test | tee "$WORK_DIR/eval_table.md"

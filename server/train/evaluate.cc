@@ -176,6 +176,8 @@ absl::StatusOr<EvalReport> RunEval(const EvalOptions& o) {
   // Dense first: the agreement reference.
   std::vector<Method> methods = o.methods;
   methods.erase(std::remove(methods.begin(), methods.end(), Method::kDense), methods.end());
+  std::sort(methods.begin(), methods.end());
+  methods.erase(std::unique(methods.begin(), methods.end()), methods.end());  // once each
   methods.insert(methods.begin(), Method::kDense);
   std::vector<int> dense_predictions;
   ModelLoadOptions load;

@@ -358,6 +358,7 @@ absl::Status RunEvalCommand() {
   if (o.model_dir.empty()) return absl::InvalidArgumentError("--model_dir=DIR is required");
   o.split = absl::GetFlag(FLAGS_split);
   o.limit = absl::GetFlag(FLAGS_limit);
+  o.methods.clear();
   for (absl::string_view m : absl::StrSplit(absl::GetFlag(FLAGS_methods), ',', absl::SkipEmpty())) {
     absl::StatusOr<Method> method = ParseMethod(m);
     if (!method.ok()) return method.status();
