@@ -22,6 +22,9 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "server/metrics/server_metrics.h"
@@ -176,6 +179,16 @@ int Run() {
 }  // namespace vitserve
 
 int main(int argc, char** argv) {
+  // absl lists under --help only flags defined in a file named after the binary; ours live
+  // in server/main.cc, so say so explicitly.
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "server/main.cc");
+  };
+  absl::SetFlagsUsageConfig(usage);
+  absl::SetProgramUsageMessage(
+      "vitserve --model_repository=DIR [--port=8500] [--metrics_port=9090] [flags]\n"
+      "gRPC server for token-pruned Vision Transformers (see README.md).");
   absl::ParseCommandLine(argc, argv);
   return vitserve::Run();
 }

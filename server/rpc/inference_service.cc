@@ -495,7 +495,8 @@ absl::StatusOr<ModelState*> InferenceServiceImpl::FindModel(const std::string& n
 }
 
 void InferenceServiceImpl::RecordRefusal(const std::string& model, const std::string& method,
-                                         const absl::Status& status, double seconds) {
+                                         const absl::Status& status, double seconds,
+                                         absl::Time deadline) {
   if (metrics_ == nullptr) return;
   const char* reason = RejectReason(status.code());
   if (*reason != '\0') metrics_->OnRejected(model, reason);
@@ -504,6 +505,10 @@ void InferenceServiceImpl::RecordRefusal(const std::string& model, const std::st
   record.method = method;
   record.grpc_code = static_cast<int>(status.code());
   record.total_seconds = seconds;
+  // A request that carried a budget or deadline and was refused missed it: counting it
+  // as "no budget" would make SLO attainment read too high under overload.
+  record.had_budget = deadline != absl::InfiniteFuture();
+  record.budget_met = false;
   metrics_->OnRequestDone(record);
 }
 
@@ -514,8 +519,12 @@ absl::Status InferenceServiceImpl::Admit(
   absl::StatusOr<ModelState*> found = FindModel(request.model());
   const std::string model_name = found.ok() ? (*found)->name : request.model();
   const std::string method = found.ok() ? (*found)->method : "";
+  // Set once the request's budget / client deadline is known; refusals after that point
+  // count as missed budgets.
+  absl::Time deadline = absl::InfiniteFuture();
   auto refuse = [&](absl::Status status) {
-    RecordRefusal(model_name, method, status, absl::ToDoubleSeconds(clock_->Now() - arrival));
+    RecordRefusal(model_name, method, status, absl::ToDoubleSeconds(clock_->Now() - arrival),
+                  deadline);
     return status;
   };
   if (draining_) {
@@ -536,7 +545,6 @@ absl::Status InferenceServiceImpl::Admit(
   const bool budget_scheduler = model->latency != nullptr;
 
   // Deadline on the service's clock: the client's remaining time, capped by the budget.
-  absl::Time deadline = absl::InfiniteFuture();
   if (client_deadline != absl::InfiniteFuture())
     deadline = arrival + (client_deadline - absl::Now());
   if (request.latency_budget_ms() > 0.0f) {

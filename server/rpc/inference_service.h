@@ -204,9 +204,11 @@ class InferenceServiceImpl final : public vitserve::v1::InferenceService::Callba
               absl::StatusOr<vitserve::v1::ClassifyResponse> result);
   // kBudget: sweeps every model and builds its latency model and policy.
   absl::StatusOr<std::unique_ptr<BatchPolicy>> MakeBudgetPolicies();
-  // Metrics for a request refused before it was admitted.
+  // Metrics for a request refused before it was admitted. `deadline` is the request's
+  // budget/deadline if known by then (InfiniteFuture() = none): such a refusal is a
+  // missed budget.
   void RecordRefusal(const std::string& model, const std::string& method,
-                     const absl::Status& status, double seconds);
+                     const absl::Status& status, double seconds, absl::Time deadline);
 
   const InferenceServiceOptions options_;
   const Clock* const clock_;
