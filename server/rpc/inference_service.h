@@ -13,7 +13,8 @@
 //         is timed on a keep-rate x batch-size grid (RunLatencySweep; this is why Create
 //         can take seconds) and gets a LatencyModel and a BudgetPolicy; one batching
 //         queue per model. keep_rate 0 = the policy chooses per batch from the requests'
-//         budgets (requests without a budget run at the model's default keep-rate);
+//         budgets (a client deadline alone counts as a budget; requests with neither
+//         run at the model's default keep-rate);
 //         hopeless budgets are answered DEADLINE_EXCEEDED at once with the predicted time.
 //         Every batch's compute time refines the latency model (Observe) and is reported
 //         with the prediction (ServerMetrics::OnLatencyPrediction). GetModelInfo's grid
@@ -108,6 +109,12 @@ struct InferenceServiceOptions {
   // kBudget only: BudgetPolicy safety terms (see budget_policy.h).
   double safety_fraction = 0.1;
   absl::Duration safety_margin = absl::Milliseconds(1);
+  // Accuracy proxy: fraction of pruned images (keep-rate < 1) also run dense after their
+  // batch was answered, comparing top-1 and KL(dense || pruned). Sampled deterministically
+  // (every 1/fraction-th image). Runs only when no request of the model is waiting, so it
+  // never delays queued work; a sampled batch that finds a queue is counted as skipped.
+  // A request arriving during a shadow run waits at most one dense batch. 0 = off.
+  double shadow_fraction = 0.0;
   // Start-up notes (the sweep's summary per model); null = silent.
   std::function<void(const std::string&)> log;
 };
@@ -204,6 +211,10 @@ class InferenceServiceImpl final : public vitserve::v1::InferenceService::Callba
               absl::StatusOr<vitserve::v1::ClassifyResponse> result);
   // kBudget: sweeps every model and builds its latency model and policy.
   absl::StatusOr<std::unique_ptr<BatchPolicy>> MakeBudgetPolicies();
+  // Shadow comparison of one answered batch (see InferenceServiceOptions::shadow_fraction).
+  void MaybeShadow(ModelState* model, float keep_rate,
+                   const std::vector<const ImageTensor*>& images,
+                   const std::vector<ImageResult>& results);
   // Metrics for a request refused before it was admitted. `deadline` is the request's
   // budget/deadline if known by then (InfiniteFuture() = none): such a refusal is a
   // missed budget.
