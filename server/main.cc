@@ -60,6 +60,9 @@ ABSL_FLAG(std::string, scheduler, "budget",
           "budget = latency-budget scheduler (keep-rate chosen per batch from the requests' "
           "budgets; a latency sweep per model at start-up) | fixed = size-or-delay batching "
           "at the requested or default keep-rate.");
+ABSL_FLAG(double, shadow_fraction, 0.05,
+          "Accuracy proxy: fraction of pruned requests also run dense when the server is idle "
+          "(0 = off).");
 ABSL_FLAG(double, sweep_time_cap_s, 20,
           "--scheduler=budget: cap on each model's start-up latency sweep (seconds); points "
           "not measured by then are extrapolated.");
@@ -85,6 +88,12 @@ int Run() {
   const std::string scheduler = absl::GetFlag(FLAGS_scheduler);
   if (scheduler != "budget" && scheduler != "fixed") {
     std::cerr << "vitserve: --scheduler must be budget or fixed, got '" << scheduler << "'"
+              << std::endl;
+    return 2;
+  }
+  const double shadow_fraction = absl::GetFlag(FLAGS_shadow_fraction);
+  if (!(shadow_fraction >= 0.0 && shadow_fraction <= 1.0)) {
+    std::cerr << "vitserve: --shadow_fraction must be in [0, 1], got " << shadow_fraction
               << std::endl;
     return 2;
   }
@@ -135,6 +144,7 @@ int Run() {
       scheduler == "budget" ? SchedulerKind::kBudget : SchedulerKind::kFixed;
   service_options.sweep_repeats = absl::GetFlag(FLAGS_sweep_repeats);
   service_options.sweep_time_cap = absl::Seconds(absl::GetFlag(FLAGS_sweep_time_cap_s));
+  service_options.shadow_fraction = absl::GetFlag(FLAGS_shadow_fraction);
   service_options.log = [](const std::string& line) {
     std::cerr << "vitserve: " << line << std::endl;
   };

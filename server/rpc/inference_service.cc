@@ -1,6 +1,8 @@
 #include "server/rpc/inference_service.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <deque>
 #include <map>
 #include <string>
@@ -32,6 +34,8 @@ struct ModelState {
   std::atomic<int64_t> queued{0};  // admitted, not yet in a running batch
   // kBudget: the model's latency model (shared with its BudgetPolicy); null under kFixed.
   std::shared_ptr<LatencyModel> latency;
+  // Pruned images seen, for deterministic shadow sampling.
+  std::atomic<uint64_t> shadow_seen{0};
 
   const ModelSpec& spec() const { return served.model->spec(); }
 };
@@ -603,9 +607,13 @@ void InferenceServiceImpl::ProcessBatch(float keep_rate,
   ModelState* model = batch[0]->model;
   const int64_t depth = model->queued -= static_cast<int64_t>(batch.size());
   if (metrics_ != nullptr) metrics_->SetQueueDepth(model->name, depth);
+  // The images move out of the tasks so they outlive the answers (shadow comparison).
+  std::vector<ImageTensor> owned_images;
+  owned_images.reserve(batch.size());
+  for (auto& task : batch) owned_images.push_back(std::move(task->image));
   std::vector<const ImageTensor*> images;
   images.reserve(batch.size());
-  for (const auto& task : batch) images.push_back(&task->image);
+  for (const ImageTensor& image : owned_images) images.push_back(&image);
 
   const int batch_size = static_cast<int>(batch.size());
   const absl::Duration predicted = model->latency != nullptr
@@ -658,6 +666,54 @@ void InferenceServiceImpl::ProcessBatch(float keep_rate,
     response.set_request_id(task->request_id);
     response.set_expected_accuracy(static_cast<float>(expected_accuracy));
     Answer(std::move(task), std::move(response));
+  }
+  if (results.ok()) MaybeShadow(model, keep_rate, images, *results);
+}
+
+void InferenceServiceImpl::MaybeShadow(ModelState* model, float keep_rate,
+                                       const std::vector<const ImageTensor*>& images,
+                                       const std::vector<ImageResult>& results) {
+  const double fraction = options_.shadow_fraction;
+  if (metrics_ == nullptr || fraction <= 0.0 || keep_rate >= 1.0f || images.empty()) return;
+  const uint64_t n = images.size();
+  const uint64_t before = model->shadow_seen.fetch_add(n);
+  // Images [before, before + n) are sampled where floor(i * fraction) steps up.
+  const auto picks = [fraction](uint64_t count) {
+    return static_cast<uint64_t>(std::floor(static_cast<double>(count) * fraction));
+  };
+  const uint64_t sampled = std::min<uint64_t>(picks(before + n) - picks(before), n);
+  if (sampled == 0) return;
+  if (model->queued.load() > 0) {  // work is waiting: never delay it
+    for (uint64_t i = 0; i < sampled; ++i) metrics_->OnShadow(model->name, true, false, 0.0);
+    return;
+  }
+  std::vector<const ImageTensor*> chosen(images.begin(), images.begin() + sampled);
+  absl::StatusOr<std::vector<ImageResult>> dense = model->served.model->Run(chosen, 1.0f);
+  if (!dense.ok() || dense->size() != chosen.size()) {
+    for (uint64_t i = 0; i < sampled; ++i) metrics_->OnShadow(model->name, true, false, 0.0);
+    return;
+  }
+  for (size_t i = 0; i < chosen.size(); ++i) {
+    const std::vector<float>& p = (*dense)[i].logits;
+    const std::vector<float>& q = results[i].logits;
+    const auto argmax = [](const std::vector<float>& v) {
+      return std::max_element(v.begin(), v.end()) - v.begin();
+    };
+    // KL(dense || pruned) of the two softmaxes, in nats, via log-sum-exp.
+    const auto log_normaliser = [](const std::vector<float>& v) {
+      const double m = *std::max_element(v.begin(), v.end());
+      double sum = 0.0;
+      for (float x : v) sum += std::exp(static_cast<double>(x) - m);
+      return m + std::log(sum);
+    };
+    const double lp = log_normaliser(p);
+    const double lq = log_normaliser(q);
+    double kl = 0.0;
+    for (size_t c = 0; c < p.size() && c < q.size(); ++c) {
+      const double log_p = p[c] - lp;
+      kl += std::exp(log_p) * (log_p - (q[c] - lq));
+    }
+    metrics_->OnShadow(model->name, false, argmax(p) == argmax(q), std::max(0.0, kl));
   }
 }
 

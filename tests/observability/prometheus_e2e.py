@@ -61,7 +61,7 @@ GENEROUS_BUDGET_MS = 5000.0
 IMPOSSIBLE_BUDGET_MS = 0.001
 # A small queue so that a burst overflows it (RESOURCE_EXHAUSTED, reason queue_full), one
 # LibTorch thread because CI has 2 cores.
-SERVER_FLAGS = ["--max_queue_size=32", "--max_batch_size=8", "--threads=1"]
+SERVER_FLAGS = ["--max_queue_size=2", "--max_batch_size=8", "--threads=1"]
 BURST_REQUESTS = 400          # >> max_queue_size
 # Panel queries over pure gauges that may read 0 at every scrape instant.
 ZERO_ALLOWED = ("vitserve_queue_depth", "vitserve_in_flight_requests")
