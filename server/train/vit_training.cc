@@ -103,8 +103,11 @@ torch::Tensor PredictorWithPolicy(ScorePredictorImpl& predictor, const torch::Te
   const int64_t c = h.size(-1);
   const int64_t half = c / 2;
   torch::Tensor local = h.narrow(-1, 0, half);
+  // The policy is 0/1, so clamping its mass at 1 changes nothing while a token is kept and
+  // gives a zero global feature (instead of 0/0 = NaN) for an image whose tokens are all
+  // dropped — frequent with few patches and random predictors.
   torch::Tensor global = (h.narrow(-1, half, c - half) * policy).sum(1, /*keepdim=*/true) /
-                         policy.sum(1, /*keepdim=*/true);
+                         policy.sum(1, /*keepdim=*/true).clamp_min(1.0);
   h = torch::cat({local, global.expand({h.size(0), h.size(1), c - half})}, -1);
   h = torch::gelu(predictor.out_fc0->forward(h));
   h = torch::gelu(predictor.out_fc2->forward(h));
