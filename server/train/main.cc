@@ -293,7 +293,9 @@ absl::Status RunDynamicVit() {
   spec.pruning = PruningSpec();
   spec.pruning.method = Method::kDynamicViT;
   spec.pruning.locations = o.locations;
-  spec.pruning.default_keep_rate = o.keep_rate;
+  // Requests without a keep-rate or budget get full accuracy; the trained ratio is a
+  // training target, not a serving default (the calibration curve shows its cost).
+  spec.pruning.default_keep_rate = 1.0f;
   spec.pruning.min_keep_rate = 0.3f;
   spec.pruning.max_keep_rate = 1.0f;
   student.vit->eval();
@@ -337,7 +339,7 @@ absl::Status RunTnt() {
     spec.pruning = PruningSpec();
     spec.pruning.method = Method::kTNT;
     spec.pruning.locations = o.locations;
-    spec.pruning.default_keep_rate = o.validation_keep_rate;
+    spec.pruning.default_keep_rate = 1.0f;
     spec.pruning.min_keep_rate = 0.3f;
   }
   student.vit->eval();
