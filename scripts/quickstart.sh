@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
 exec ./build/server/vitserve --model_repository=models --port="${PORT:-8500}" \
-  --metrics_port="${METRICS_PORT:-9090}" --threads="$(nproc)" "$@"
+  --metrics_port="${METRICS_PORT:-9090}" "$@"
