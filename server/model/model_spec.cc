@@ -33,9 +33,9 @@ absl::StatusOr<Method> ParseMethod(absl::string_view name) {
   for (const auto& [method, known] : kMethodNames) {
     if (known == lower) return method;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown method '", name,
-      "'; accepted: dense, dynamicvit, evit, tome, tnt, svite, trilevel"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown method '", name,
+                   "'; accepted: dense, dynamicvit, evit, tome, tnt, svite, trilevel"));
 }
 
 std::vector<int> DefaultLocations(Method m, int depth) {

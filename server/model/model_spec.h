@@ -45,17 +45,17 @@ struct BlockShape {
 
 struct PruningSpec {
   Method method = Method::kDense;
-  std::vector<int> locations;      // block indices where reduction happens (method default if empty)
+  std::vector<int> locations;  // block indices where reduction happens (method default if empty)
   float default_keep_rate = 1.0f;
   float min_keep_rate = 0.1f;
   float max_keep_rate = 1.0f;
-  float attn_ratio = 0.0f;         // trilevel attention level (0 = off)
+  float attn_ratio = 0.0f;  // trilevel attention level (0 = off)
   bool svite_plain_removal = false;
   unsigned long long tnt_seed = 0;  // 0 = no random pre-prune
 };
 
 struct PreprocessSpec {
-  int resize = 0;                  // shorter side; 0 = image_size / crop_pct
+  int resize = 0;  // shorter side; 0 = image_size / crop_pct
   float crop_pct = 0.875f;
   std::string interpolation = "bicubic";
   std::vector<float> mean = {0.485f, 0.456f, 0.406f};
@@ -76,14 +76,14 @@ struct CalibrationPoint {
 struct ModelSpec {
   std::string name;
   std::string version;
-  std::string dir;                 // absolute model directory
+  std::string dir;  // absolute model directory
   Architecture arch;
   PreprocessSpec preprocess;
   PruningSpec pruning;
-  std::string weights_path;        // absolute
-  std::string labels_path;         // absolute, may be empty
-  std::string calibration_path;    // absolute, may be empty
-  std::vector<std::string> labels; // filled by the loader
+  std::string weights_path;         // absolute
+  std::string labels_path;          // absolute, may be empty
+  std::string calibration_path;     // absolute, may be empty
+  std::vector<std::string> labels;  // filled by the loader
   std::vector<CalibrationPoint> calibration;
 };
 

@@ -25,9 +25,9 @@ struct ImageTensor {
 
 // What one image of a batch produced.
 struct ImageResult {
-  std::vector<float> logits;        // num_classes values
-  std::vector<int> tokens_per_stage; // the token counts this image actually went through
-  uint64_t macs = 0;                // executed for this image
+  std::vector<float> logits;          // num_classes values
+  std::vector<int> tokens_per_stage;  // the token counts this image actually went through
+  uint64_t macs = 0;                  // executed for this image
 };
 
 // A model loaded and ready to run. Thread-safety: Run() may be called from several
@@ -54,8 +54,8 @@ class InferenceModel {
 };
 
 struct ModelLoadOptions {
-  std::string device = "cpu";       // "cpu" | "cuda" | "cuda:N"
-  std::string dtype = "float32";    // "float32" | "bfloat16" | "float16" (GPU)
+  std::string device = "cpu";     // "cpu" | "cuda" | "cuda:N"
+  std::string dtype = "float32";  // "float32" | "bfloat16" | "float16" (GPU)
   // Largest sub-batch run at once; bigger batches are split (CPU is memory-bound at
   // large batch, see bench/). 0 = no split.
   int max_sub_batch = 8;

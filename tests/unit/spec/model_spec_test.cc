@@ -6,8 +6,8 @@ namespace vitserve {
 namespace {
 
 TEST(MethodNameTest, RoundTripsEveryMethod) {
-  for (Method m : {Method::kDense, Method::kDynamicViT, Method::kEViT, Method::kToMe,
-                   Method::kTNT, Method::kSViTE, Method::kTriLevel}) {
+  for (Method m : {Method::kDense, Method::kDynamicViT, Method::kEViT, Method::kToMe, Method::kTNT,
+                   Method::kSViTE, Method::kTriLevel}) {
     auto parsed = ParseMethod(MethodName(m));
     ASSERT_TRUE(parsed.ok()) << parsed.status();
     EXPECT_EQ(*parsed, m);
