@@ -13,7 +13,9 @@
 namespace vitserve {
 namespace {
 
-bool IsPlainCpuFloat(const torch::Tensor& t) {
+// Used only by the oneDNN paths; [[maybe_unused]] keeps the ATen-only build (no
+// libdnnl-dev) compiling under -Werror.
+[[maybe_unused]] bool IsPlainCpuFloat(const torch::Tensor& t) {
   return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32;
 }
 
@@ -34,6 +36,11 @@ torch::Tensor AtenAttention(const torch::Tensor& q, const torch::Tensor& kv, int
   return at::matmul(probs, kvh[1]).transpose(1, 2).reshape({b, nq, c});
 }
 
+// Debian's oneDNN sgemm collapses with more than one intra-op thread on the 2-core
+// machine (dense DeiT-S batch 1: 17.3 img/s at 1 thread, 1.4 at 2), while ATen's GEMMs
+// scale (10.3 -> 15.6); bench/results/threads-cpu.md. So oneDNN runs only single-threaded.
+[[maybe_unused]] bool OneDnnProfitable() { return at::get_num_threads() == 1; }
+
 }  // namespace
 
 bool FastCpuKernelsAvailable() {
@@ -47,8 +54,9 @@ bool FastCpuKernelsAvailable() {
 torch::Tensor FastLinear(const torch::Tensor& x, const torch::Tensor& weight,
                          const torch::Tensor& bias) {
 #ifdef VITSERVE_HAVE_DNNL
-  if (IsPlainCpuFloat(x) && IsPlainCpuFloat(weight) && IsPlainCpuFloat(bias) &&
-      weight.is_contiguous() && bias.is_contiguous() && x.stride(-1) == 1) {
+  if (OneDnnProfitable() && IsPlainCpuFloat(x) && IsPlainCpuFloat(weight) &&
+      IsPlainCpuFloat(bias) && weight.is_contiguous() && bias.is_contiguous() &&
+      x.stride(-1) == 1) {
     const int64_t k = x.size(-1);
     const int64_t n = weight.size(0);
     TORCH_CHECK(weight.size(1) == k, "FastLinear: weight ", weight.sizes(), " vs input ",
@@ -72,8 +80,9 @@ torch::Tensor FastLinear(const torch::Tensor& x, const torch::Tensor& weight,
 torch::Tensor FastAttention(const torch::Tensor& q, const torch::Tensor& kv, int64_t heads,
                             double scale, const torch::Tensor& key_bias, torch::Tensor* cls_probs) {
 #ifdef VITSERVE_HAVE_DNNL
-  const bool fast = IsPlainCpuFloat(q) && IsPlainCpuFloat(kv) && q.stride(2) == 1 &&
-                    kv.stride(2) == 1 && (!key_bias.defined() || IsPlainCpuFloat(key_bias));
+  const bool fast = OneDnnProfitable() && IsPlainCpuFloat(q) && IsPlainCpuFloat(kv) &&
+                    q.stride(2) == 1 && kv.stride(2) == 1 &&
+                    (!key_bias.defined() || IsPlainCpuFloat(key_bias));
   if (fast) {
     const int64_t b = q.size(0);
     const int64_t nq = q.size(1);
