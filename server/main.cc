@@ -43,11 +43,11 @@ ABSL_FLAG(int, port, 0, "gRPC port; 0 picks a free port (printed on stdout).");
 ABSL_FLAG(int, metrics_port, 0,
           "Prometheus /metrics port on --host; 0 picks a free port (printed), -1 disables.");
 ABSL_FLAG(std::string, device, "cpu", "cpu | cuda | cuda:N");
-// Default 1: measured on the 2-core Debian machine (bench/results/threads-cpu.md), the
-// oneDNN GEMM path runs DeiT-S at 17.3 img/s with 1 thread but 1.4 img/s with 2 threads
-// (PyTorch eager scales 9.0 -> 14.3); until that is fixed, more threads are opt-in.
+// Default 1: the fastest setting measured on the 2-core Debian machine (DeiT-S dense 18.0
+// img/s at batch 1 vs 15.2 with 2 threads, which switch the GEMMs from oneDNN to ATen);
+// bench/results/threads-cpu.md.
 ABSL_FLAG(int, threads, 1,
-          "LibTorch intra-op threads (default 1: the oneDNN path slows down with more, see "
+          "LibTorch intra-op threads (default 1: fastest measured here, see "
           "bench/results/threads-cpu.md); 0 = hardware concurrency.");
 ABSL_FLAG(int, max_batch_size, 8, "Largest batch run at once.");
 ABSL_FLAG(int, max_queue_delay_ms, 5,
