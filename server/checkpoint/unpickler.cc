@@ -4,6 +4,8 @@
 #include <cstring>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -705,6 +707,30 @@ class Unpickler {
 };
 
 }  // namespace
+
+PickleValue::~PickleValue() {
+  // shared_ptr's destructor would recurse once per nesting level (TUPLE1 nests one level
+  // per input byte). Instead, children are moved out, and a child whose last owner is this
+  // loop is emptied the same way before it dies, so each destructor frees a leaf.
+  std::vector<PickleValuePtr> pending;
+  const auto detach_children = [&pending](PickleValue& v) {
+    for (PickleValuePtr& c : v.items) {
+      if (c != nullptr) pending.push_back(std::move(c));
+    }
+    v.items.clear();
+    for (auto& [k, val] : v.entries) {
+      if (k != nullptr) pending.push_back(std::move(k));
+      if (val != nullptr) pending.push_back(std::move(val));
+    }
+    v.entries.clear();
+  };
+  detach_children(*this);
+  while (!pending.empty()) {
+    PickleValuePtr v = std::move(pending.back());
+    pending.pop_back();
+    if (v.use_count() == 1) detach_children(*v);
+  }
+}
 
 const PickleValue* PickleValue::Find(absl::string_view key) const {
   for (const auto& [k, v] : entries) {

@@ -15,6 +15,9 @@
 // Every read, memo index, stack access and length is bounds-checked: malformed input
 // yields INVALID_ARGUMENT naming the opcode and byte offset, never a crash. The value tree
 // is acyclic (an insertion that would create a cycle is refused).
+// Nesting depth is bounded only by the input's size (TUPLE1 nests one level per byte);
+// values are destroyed iteratively, so a million-deep pickle is refused or returned, never
+// a stack overflow.
 //
 // Thread-safety: Unpickle() is reentrant. Values are plain data, shared (shared_ptr) the
 // way the pickle's memo shares them; do not mutate them from several threads.
@@ -71,6 +74,14 @@ struct PickleValue {
     kStorage,
     kTensor,
   };
+
+  PickleValue() = default;
+  PickleValue(const PickleValue&) = default;
+  PickleValue& operator=(const PickleValue&) = default;
+  PickleValue(PickleValue&&) = default;
+  PickleValue& operator=(PickleValue&&) = default;
+  // Releases nested values in a loop rather than recursively (see the file comment).
+  ~PickleValue();
 
   Kind kind = Kind::kNone;
   bool boolean = false;

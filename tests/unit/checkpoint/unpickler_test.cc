@@ -170,6 +170,25 @@ TEST(UnpicklerTest, OptionsBoundStackAndMemo) {
               HasSubstr("memo index too large"));
 }
 
+// Regression (fuzzing): TUPLE1 nests one level per input byte, and releasing a
+// million-deep value through shared_ptr's recursive destructor overflowed the stack, both
+// for a returned value and for one left on the stack by a malformed pickle.
+TEST(UnpicklerTest, DeeplyNestedValuesAreReleasedWithoutRecursion) {
+  constexpr int kDepth = 1'000'000;
+  const std::string nested = kProto2 + "N" + std::string(kDepth, '\x85');
+  {
+    absl::StatusOr<PickleValuePtr> v = Unpickle(nested + ".");
+    ASSERT_TRUE(v.ok()) << v.status();
+    int depth = 0;
+    for (const PickleValue* p = v->get(); p->kind == Kind::kTuple; p = p->items[0].get()) {
+      ++depth;
+    }
+    EXPECT_EQ(depth, kDepth);
+  }
+  EXPECT_THAT(std::string(Unpickle(nested + "\xff").status().message()),
+              HasSubstr("unsupported pickle opcode"));
+}
+
 // Every truncation of a valid pickle is an error, and no single-byte corruption crashes.
 TEST(UnpicklerTest, TruncationsAndCorruptionsNeverCrash) {
   const std::string good = TensorDictPickle();
