@@ -104,6 +104,16 @@ absl::Status CheckKeepRate(float v, absl::string_view field) {
 }
 
 absl::Status FillArchitecture(const v1::Architecture& a, Architecture* out) {
+  // Large values would overflow int arithmetic downstream; no ViT comes near these. The
+  // wire fields are uint32: they are checked before the conversion to int, where a value
+  // of 2^31 or more would turn negative (and INT_MIN % -1 traps).
+  constexpr uint32_t kMaxDim = 1 << 16;
+  constexpr uint32_t kMaxClasses = 1 << 24;
+  if (a.image_size() > kMaxDim || a.patch_size() > kMaxDim || a.embed_dim() > kMaxDim ||
+      a.depth() > kMaxDim || a.num_heads() > kMaxDim || a.in_chans() > kMaxDim ||
+      a.num_classes() > kMaxClasses) {
+    return Invalid("architecture", "a dimension is implausibly large");
+  }
   // Proto3 scalars read 0 when absent: 0 keeps the DeiT-S default of Architecture.
   if (a.image_size() != 0) out->image_size = static_cast<int>(a.image_size());
   if (a.patch_size() != 0) out->patch_size = static_cast<int>(a.patch_size());
@@ -114,13 +124,6 @@ absl::Status FillArchitecture(const v1::Architecture& a, Architecture* out) {
   if (a.mlp_ratio() != 0.0f) out->mlp_ratio = a.mlp_ratio();
   if (a.num_classes() != 0) out->num_classes = static_cast<int>(a.num_classes());
   out->distilled = a.distilled();
-  // Large values would overflow int arithmetic downstream; no ViT comes near these.
-  constexpr int kMaxDim = 1 << 16;
-  if (out->image_size > kMaxDim || out->patch_size > kMaxDim || out->embed_dim > kMaxDim ||
-      out->depth > kMaxDim || out->num_heads > kMaxDim || out->in_chans > kMaxDim ||
-      out->num_classes > (1 << 24)) {
-    return Invalid("architecture", "a dimension is implausibly large");
-  }
   if (out->image_size % out->patch_size != 0) {
     return Invalid(
         "architecture.image_size",
@@ -132,6 +135,20 @@ absl::Status FillArchitecture(const v1::Architecture& a, Architecture* out) {
   }
   if (!(out->mlp_ratio > 0.0 && std::isfinite(out->mlp_ratio))) {
     return Invalid("architecture.mlp_ratio", "must be positive");
+  }
+  // Architecture::num_patches() and mlp_hidden() compute these in int.
+  constexpr int64_t kMaxTokens = int64_t{1} << 20;
+  const int64_t side = out->image_size / out->patch_size;
+  if (side * side > kMaxTokens) {
+    return Invalid("architecture.image_size",
+                   absl::StrCat(out->image_size, " / patch_size ", out->patch_size, " gives ",
+                                side * side, " patches, more than ", kMaxTokens));
+  }
+  constexpr int64_t kMaxMlpHidden = int64_t{1} << 20;
+  if (out->embed_dim * out->mlp_ratio > static_cast<double>(kMaxMlpHidden)) {
+    return Invalid("architecture.mlp_ratio",
+                   absl::StrCat(out->mlp_ratio, " x embed_dim ", out->embed_dim,
+                                " is an implausibly large MLP (more than ", kMaxMlpHidden, ")"));
   }
   return absl::OkStatus();
 }

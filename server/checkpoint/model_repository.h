@@ -12,6 +12,8 @@
 //
 // Validation (all INVALID_ARGUMENT, the message starts with the field name):
 // text-format errors (with line and column, e.g. an unknown field), unknown method,
+// architecture sizes at most 65536 (num_classes 2^24; patches per image and the MLP hidden
+// size embed_dim * mlp_ratio at most 2^20),
 // image_size % patch_size, embed_dim % num_heads, mlp_ratio > 0, grayscale <=> in_chans 1,
 // mean/std length == in_chans, std > 0, 0 < crop_pct <= 1, resize >= image_size (or 0),
 // interpolation in {bicubic, bilinear, nearest, area}, 0 < min <= default <= max <= 1 for

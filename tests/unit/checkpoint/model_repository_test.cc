@@ -198,6 +198,19 @@ INSTANTIATE_TEST_SUITE_P(
                   "architecture.image_size: 224 is not divisible by patch_size 15"},
         BadConfig{"mlp_ratio", kWeights + "architecture { mlp_ratio: -1 }",
                   "architecture.mlp_ratio"},
+        // Regressions (fuzzing): uint32 sizes of 2^31 and more became negative ints, so
+        // 2^31 / (2^32 - 1) heads computed INT_MIN % -1 (a trap) and a negative image_size
+        // passed; huge patch counts and MLP sizes overflowed int downstream.
+        BadConfig{"heads_int_min",
+                  kWeights + "architecture { embed_dim: 2147483648 num_heads: 4294967295 }",
+                  "architecture: a dimension is implausibly large"},
+        BadConfig{"negative_image",
+                  kWeights + "architecture { image_size: 4294967280 patch_size: 16 }",
+                  "architecture: a dimension is implausibly large"},
+        BadConfig{"patches", kWeights + "architecture { image_size: 65536 patch_size: 1 }",
+                  "architecture.image_size: 65536 / patch_size 1 gives 4294967296 patches"},
+        BadConfig{"mlp_huge", kWeights + "architecture { mlp_ratio: 1e30 }",
+                  "architecture.mlp_ratio: 1e+30 x embed_dim 384 is an implausibly large MLP"},
         BadConfig{"mean_len", kWeights + "preprocessing { mean: [0.5, 0.5] }",
                   "preprocessing.mean: has 2 values, in_chans is 3"},
         BadConfig{"std_len", kWeights + "preprocessing { std: [0.5] }",
