@@ -199,8 +199,10 @@ absl::StatusOr<std::unique_ptr<Preprocessor>> Preprocessor::Create(
 absl::StatusOr<ImageTensor> Preprocessor::FromEncoded(absl::string_view bytes) const {
   absl::StatusOr<ImageHeaderInfo> header = ProbeImageSize(bytes);
   if (!header.ok()) return header.status();
-  const int64_t pixels = header->width * header->height;  // each < 2^32: no overflow
-  if (pixels > opts_.max_image_pixels) {
+  // Each side is below 2^32 (TIFF's LONG), so the product fits uint64 but not int64.
+  const uint64_t pixels =
+      static_cast<uint64_t>(header->width) * static_cast<uint64_t>(header->height);
+  if (pixels > static_cast<uint64_t>(opts_.max_image_pixels)) {
     return absl::InvalidArgumentError(
         absl::StrCat("image is ", header->width, "x", header->height, " = ", pixels,
                      " pixels, more than the limit of ", opts_.max_image_pixels,
