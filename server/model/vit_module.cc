@@ -78,20 +78,26 @@ torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& images) {
   return proj->forward(images).flatten(2).transpose(1, 2);
 }
 
-AttentionImpl::AttentionImpl(int embed_dim, int num_heads)
-    : num_heads_(num_heads), scale_(1.0 / std::sqrt(static_cast<double>(embed_dim / num_heads))) {
-  qkv = register_module("qkv", MakeLinear(embed_dim, 3 * embed_dim));
-  proj = register_module("proj", MakeLinear(embed_dim, embed_dim));
+BlockShape VitOptions::block_shape(int i) const {
+  if (!block_shapes.empty()) return block_shapes.at(i);
+  return BlockShape{num_heads, head_dim(), mlp_hidden};
+}
+
+AttentionImpl::AttentionImpl(int embed_dim, int num_heads, int head_dim)
+    : num_heads_(num_heads),
+      head_dim_(head_dim),
+      scale_(1.0 / std::sqrt(static_cast<double>(head_dim))) {
+  qkv = register_module("qkv", MakeLinear(embed_dim, 3 * num_heads * head_dim));
+  proj = register_module("proj", MakeLinear(num_heads * head_dim, embed_dim));
 }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> AttentionImpl::QKV(
     const torch::Tensor& x) const {
   const int64_t b = x.size(0);
   const int64_t n = x.size(1);
-  const int64_t c = x.size(2);
-  // [B, N, 3, H, C/H] -> [3, B, H, N, C/H]
+  // [B, N, 3, H, D] -> [3, B, H, N, D]
   torch::Tensor qkv_out =
-      Apply(qkv, x).view({b, n, 3, num_heads_, c / num_heads_}).permute({2, 0, 3, 1, 4});
+      Apply(qkv, x).view({b, n, 3, num_heads_, head_dim_}).permute({2, 0, 3, 1, 4});
   return {qkv_out[0], qkv_out[1], qkv_out[2]};
 }
 
@@ -123,11 +129,12 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   return Apply(fc2, torch::gelu(Apply(fc1, x)));
 }
 
-BlockImpl::BlockImpl(const VitOptions& o) {
+BlockImpl::BlockImpl(const VitOptions& o, int index) {
+  const BlockShape shape = o.block_shape(index);
   norm1 = register_module("norm1", MakeLayerNorm(o.embed_dim, o.norm_eps));
-  attn = register_module("attn", Attention(o.embed_dim, o.num_heads));
+  attn = register_module("attn", Attention(o.embed_dim, shape.num_heads, shape.head_dim));
   norm2 = register_module("norm2", MakeLayerNorm(o.embed_dim, o.norm_eps));
-  mlp = register_module("mlp", Mlp(o.embed_dim, o.mlp_hidden));
+  mlp = register_module("mlp", Mlp(o.embed_dim, shape.mlp_hidden));
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x) {
@@ -167,7 +174,9 @@ VitImpl::VitImpl(const VitOptions& options) : options_(options) {
   if (o.distilled) dist_token = register_parameter("dist_token", torch::zeros({1, 1, c}));
   patch_embed = register_module("patch_embed", PatchEmbed(o));
   blocks = register_module("blocks", torch::nn::ModuleList());
-  for (int i = 0; i < o.depth; ++i) blocks->push_back(Block(o));
+  TORCH_CHECK(o.block_shapes.empty() || static_cast<int>(o.block_shapes.size()) == o.depth,
+              "VitOptions: ", o.block_shapes.size(), " block shapes for depth ", o.depth);
+  for (int i = 0; i < o.depth; ++i) blocks->push_back(Block(o, i));
   norm = register_module("norm", MakeLayerNorm(c, o.norm_eps));
   head = register_module("head", MakeLinear(c, o.num_classes));
   if (o.distilled) head_dist = register_module("head_dist", MakeLinear(c, o.num_classes));

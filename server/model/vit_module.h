@@ -43,6 +43,7 @@
 #include <torch/types.h>
 
 #include <tuple>
+#include <vector>
 
 #include "server/model/model_spec.h"
 
@@ -67,6 +68,11 @@ struct VitOptions {
   int num_score_predictors = 0;   // DynamicViT predictors (one per pruning location)
   bool tnt_heads = false;         // TNT alpha_heads + alpha_norm
   bool svite_selector = false;    // SViTE token selector `gumbel`
+  // Per-block widths (a compacted SViTE model: fewer heads of the original head_dim, a
+  // narrower MLP). Empty = every block has num_heads x head_dim() and mlp_hidden.
+  // Otherwise exactly `depth` entries, each with num_heads, head_dim, mlp_hidden >= 1;
+  // block i's qkv is Linear(C, 3·heads·head_dim), proj Linear(heads·head_dim, C).
+  std::vector<BlockShape> block_shapes;
 
   // The backbone of `arch` without method heads.
   static VitOptions FromArchitecture(const Architecture& arch);
@@ -77,6 +83,8 @@ struct VitOptions {
   int num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
   int num_prefix_tokens() const { return distilled ? 2 : 1; }
   int head_dim() const { return embed_dim / num_heads; }
+  // Block i's widths: block_shapes[i], or the uniform shape.
+  BlockShape block_shape(int i) const;
 };
 
 // timm PatchEmbed: Conv2d, flatten, transpose. forward: [B, in, H, W] -> [B, P, C].
@@ -88,12 +96,13 @@ class PatchEmbedImpl : public torch::nn::Module {
 };
 TORCH_MODULE(PatchEmbed);
 
-// timm Attention: qkv Linear(C, 3C), heads split [B, N, 3, H, C/H], scale (C/H)^-0.5,
-// softmax, proj Linear(C, C). The pieces are exposed separately.
+// timm Attention: qkv Linear(C, 3A), heads split [B, N, 3, H, D], scale D^-0.5, softmax,
+// proj Linear(A, C), where D = head_dim and A = H·D (= C unless heads were pruned away).
+// The pieces are exposed separately.
 class AttentionImpl : public torch::nn::Module {
  public:
-  AttentionImpl(int embed_dim, int num_heads);
-  // [B, N, C] -> q, k, v, each [B, H, N, C/H] (views into one qkv buffer).
+  AttentionImpl(int embed_dim, int num_heads, int head_dim);
+  // [B, N, C] -> q, k, v, each [B, H, N, D] (views into one qkv buffer).
   std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> QKV(const torch::Tensor& x) const;
   // Post-softmax attention probabilities [B, H, N, N]: softmax(q kᵀ · scale + bias), with
   // `logit_bias` (broadcastable to [B, H, N, N]; e.g. ToMe's log(size)) added when defined.
@@ -105,6 +114,9 @@ class AttentionImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);
 
   int num_heads() const { return num_heads_; }
+  int head_dim() const { return head_dim_; }
+  // A = num_heads · head_dim: the width of q, k, v and of proj's input.
+  int64_t width() const { return static_cast<int64_t>(num_heads_) * head_dim_; }
   double scale() const { return scale_; }
 
   torch::nn::Linear qkv{nullptr};
@@ -112,6 +124,7 @@ class AttentionImpl : public torch::nn::Module {
 
  private:
   int num_heads_;
+  int head_dim_;
   double scale_;
 };
 TORCH_MODULE(Attention);
@@ -126,10 +139,11 @@ class MlpImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Mlp);
 
-// timm Block: x = x + attn(norm1(x)); x = x + mlp(norm2(x)).
+// timm Block: x = x + attn(norm1(x)); x = x + mlp(norm2(x)). `index` picks the block's
+// widths from o.block_shape(index).
 class BlockImpl : public torch::nn::Module {
  public:
-  BlockImpl(const VitOptions& o);
+  BlockImpl(const VitOptions& o, int index);
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::LayerNorm norm1{nullptr};
   Attention attn{nullptr};

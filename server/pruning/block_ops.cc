@@ -47,13 +47,13 @@ torch::Tensor AttentionResidual(BlockImpl& block, const torch::Tensor& x,
   AttentionImpl& attn = *block.attn;
   const int64_t b = x.size(0);
   const int64_t n = x.size(1);
-  const int64_t c = x.size(2);
+  const int64_t a = attn.width();  // heads x head_dim (< C after SViTE compaction)
   const int64_t heads = attn.num_heads();
-  torch::Tensor qkv = Linear(attn.qkv, ApplyNorm(block.norm1, x));  // [B, N, 3C]
+  torch::Tensor qkv = Linear(attn.qkv, ApplyNorm(block.norm1, x));  // [B, N, 3A]
   if (keys_out != nullptr) {
-    *keys_out = qkv.narrow(2, c, c).view({b, n, heads, c / heads}).transpose(1, 2);
+    *keys_out = qkv.narrow(2, a, a).view({b, n, heads, attn.head_dim()}).transpose(1, 2);
   }
-  torch::Tensor merged = FastAttention(qkv.narrow(2, 0, c), qkv.narrow(2, c, 2 * c), heads,
+  torch::Tensor merged = FastAttention(qkv.narrow(2, 0, a), qkv.narrow(2, a, 2 * a), heads,
                                        attn.scale(), key_bias, cls_probs_out);
   return Linear(attn.proj, merged).add_(x);
 }
@@ -72,14 +72,14 @@ torch::Tensor DenseBlock(BlockImpl& block, const torch::Tensor& x) {
 torch::Tensor PrefixOnlyBlock(BlockImpl& block, const torch::Tensor& x, int64_t rows,
                               const torch::Tensor& key_bias) {
   AttentionImpl& attn = *block.attn;
-  const int64_t c = x.size(2);
+  const int64_t a = attn.width();
   torch::Tensor h = ApplyNorm(block.norm1, x);
-  const torch::Tensor& w = attn.qkv->weight;  // [3C, C]: q rows, then k rows, then v rows
+  const torch::Tensor& w = attn.qkv->weight;  // [3A, C]: q rows, then k rows, then v rows
   const torch::Tensor& bias = attn.qkv->bias;
   // Queries of the prefix rows only; keys and values of every row.
   torch::Tensor q =
-      FastLinear(h.narrow(1, 0, rows).contiguous(), w.narrow(0, 0, c), bias.narrow(0, 0, c));
-  torch::Tensor kv = FastLinear(h, w.narrow(0, c, 2 * c), bias.narrow(0, c, 2 * c));
+      FastLinear(h.narrow(1, 0, rows).contiguous(), w.narrow(0, 0, a), bias.narrow(0, 0, a));
+  torch::Tensor kv = FastLinear(h, w.narrow(0, a, 2 * a), bias.narrow(0, a, 2 * a));
   torch::Tensor merged =
       FastAttention(q, kv, attn.num_heads(), attn.scale(), key_bias, /*cls_probs=*/nullptr);
   torch::Tensor y = Linear(attn.proj, merged).add_(x.narrow(1, 0, rows));
