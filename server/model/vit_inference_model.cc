@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/model/svite_compaction.h"
 #include "server/pruning/cost_model.h"
 
 namespace vitserve {
@@ -82,9 +83,11 @@ class VitInferenceModel : public InferenceModel {
  public:
   VitInferenceModel(ModelSpec spec, Vit vit, std::unique_ptr<TokenPruner> pruner,
                     torch::Device device, torch::ScalarType dtype, int max_sub_batch,
-                    std::vector<std::string> ignored_keys)
+                    std::vector<std::string> ignored_keys, double weight_zero_fraction)
       : spec_(std::move(spec)),
         vit_(std::move(vit)),
+        blocks_(BlockShapesOf(vit_->options())),
+        weight_zero_fraction_(weight_zero_fraction),
         pruner_(std::move(pruner)),
         device_(device),
         dtype_(dtype),
@@ -93,10 +96,9 @@ class VitInferenceModel : public InferenceModel {
 
   const ModelSpec& spec() const override { return spec_; }
 
-  std::vector<BlockShape> block_shapes() const override {
-    const Architecture& a = spec_.arch;
-    return std::vector<BlockShape>(a.depth, BlockShape{a.num_heads, a.head_dim(), a.mlp_hidden()});
-  }
+  std::vector<BlockShape> block_shapes() const override { return blocks_; }
+
+  double weight_zero_fraction() const override { return weight_zero_fraction_; }
 
   std::string device() const override { return device_.str(); }
 
@@ -106,8 +108,16 @@ class VitInferenceModel : public InferenceModel {
  private:
   absl::Status Validate(absl::Span<const ImageTensor* const> images, float keep_rate) const;
 
+  static std::vector<BlockShape> BlockShapesOf(const VitOptions& o) {
+    std::vector<BlockShape> out;
+    for (int i = 0; i < o.depth; ++i) out.push_back(o.block_shape(i));
+    return out;
+  }
+
   const ModelSpec spec_;
   Vit vit_;  // read-only after loading; forwards do not mutate it
+  const std::vector<BlockShape> blocks_;
+  const double weight_zero_fraction_;
   const std::unique_ptr<TokenPruner> pruner_;
   const torch::Device device_;
   const torch::ScalarType dtype_;
@@ -141,7 +151,7 @@ absl::StatusOr<std::vector<ImageResult>> VitInferenceModel::Run(
   if (absl::Status s = Validate(images, keep_rate); !s.ok()) return s;
   std::vector<ImageResult> results(images.size());
   if (images.empty()) return results;
-  absl::StatusOr<CostEstimate> cost = EstimateCost(spec_.arch, spec_.pruning, keep_rate);
+  absl::StatusOr<CostEstimate> cost = EstimateCost(spec_.arch, spec_.pruning, keep_rate, blocks_);
   if (!cost.ok()) return cost.status();
 
   const Architecture& a = spec_.arch;
@@ -169,7 +179,8 @@ absl::StatusOr<std::vector<ImageResult>> VitInferenceModel::Run(
       for (int64_t i = 0; i < n; ++i) {
         ImageResult& r = results[start + i];
         r.logits.assign(l + i * classes, l + (i + 1) * classes);
-        r.tokens_per_stage = out.tokens_per_stage;
+        r.tokens_per_stage = out.image_tokens_per_stage.empty() ? out.tokens_per_stage
+                                                                : out.image_tokens_per_stage[i];
         r.macs = cost->macs;
       }
     }
@@ -253,14 +264,23 @@ absl::StatusOr<std::unique_ptr<InferenceModel>> CreateInferenceModel(
   if (!pruner.ok()) return pruner.status();
   if (opts.intra_op_threads > 0) at::set_num_threads(opts.intra_op_threads);
   try {
-    Vit vit(VitOptions::FromSpec(spec.arch, spec.pruning));
-    absl::StatusOr<std::vector<std::string>> ignored = LoadStateDict(*vit, weights);
+    VitOptions options = VitOptions::FromSpec(spec.arch, spec.pruning);
+    const StateDict* to_load = &weights;
+    absl::StatusOr<SviteCompaction> compacted;
+    if (spec.pruning.method == Method::kSViTE) {
+      compacted = CompactSvite(spec.arch, weights);
+      if (!compacted.ok()) return compacted.status();
+      options.block_shapes = compacted->blocks;
+      to_load = &compacted->weights;
+    }
+    Vit vit(options);
+    absl::StatusOr<std::vector<std::string>> ignored = LoadStateDict(*vit, *to_load);
     if (!ignored.ok()) return ignored.status();
     vit->to(*device, *dtype);
     vit->eval();
-    return std::unique_ptr<InferenceModel>(
-        new VitInferenceModel(spec, std::move(vit), *std::move(pruner), *device, *dtype,
-                              opts.max_sub_batch, *std::move(ignored)));
+    return std::unique_ptr<InferenceModel>(new VitInferenceModel(
+        spec, std::move(vit), *std::move(pruner), *device, *dtype, opts.max_sub_batch,
+        *std::move(ignored), compacted.ok() ? compacted->weight_zero_fraction : 0.0));
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("LibTorch failure building model '", spec.name,
                                             "': ", e.what_without_backtrace()));
@@ -271,6 +291,14 @@ absl::StatusOr<std::unique_ptr<InferenceModel>> LoadInferenceModel(const ModelSp
                                                                    const ModelLoadOptions& opts) {
   absl::StatusOr<Checkpoint> ckpt = LoadCheckpoint(spec.weights_path);
   if (!ckpt.ok()) return ckpt.status();
+  if (spec.pruning.method == Method::kSViTE) {
+    try {
+      if (absl::Status s = ApplySviteMasks(ckpt->extra, &ckpt->model); !s.ok()) return s;
+    } catch (const c10::Error& e) {
+      return absl::InternalError(
+          absl::StrCat("LibTorch failure applying SViTE masks: ", e.what_without_backtrace()));
+    }
+  }
   return CreateInferenceModel(spec, ckpt->model, opts);
 }
 

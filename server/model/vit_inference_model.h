@@ -11,6 +11,11 @@
 // which are ignored and listed in ignored_keys() — a DynamicViT checkpoint may be served
 // dense for comparison.
 //
+// SViTE: the masks a .pth carries (Checkpoint::extra) are applied, then the pruned heads
+// and MLP units are removed and their constant contributions folded into the next bias
+// (svite_compaction.h); the module is built with the compacted per-block widths, which
+// block_shapes() reports and the MACs are computed from.
+//
 // Running: images are stacked into one [B, C, H, W] tensor, split into sub-batches of at
 // most max_sub_batch (CPU attention is memory-bound at large batch), each run under
 // torch::InferenceMode. Run() is thread-safe: the weights are read-only after loading

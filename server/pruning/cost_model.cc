@@ -265,12 +265,21 @@ absl::StatusOr<CostEstimate> EstimateCost(const Architecture& arch, const Prunin
       break;
     }
 
-    case Method::kSViTE:
-      if (rho < 1.0) {
-        return absl::UnimplementedError("SViTE token selection is not implemented yet");
+    case Method::kSViTE: {
+      // svite_pruner.cc: [CLS, k patches, one zero token of multiplicity N - 1 - k].
+      const int n = n0 + prefix;
+      const int k = SviteSelectCount(n, rho);
+      int slots = n;
+      if (k >= n) est.tokens_per_stage.push_back(n);  // the selector keeps everything
+      if (k < n) {
+        overhead += static_cast<uint64_t>(n) * c;  // the selector Linear(C, 1)
+        const bool zero_token = !spec.svite_plain_removal && n - 1 - k > 0;
+        slots = 1 + k + (zero_token ? 1 : 0);
+        est.tokens_per_stage.push_back(k + 1);  // real tokens: k + 1 at most (k if CLS ranked)
       }
-      for (auto& b : est.blocks) b = {n0 + prefix, n0 + prefix};
+      for (auto& b : est.blocks) b = {slots, slots};
       break;
+    }
   }
 
   est.macs = EmbedAndHeadMacs(arch) + ScheduleMacs(arch, est.blocks, blocks) + overhead;

@@ -26,7 +26,8 @@ struct BlockTokens {
 struct CostEstimate {
   float keep_rate = 1.0f;
   // Token count (incl. CLS / dist / fused) at the input and after each reduction
-  // point, e.g. EViT 0.7 on DeiT-S: {197, 140, 100, 72}; dense: {197}.
+  // point, e.g. EViT 0.7 on DeiT-S: {197, 140, 100, 72}; dense: {197}. SViTE: {N, k + 1},
+  // the most real tokens its selector keeps (blocks[] counts the zero token it adds).
   std::vector<int> tokens_per_stage;
   std::vector<BlockTokens> blocks;  // one entry per block
   int tome_r = 0;                   // ToMe: tokens merged per block

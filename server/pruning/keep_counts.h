@@ -40,6 +40,10 @@ inline int TriLevelKeep(int patches, double ratio) {
   return static_cast<int>(std::ceil(patches * ratio));
 }
 
+// SViTE (vision_transformer_data.py): the selector ranks all n tokens (CLS included) and
+// keeps the top int(n * rate), CLS forced on (so int(n * rate) or one more survive).
+inline int SviteSelectCount(int tokens, double rate) { return static_cast<int>(tokens * rate); }
+
 // ToMe (merge.py): merges min(r, (t - protected) / 2) tokens of t, where protected
 // counts the CLS and distillation tokens.
 inline int ToMeMergeCount(int r, int tokens, int protected_tokens) {

@@ -38,10 +38,19 @@ absl::StatusOr<std::unique_ptr<TokenPruner>> CreateTokenPruner(const Architectur
       return MakeTntPruner(std::move(locations), options);
     case Method::kSViTE:
     case Method::kTriLevel:
-      break;
+      if (arch.distilled) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("method '", MethodName(spec.method),
+                         "' has no distillation token in its official model; use distilled: "
+                         "false (a DeiT-distilled checkpoint can be served dense, evit, tome, "
+                         "dynamicvit or tnt)"));
+      }
+      if (spec.method == Method::kSViTE) {
+        return MakeSvitePruner(spec.svite_plain_removal, options);
+      }
+      return MakeTriLevelPruner(std::move(locations), spec.attn_ratio, options);
   }
-  return absl::UnimplementedError(
-      absl::StrCat("method '", MethodName(spec.method), "' is not implemented yet"));
+  return absl::InternalError("unknown method");
 }
 
 }  // namespace vitserve

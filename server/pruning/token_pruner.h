@@ -1,11 +1,15 @@
 // The eval-mode forward pass of each token-reduction method, behind one interface.
 // One implementation file per method (dense_pruner.cc, dynamicvit_pruner.cc,
-// evit_pruner.cc, tome_pruner.cc, tnt_pruner.cc); each restates the official eval-mode
+// evit_pruner.cc, tome_pruner.cc, tnt_pruner.cc, svite_pruner.cc, trilevel_pruner.cc);
+// each restates the official eval-mode
 // behaviour described in docs/PRUNING.md and really removes tokens (gather), never masks.
 //
 // Token counts: every image of a batch keeps the same number of tokens at every stage
 // (all methods use fixed keep counts), so a batch has one tokens_per_stage vector, equal
 // to EstimateCost(...).tokens_per_stage for the same spec and keep-rate (tests check it).
+// SViTE is the exception: its selector keeps k or k + 1 real tokens per image (CLS is
+// forced on), reported per image in image_tokens_per_stage; the batch runs on a layout
+// of the same size for every image.
 // A reduction point that would keep every token is skipped (same tokens, same logits).
 //
 // Thread-safety: a TokenPruner is immutable after creation; Forward() may run from many
@@ -30,6 +34,8 @@ namespace vitserve {
 struct PrunedOutput {
   torch::Tensor logits;               // [B, num_classes]
   std::vector<int> tokens_per_stage;  // tokens (incl. prefix / fused) at input and per stage
+  // When non-empty: one entry per image, overriding tokens_per_stage for that image.
+  std::vector<std::vector<int>> image_tokens_per_stage;
 };
 
 struct PrunerOptions {
@@ -56,9 +62,9 @@ class TokenPruner {
 };
 
 // The pruner for `spec.method` on `arch` (locations default to DefaultLocations()).
-// INVALID_ARGUMENT for locations outside [0, depth) or not increasing;
-// UNIMPLEMENTED for SViTE and Tri-Level (a later issue) and for TNT's random
-// pre-prune (tnt_seed != 0).
+// INVALID_ARGUMENT for locations outside [0, depth) or not increasing, and for SViTE /
+// Tri-Level on a distilled architecture (their official models have no dist token);
+// UNIMPLEMENTED for TNT's random pre-prune (tnt_seed != 0).
 absl::StatusOr<std::unique_ptr<TokenPruner>> CreateTokenPruner(const Architecture& arch,
                                                                const PruningSpec& spec,
                                                                const PrunerOptions& options = {});
@@ -72,6 +78,9 @@ std::unique_ptr<TokenPruner> MakeEvitPruner(std::vector<int> locations,
 std::unique_ptr<TokenPruner> MakeToMePruner(const Architecture& arch, const PrunerOptions& options);
 std::unique_ptr<TokenPruner> MakeTntPruner(std::vector<int> locations,
                                            const PrunerOptions& options);
+std::unique_ptr<TokenPruner> MakeSvitePruner(bool plain_removal, const PrunerOptions& options);
+std::unique_ptr<TokenPruner> MakeTriLevelPruner(std::vector<int> locations, float attn_ratio,
+                                                const PrunerOptions& options);
 
 }  // namespace vitserve
 

@@ -325,8 +325,8 @@ absl::StatusOr<std::unique_ptr<InferenceServiceImpl>> InferenceServiceImpl::Crea
     state->method = std::string(MethodName(spec.pruning.method));
     const std::vector<BlockShape> blocks = state->served.model->block_shapes();
     state->dense_macs = DenseMacs(spec.arch, blocks);
-    absl::StatusOr<vitserve::v1::ModelInfo> info =
-        BuildModelInfo(spec, blocks, state->served.model->device());
+    absl::StatusOr<vitserve::v1::ModelInfo> info = BuildModelInfo(
+        spec, blocks, state->served.model->device(), state->served.model->weight_zero_fraction());
     if (!info.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("model '", spec.name, "': ", info.status().message()));

@@ -35,7 +35,8 @@ std::vector<float> KeepRateGrid(const PruningSpec& pruning) {
 
 absl::StatusOr<vitserve::v1::ModelInfo> BuildModelInfo(const ModelSpec& spec,
                                                        const std::vector<BlockShape>& blocks,
-                                                       const std::string& device) {
+                                                       const std::string& device,
+                                                       double weight_zero_fraction) {
   vitserve::v1::ModelInfo info;
   info.set_name(spec.name);
   info.set_version(spec.version);
@@ -91,6 +92,7 @@ absl::StatusOr<vitserve::v1::ModelInfo> BuildModelInfo(const ModelSpec& spec,
     p->set_macs(c.macs);
   }
   info.set_device(device);
+  info.set_weight_zero_fraction(weight_zero_fraction);
   return info;
 }
 

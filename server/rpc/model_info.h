@@ -22,11 +22,13 @@ std::vector<float> KeepRateGrid(const PruningSpec& pruning);
 
 // Name, version, method, architecture, preprocessing, keep-rate range, dense MACs, the
 // grid (tokens per stage and MACs per keep-rate from EstimateCost), labels, per-block
-// shapes, calibration points and device. Errors: whatever EstimateCost reports for a
-// keep-rate of the grid (INVALID_ARGUMENT).
+// shapes (MACs use them: a compacted SViTE model reports its real cost), calibration
+// points, device and the weights' zero fraction. Errors: whatever EstimateCost reports
+// for a keep-rate of the grid (INVALID_ARGUMENT).
 absl::StatusOr<vitserve::v1::ModelInfo> BuildModelInfo(const ModelSpec& spec,
                                                        const std::vector<BlockShape>& blocks,
-                                                       const std::string& device);
+                                                       const std::string& device,
+                                                       double weight_zero_fraction = 0.0);
 
 }  // namespace vitserve
 

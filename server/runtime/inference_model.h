@@ -42,6 +42,10 @@ class InferenceModel {
   // Per-block shapes after compaction (SViTE); uniform otherwise.
   virtual std::vector<BlockShape> block_shapes() const = 0;
 
+  // Fraction of exact zeros among the block weight matrices as served (SViTE's
+  // unstructured sparsity); 0 when not measured.
+  virtual double weight_zero_fraction() const { return 0.0; }
+
   // Runs all `images` as one batch at `keep_rate` in (0, 1] (1 = dense schedule of the
   // method). Every image must have the model's input shape. Returns one result per
   // image, in order. Errors: INVALID_ARGUMENT (shape / keep-rate), INTERNAL (LibTorch

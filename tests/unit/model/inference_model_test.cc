@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -11,6 +12,7 @@
 
 #include "gtest/gtest.h"
 #include "server/checkpoint/checkpoint.h"
+#include "server/model/svite_compaction.h"
 #include "server/model/vit_inference_model.h"
 #include "server/pruning/cost_model.h"
 
@@ -249,8 +251,110 @@ TEST(InferenceModelTest, SpecAndDeviceErrors) {
   ModelSpec odd = spec;
   odd.arch.num_heads = 5;
   EXPECT_EQ(CreateInferenceModel(odd, w, {}).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(CreateInferenceModel(TinySpec(Method::kTriLevel), w, {}).status().code(),
-            absl::StatusCode::kUnimplemented);
+  ModelSpec distilled_svite = TinySpec(Method::kSViTE);
+  distilled_svite.arch.distilled = true;
+  EXPECT_EQ(
+      CreateInferenceModel(distilled_svite, RandomWeights(distilled_svite, 2), {}).status().code(),
+      absl::StatusCode::kInvalidArgument);
+}
+
+// SViTE-style pruning of TinySpec weights (C = 32, 4 heads of 8, MLP 128):
+//   block 0: heads 1, 3 fully masked (q, k, v rows), MLP units 0..63 masked (fc1 row and
+//            fc2 column) -- the official structured masks;
+//   block 1: only the v rows of head 0 zero (q, k live), fc1 rows of units 0..31 zero
+//            (their GELU(bias) output is a constant that must be folded);
+//   block 2: every head masked (one must stay), fc2 columns of units 10..20 zero;
+//   block 3: untouched.
+StateDict SvitePruned(StateDict w) {
+  for (auto& [key, t] : w) t = t.clone();  // the map copy shares storage with the input
+  const int64_t c = 32, d = 8;
+  auto rows = [&](int block, int64_t start, int64_t len) {
+    w["blocks." + std::to_string(block) + ".attn.qkv.weight"].narrow(0, start, len).zero_();
+  };
+  for (int64_t h : {1, 3}) {
+    for (int part = 0; part < 3; ++part) rows(0, part * c + h * d, d);
+  }
+  w["blocks.0.mlp.fc1.weight"].narrow(0, 0, 64).zero_();
+  w["blocks.0.mlp.fc2.weight"].narrow(1, 0, 64).zero_();
+  rows(1, 2 * c, d);
+  w["blocks.1.mlp.fc1.weight"].narrow(0, 0, 32).zero_();
+  rows(2, 0, 3 * c);
+  w["blocks.2.mlp.fc2.weight"].narrow(1, 10, 11).zero_();
+  return w;
+}
+
+TEST(InferenceModelTest, SviteCompactionKeepsTheLogits) {
+  const ModelSpec spec = TinySpec(Method::kSViTE);
+  const StateDict w = SvitePruned(RandomWeights(spec, 21));
+  auto compacted = CompactSvite(spec.arch, w);
+  ASSERT_TRUE(compacted.ok()) << compacted.status();
+  EXPECT_EQ(compacted->heads_removed, 2 + 1 + 3);
+  EXPECT_EQ(compacted->mlp_units_removed, 64 + 32 + 11);
+  ASSERT_EQ(compacted->blocks.size(), 4u);
+  const int want[4][2] = {{2, 64}, {3, 96}, {1, 117}, {4, 128}};
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(compacted->blocks[i].num_heads, want[i][0]) << "block " << i;
+    EXPECT_EQ(compacted->blocks[i].head_dim, 8) << "block " << i;
+    EXPECT_EQ(compacted->blocks[i].mlp_hidden, want[i][1]) << "block " << i;
+  }
+  // Block 2 keeps one fully masked head: its zero rows are unstructured zeros now.
+  EXPECT_GT(compacted->weight_zero_fraction, 0.0);
+  EXPECT_LT(compacted->weight_zero_fraction, 0.1);
+
+  // The compacted model against the masked weights run dense and uncompacted.
+  auto svite = MustCreate(spec, w);
+  auto dense = MustCreate(TinySpec(Method::kDense), w);
+  ASSERT_TRUE(svite && dense);
+  EXPECT_EQ(svite->block_shapes()[1].num_heads, 3);
+  EXPECT_LT(DenseMacs(spec.arch, svite->block_shapes()), DenseMacs(spec.arch));
+  const std::vector<ImageTensor> images = RandomImages(3, 5);
+  auto got = svite->Run(Ptrs(images), 1.0f);
+  auto want_logits = dense->Run(Ptrs(images), 1.0f);
+  ASSERT_TRUE(got.ok() && want_logits.ok());
+  EXPECT_LT(MaxDiff(*got, *want_logits), 1e-4f);
+  // Dropping the pruned units without folding their constants (what zeroing the pruned
+  // head's v-bias and the fc1-pruned units' bias computes) moves the logits visibly, so
+  // the check above is not vacuous.
+  StateDict no_bias = w;
+  no_bias["blocks.1.attn.qkv.bias"] = w.at("blocks.1.attn.qkv.bias").clone();
+  no_bias["blocks.1.attn.qkv.bias"].narrow(0, 2 * 32, 8).zero_();
+  no_bias["blocks.1.mlp.fc1.bias"] = w.at("blocks.1.mlp.fc1.bias").clone();
+  no_bias["blocks.1.mlp.fc1.bias"].narrow(0, 0, 32).zero_();
+  auto changed = MustCreate(TinySpec(Method::kDense), no_bias);
+  auto moved = changed->Run(Ptrs(images), 1.0f);
+  ASSERT_TRUE(moved.ok());
+  EXPECT_GT(MaxDiff(*moved, *want_logits), 1e-2f);
+
+  // Token selection: k = int(65 * 0.5) = 32; CLS forced on, so 32 or 33 real tokens.
+  auto half = svite->Run(Ptrs(images), 0.5f);
+  ASSERT_TRUE(half.ok()) << half.status();
+  for (const ImageResult& r : *half) {
+    ASSERT_EQ(r.tokens_per_stage.size(), 2u);
+    EXPECT_EQ(r.tokens_per_stage[0], 65);
+    EXPECT_TRUE(r.tokens_per_stage[1] == 32 || r.tokens_per_stage[1] == 33)
+        << r.tokens_per_stage[1];
+    EXPECT_LT(r.macs, (*got)[0].macs);
+  }
+}
+
+TEST(InferenceModelTest, SviteMasksAreAppliedAndChecked) {
+  const ModelSpec spec = TinySpec(Method::kSViTE);
+  StateDict w = RandomWeights(spec, 22);
+  const StateDict masked = SvitePruned(w);
+  std::map<std::string, StateDict> extra;
+  for (const char* key : {"blocks.0.attn.qkv.weight", "blocks.0.mlp.fc1.weight"}) {
+    extra["atten_mask"][std::string(key) + "_mask"] = (masked.at(key) != 0).to(torch::kFloat);
+  }
+  extra["optimizer"]["state"] = torch::ones({1});  // other entries are ignored
+  ASSERT_TRUE(ApplySviteMasks(extra, &w).ok());
+  EXPECT_TRUE(
+      torch::equal(w.at("blocks.0.attn.qkv.weight"), masked.at("blocks.0.attn.qkv.weight")));
+  EXPECT_TRUE(torch::equal(w.at("blocks.0.mlp.fc1.weight"), masked.at("blocks.0.mlp.fc1.weight")));
+  extra["other_mask"]["blocks.0.mlp.fc2.weight_mask"] = torch::ones({3, 3});
+  EXPECT_EQ(ApplySviteMasks(extra, &w).code(), absl::StatusCode::kInvalidArgument);
+  extra["other_mask"].clear();
+  extra["other_mask"]["blocks.9.mlp.fc2.weight_mask"] = torch::ones({32, 128});
+  EXPECT_EQ(ApplySviteMasks(extra, &w).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(InferenceModelTest, LoadsSafetensorsCheckpoint) {

@@ -127,6 +127,29 @@ TEST(CostModelTest, TriLevelTokenCounts) {
             (std::vector<int>{197, 139, 98, 69}));
 }
 
+// SViTE: k = int(197 * keep) real tokens (+ CLS when it was not ranked), and the blocks
+// run on [CLS, k patches, one zero token with multiplicity 196 - k].
+TEST(CostModelTest, SviteSelectorSchedule) {
+  const uint64_t c = 384;
+  for (auto [keep, k] : {std::pair<float, int>{0.7f, 137}, {0.5f, 98}}) {
+    CostEstimate e = Estimate(DeitS(), Method::kSViTE, keep);
+    EXPECT_EQ(e.tokens_per_stage, (std::vector<int>{197, k + 1})) << keep;
+    for (const BlockTokens& b : e.blocks) {
+      EXPECT_EQ(b.attn_tokens, k + 2) << keep;
+      EXPECT_EQ(b.mlp_tokens, k + 2) << keep;
+    }
+    const uint64_t n = k + 2;
+    const uint64_t block = 12 * n * c * c + 2 * n * n * c;
+    const uint64_t embed_head = 196 * c * 768 + c * 1000;
+    EXPECT_EQ(e.macs, embed_head + 12 * block + 197 * c) << keep;  // + the selector
+  }
+  PruningSpec plain = Spec(Method::kSViTE);
+  plain.svite_plain_removal = true;
+  absl::StatusOr<CostEstimate> p = EstimateCost(DeitS(), plain, 0.5f);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->blocks[0].attn_tokens, 99);  // no zero token
+}
+
 TEST(CostModelTest, ToMeMergesInEveryBlock) {
   absl::StatusOr<CostEstimate> e = EstimateToMeCost(DeitS(), 13);
   ASSERT_TRUE(e.ok());
@@ -214,8 +237,6 @@ TEST(CostModelTest, RejectsBadInputs) {
   odd.num_heads = 5;
   EXPECT_EQ(EstimateCost(odd, Spec(Method::kDense), 1.0f).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(EstimateCost(DeitS(), Spec(Method::kSViTE), 0.5f).status().code(),
-            absl::StatusCode::kUnimplemented);
   EXPECT_EQ(EstimateToMeCost(DeitS(), -1).status().code(), absl::StatusCode::kInvalidArgument);
 }
 

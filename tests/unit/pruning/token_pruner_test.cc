@@ -316,7 +316,8 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(TokenPrunerTest, ReductionActuallyRemovesTokens) {
   const Architecture arch = TinyArch(false);
-  for (Method m : {Method::kDynamicViT, Method::kEViT, Method::kToMe, Method::kTNT}) {
+  for (Method m : {Method::kDynamicViT, Method::kEViT, Method::kToMe, Method::kTNT, Method::kSViTE,
+                   Method::kTriLevel}) {
     Vit vit = MakeVit(arch, Spec(m), 3);
     auto pruner = CreateTokenPruner(arch, Spec(m));
     ASSERT_TRUE(pruner.ok());
@@ -329,7 +330,9 @@ TEST(TokenPrunerTest, ReductionActuallyRemovesTokens) {
 
 TEST(TokenPrunerTest, KeepRateOneEqualsDense) {
   const Architecture arch = TinyArch(false);
-  for (Method m : {Method::kDynamicViT, Method::kEViT, Method::kToMe, Method::kTNT}) {
+  // Not Tri-Level: its eps-softmax differs from dense by design (golden tests cover it).
+  for (Method m :
+       {Method::kDynamicViT, Method::kEViT, Method::kToMe, Method::kTNT, Method::kSViTE}) {
     Vit vit = MakeVit(arch, Spec(m), 4);
     torch::InferenceMode guard;
     const torch::Tensor images = Images(2, 9);
@@ -344,7 +347,8 @@ TEST(TokenPrunerTest, KeepRateOneEqualsDense) {
 
 TEST(TokenPrunerTest, BatchEqualsImageByImage) {
   const Architecture arch = TinyArch(false);
-  for (Method m : {Method::kDynamicViT, Method::kEViT, Method::kToMe, Method::kTNT}) {
+  for (Method m : {Method::kDynamicViT, Method::kEViT, Method::kToMe, Method::kTNT, Method::kSViTE,
+                   Method::kTriLevel}) {
     Vit vit = MakeVit(arch, Spec(m), 8);
     auto pruner = CreateTokenPruner(arch, Spec(m));
     ASSERT_TRUE(pruner.ok());
@@ -377,10 +381,12 @@ TEST(TokenPrunerTest, ToMeExplicitMergeCount) {
 
 TEST(TokenPrunerTest, FactoryErrors) {
   const Architecture arch = TinyArch(false);
-  EXPECT_EQ(CreateTokenPruner(arch, Spec(Method::kSViTE)).status().code(),
-            absl::StatusCode::kUnimplemented);
-  EXPECT_EQ(CreateTokenPruner(arch, Spec(Method::kTriLevel)).status().code(),
-            absl::StatusCode::kUnimplemented);
+  for (Method m : {Method::kSViTE, Method::kTriLevel}) {
+    EXPECT_TRUE(CreateTokenPruner(arch, Spec(m)).ok()) << MethodName(m);
+    EXPECT_EQ(CreateTokenPruner(TinyArch(true), Spec(m)).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << MethodName(m) << " has no distillation token";
+  }
   PruningSpec tnt = Spec(Method::kTNT);
   tnt.tnt_seed = 42;
   EXPECT_EQ(CreateTokenPruner(arch, tnt).status().code(), absl::StatusCode::kUnimplemented);
