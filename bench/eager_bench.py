@@ -45,23 +45,45 @@ def build_weights(cfg: reference.ViTConfig, seed: int) -> Dict[str, torch.Tensor
     sd = make_golden.make_backbone(cfg, seed)
     make_golden.add_dynamicvit_predictors(sd, cfg, seed + 1)
     make_golden.add_tnt_alpha_heads(sd, cfg, seed + 2)
+    sd["gumbel.weight"] = torch.randn(1, cfg.embed_dim) * cfg.embed_dim**-0.5
+    sd["gumbel.bias"] = torch.zeros(1)
     return sd
 
 
+def half_pruned(sd, cfg: reference.ViTConfig):
+    """SViTE's structured masks as the official code runs them: half the heads (q, k, v
+    rows) and half the MLP units (fc1 rows, fc2 columns) zeroed, shapes unchanged."""
+    out = {k: v.clone() for k, v in sd.items()}
+    c, d, h, hidden = cfg.embed_dim, cfg.head_dim, cfg.num_heads, cfg.mlp_hidden
+    for i in range(cfg.depth):
+        p = f"blocks.{i}."
+        for part in range(3):
+            out[p + "attn.qkv.weight"][part * c + (h // 2) * d : (part + 1) * c] = 0
+        out[p + "mlp.fc1.weight"][hidden // 2 :] = 0
+        out[p + "mlp.fc2.weight"][:, hidden // 2 :] = 0
+    return out
+
+
 def configs(
-    methods: List[str], keep_rates: List[float], cfg: reference.ViTConfig
+    methods: List[str], keep_rates: List[float], cfg: reference.ViTConfig, attn_ratio: float
 ) -> Iterator[Tuple[str, Optional[float], Optional[int]]]:
-    """(method, keep_rate, tome_r) to measure, dense first."""
+    """(method label, keep_rate, tome_r) to measure, dense first. Labels as in
+    vitserve_bench: "trilevel+attn0.50" is Tri-Level with its attention level."""
     if "dense" in methods:
         yield "dense", 1.0, None
     for m in methods:
         if m == "dense":
             continue
+        if m == "svite":
+            yield m, 1.0, None
         for kr in keep_rates:
             r = reference.tome_r_for_keep_rate(cfg, kr) if m == "tome" else None
             yield m, kr, r
         if m == "tome":
             yield m, None, TOME_PUBLISHED_R
+        if m == "trilevel" and attn_ratio > 0:
+            for kr in keep_rates:
+                yield f"trilevel+attn{attn_ratio:.2f}", kr, None
 
 
 def macs(cfg: reference.ViTConfig, method: str, keep_rate: Optional[float], r: Optional[int]):
@@ -80,10 +102,12 @@ def time_config(
 ) -> Tuple[int, float]:
     """Warm up, then run for `seconds` (at least min_iters); returns (iters, elapsed)."""
 
+    name, _, attn = method.partition("+attn")
+
     def run() -> None:
         reference.forward(
-            sd, cfg, images, method, 1.0 if keep_rate is None else keep_rate,
-            tome_r=tome_r, track_margins=False,
+            sd, cfg, images, name, 1.0 if keep_rate is None else keep_rate,
+            tome_r=tome_r, attn_ratio=float(attn) if attn else 0.0, track_margins=False,
         )
 
     with torch.inference_mode():
@@ -106,15 +130,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="timed wall time per config")
     ap.add_argument("--min-iters", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--trilevel-attn-ratio", type=float, default=0.5,
+                    help="extra Tri-Level rows with the attention level (0 = none)")
     ap.add_argument("--out", help="append JSON lines here instead of stdout")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     cfg = DEIT_S
     sd = build_weights(cfg, args.seed)
+    svite_sd = half_pruned(sd, cfg) if "svite" in args.methods else None
     methods = [m for m in args.methods.split(",") if m]
     for m in methods:
-        if m not in ("dense", "dynamicvit", "evit", "tome", "tnt"):
+        if m not in ("dense", "dynamicvit", "evit", "tome", "tnt", "svite", "trilevel"):
             ap.error(f"unsupported method {m}")
     keep_rates = [float(v) for v in args.keep_rates.split(",") if v]
     batches = [int(v) for v in args.batch_sizes.split(",") if v]
@@ -123,10 +150,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         for batch in batches:
             images = torch.randn(batch, 3, cfg.image_size, cfg.image_size, generator=gen)
-            for method, kr, r in configs(methods, keep_rates, cfg):
+            for method, kr, r in configs(methods, keep_rates, cfg, args.trilevel_attn_ratio):
                 load_1m = os.getloadavg()[0]  # a shared box skews eager numbers badly
+                weights = svite_sd if method == "svite" else sd
                 iters, elapsed = time_config(
-                    sd, cfg, images, method, kr, r, args.seconds, args.min_iters
+                    weights, cfg, images, method, kr, r, args.seconds, args.min_iters
                 )
                 m = macs(cfg, method, kr, r)
                 rec = {

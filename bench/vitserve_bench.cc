@@ -2,16 +2,22 @@
 // InferenceModel::Run: image stacking, sub-batching, the method's forward) on a
 // DeiT-S-shaped model with random weights at 224².
 //
-// For dense and each method at each keep-rate (plus ToMe at the published r = 13) and
-// each batch size, it warms up once, then runs for --seconds of wall time (at least
+// For dense and each method at each keep-rate (plus ToMe at the published r = 13, SViTE
+// at keep 1.0 = compaction alone, Tri-Level with its attention level at
+// --trilevel_attn_ratio) and each batch size, it warms up once, then runs for --seconds of wall
+// time (at least
 // --min_iters runs) and reports images/s. Output: a Markdown table on stdout (img/s per
 // batch, the realised speed-up over dense next to the MACs ratio), and with --json_out
 // one JSON object per configuration and batch, in the same fields as bench/eager_bench.py
 // so bench/run_inprocess.sh can put both side by side.
 //
+// SViTE runs on DeiT-S weights with 50% of the heads (3 of 6 per block) and 50% of the
+// MLP units masked, the shape of SViTE's `deit_small_patch16_224_50`; the server compacts
+// them at load time, and the MACs ratio is against the unpruned dense DeiT-S.
+//
 // Usage: vitserve_bench [--threads=2] [--batch_sizes=1,8,32] [--keep_rates=0.9,0.7,0.5]
-//          [--methods=dense,dynamicvit,evit,tome,tnt] [--seconds=3] [--max_sub_batch=8]
-//          [--json_out=FILE]
+//          [--methods=dense,dynamicvit,evit,tome,tnt,svite,trilevel] [--seconds=3]
+//          [--max_sub_batch=8] [--trilevel_attn_ratio=0.5] [--json_out=FILE]
 #include <torch/torch.h>
 
 #include <chrono>
@@ -40,6 +46,10 @@ ABSL_FLAG(double, seconds, 3.0, "timed wall time per configuration and batch siz
 ABSL_FLAG(int, min_iters, 1, "minimum timed runs per configuration and batch size");
 ABSL_FLAG(int, max_sub_batch, 8, "ModelLoadOptions::max_sub_batch (0 = no split)");
 ABSL_FLAG(int, tome_published_r, 13, "extra ToMe row at this r (0 = none)");
+ABSL_FLAG(bool, svite_plain_removal, false,
+          "extra SViTE rows with the zeroed tokens simply removed (approximate)");
+ABSL_FLAG(double, trilevel_attn_ratio, 0.5,
+          "extra Tri-Level rows with the attention level at this ratio (0 = none)");
 ABSL_FLAG(std::string, json_out, "", "append one JSON line per measurement to this file");
 ABSL_FLAG(int, seed, 0, "weight / image seed");
 
@@ -53,8 +63,18 @@ constexpr double kGiga = 1e9;
 struct Config {
   Method method;
   float keep_rate;
-  int tome_r;  // -1 = from the keep-rate
+  int tome_r;                  // -1 = from the keep-rate
+  float attn_ratio = 0.0f;     // Tri-Level attention level (0 = off)
+  bool plain_removal = false;  // SViTE without the zero token
 };
+
+// "trilevel" or "trilevel+attn0.50": the method column and JSON "method".
+std::string Label(const Config& c) {
+  std::string name(MethodName(c.method));
+  if (c.attn_ratio > 0.0f) name += absl::StrFormat("+attn%.2f", c.attn_ratio);
+  if (c.plain_removal) name += "+plain";
+  return name;
+}
 
 struct Row {
   Config config;
@@ -66,11 +86,12 @@ std::vector<std::string> SplitList(const std::string& s) {
   return absl::StrSplit(s, ',', absl::SkipEmpty());
 }
 
-// DeiT-S weights plus every method head (DynamicViT predictors, TNT alpha heads).
+// DeiT-S weights plus every method head (DynamicViT predictors, TNT alpha heads, the
+// SViTE selector).
 StateDict RandomWeights(const Architecture& arch, int seed) {
   torch::manual_seed(seed);
   StateDict out;
-  for (Method m : {Method::kDynamicViT, Method::kTNT}) {
+  for (Method m : {Method::kDynamicViT, Method::kTNT, Method::kSViTE}) {
     PruningSpec p;
     p.method = m;
     Vit vit(VitOptions::FromSpec(arch, p));
@@ -81,6 +102,24 @@ StateDict RandomWeights(const Architecture& arch, int seed) {
       out[item.key()] = norm_weight ? torch::ones(item.value().sizes())
                                     : torch::randn(item.value().sizes()) * kWeightStd;
     }
+  }
+  return out;
+}
+
+// `dense` with SViTE's structured masks applied: heads [H/2, H) of every block (their q,
+// k, v rows) and MLP units [hidden/2, hidden) (fc1 rows, fc2 columns) zeroed.
+StateDict HalfPruned(const Architecture& arch, const StateDict& dense) {
+  StateDict out;
+  for (const auto& [k, t] : dense) out[k] = t.clone();
+  const int64_t c = arch.embed_dim, d = arch.head_dim(), h = arch.num_heads;
+  const int64_t hidden = arch.mlp_hidden();
+  for (int i = 0; i < arch.depth; ++i) {
+    const std::string p = "blocks." + std::to_string(i) + ".";
+    for (int part = 0; part < 3; ++part) {
+      out[p + "attn.qkv.weight"].narrow(0, part * c + (h / 2) * d, (h - h / 2) * d).zero_();
+    }
+    out[p + "mlp.fc1.weight"].narrow(0, hidden / 2, hidden - hidden / 2).zero_();
+    out[p + "mlp.fc2.weight"].narrow(1, hidden / 2, hidden - hidden / 2).zero_();
   }
   return out;
 }
@@ -130,13 +169,22 @@ int Main() {
       configs.push_back({*m, 1.0f, -1});
       continue;
     }
+    if (*m == Method::kSViTE) configs.push_back({*m, 1.0f, -1});  // compaction alone
     for (float k : keeps) configs.push_back({*m, k, -1});
     if (*m == Method::kToMe && absl::GetFlag(FLAGS_tome_published_r) > 0) {
       configs.push_back({*m, 1.0f, absl::GetFlag(FLAGS_tome_published_r)});
     }
+    if (*m == Method::kSViTE && absl::GetFlag(FLAGS_svite_plain_removal)) {
+      for (float k : keeps) configs.push_back({*m, k, -1, 0.0f, true});
+    }
+    const float attn = static_cast<float>(absl::GetFlag(FLAGS_trilevel_attn_ratio));
+    if (*m == Method::kTriLevel && attn > 0.0f) {
+      for (float k : keeps) configs.push_back({*m, k, -1, attn});
+    }
   }
 
   const StateDict weights = RandomWeights(arch, absl::GetFlag(FLAGS_seed));
+  const StateDict half_pruned = HalfPruned(arch, weights);
   int max_batch = 1;
   for (int b : batches) max_batch = std::max(max_batch, b);
   const std::vector<ImageTensor> images = RandomImages(arch, max_batch, absl::GetFlag(FLAGS_seed));
@@ -155,13 +203,15 @@ int Main() {
     spec.name = "deit_s_bench";
     spec.arch = arch;
     spec.pruning.method = c.method;
+    spec.pruning.attn_ratio = c.attn_ratio;
+    spec.pruning.svite_plain_removal = c.plain_removal;
     ModelLoadOptions opts;
     opts.max_sub_batch = absl::GetFlag(FLAGS_max_sub_batch);
     opts.intra_op_threads = threads;
     PrunerOptions pruner;
     pruner.tome_r = c.tome_r;
-    absl::StatusOr<std::unique_ptr<InferenceModel>> model =
-        CreateInferenceModel(spec, weights, opts, pruner);
+    absl::StatusOr<std::unique_ptr<InferenceModel>> model = CreateInferenceModel(
+        spec, c.method == Method::kSViTE ? half_pruned : weights, opts, pruner);
     if (!model.ok()) {
       std::fprintf(stderr, "%s: %s\n", std::string(MethodName(c.method)).c_str(),
                    model.status().ToString().c_str());
@@ -169,9 +219,9 @@ int Main() {
     }
     Row row;
     row.config = c;
-    absl::StatusOr<CostEstimate> cost = c.tome_r >= 0
-                                            ? EstimateToMeCost(arch, c.tome_r)
-                                            : EstimateCost(arch, spec.pruning, c.keep_rate);
+    absl::StatusOr<CostEstimate> cost =
+        c.tome_r >= 0 ? EstimateToMeCost(arch, c.tome_r)
+                      : EstimateCost(arch, spec.pruning, c.keep_rate, (*model)->block_shapes());
     row.macs = cost.ok() ? cost->macs : 0;
     const int tome_r = c.method == Method::kToMe ? (cost.ok() ? cost->tome_r : -1) : -1;
     for (int b : batches) {
@@ -191,14 +241,13 @@ int Main() {
       const double ips = b * iters / elapsed;
       row.images_per_s[b] = ips;
       std::fprintf(stderr, "%-10s keep %.2f r %3d batch %2d: %7.2f img/s (%d runs, %.1f s)\n",
-                   std::string(MethodName(c.method)).c_str(), c.keep_rate, tome_r, b, ips, iters,
-                   elapsed);
+                   Label(c).c_str(), c.keep_rate, tome_r, b, ips, iters, elapsed);
       if (json.is_open()) {
         json << absl::StrFormat(
             "{\"impl\": \"vitserve\", \"method\": \"%s\", \"keep_rate\": %s, \"tome_r\": %s, "
             "\"batch\": %d, \"images_per_s\": %.4f, \"iters\": %d, \"seconds\": %.3f, "
             "\"threads\": %d, \"gmacs\": %.4f}\n",
-            MethodName(c.method), c.tome_r >= 0 ? "null" : absl::StrFormat("%.2f", c.keep_rate),
+            Label(c), c.tome_r >= 0 ? "null" : absl::StrFormat("%.2f", c.keep_rate),
             tome_r >= 0 ? absl::StrCat(tome_r) : "null", b, ips, iters, elapsed, threads,
             row.macs / kGiga);
         json.flush();
@@ -226,7 +275,7 @@ int Main() {
             : (r.config.tome_r >= 0 ? r.config.tome_r
                                     : ToMeMergeCountForKeepRate(arch, r.config.keep_rate));
     std::string line =
-        absl::StrFormat("| %s | %s | %s | %.2f | %.2fx |", MethodName(r.config.method),
+        absl::StrFormat("| %s | %s | %s | %.2f | %.2fx |", Label(r.config),
                         r.config.tome_r >= 0 ? "-" : absl::StrFormat("%.2f", r.config.keep_rate),
                         tome_r >= 0 ? absl::StrCat(tome_r) : "-", r.macs / kGiga,
                         r.macs > 0 ? static_cast<double>(dense_macs) / r.macs : 0.0);
