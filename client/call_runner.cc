@@ -2,16 +2,28 @@
 
 #include <utility>
 
+#include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/bench_report.h"
+#include "client/client_flags.h"
+#include "server/tls/tls_credentials.h"
 
 namespace vitserve::client {
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server) {
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& server) {
+  const bool use_tls = absl::GetFlag(FLAGS_tls) || !absl::GetFlag(FLAGS_tls_ca).empty() ||
+                       !absl::GetFlag(FLAGS_tls_cert).empty();
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = MakeChannelCredentials(
+      use_tls,
+      {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key)});
+  if (!credentials.ok()) return credentials.status();
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);  // logits of large label sets
-  return grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
+  if (!absl::GetFlag(FLAGS_tls_server_name).empty()) {
+    args.SetSslTargetNameOverride(absl::GetFlag(FLAGS_tls_server_name));
+  }
+  return grpc::CreateCustomChannel(server, *credentials, args);
 }
 
 void SetTimeout(grpc::ClientContext* ctx, absl::Duration timeout) {

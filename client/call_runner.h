@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
@@ -17,8 +18,12 @@
 
 namespace vitserve::client {
 
-// Insecure channel to `server` (host:port), loopback / cluster use.
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server);
+// A channel to `server` (host:port): plaintext by default; TLS when --tls, --tls_ca or
+// --tls_cert is set (server verified against --tls_ca, or gRPC's default roots), with a
+// client certificate (--tls_cert, --tls_key) for mutual TLS, and --tls_server_name
+// overriding the name checked against the server certificate. Errors: unreadable or
+// non-PEM files, incomplete combinations (NOT_FOUND / INVALID_ARGUMENT).
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& server);
 
 // Sets the context's deadline `timeout` from now; a zero or infinite timeout sets none.
 void SetTimeout(grpc::ClientContext* ctx, absl::Duration timeout);

@@ -4,6 +4,12 @@
 
 // Connection and request (classify, bench, models, info, health).
 ABSL_FLAG(std::string, server, "127.0.0.1:8500", "vitserve gRPC address host:port");
+ABSL_FLAG(bool, tls, false, "Connect with TLS (implied by --tls_ca / --tls_cert)");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA bundle the server certificate must chain to");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate (mutual TLS), with --tls_key");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "Name to verify in the server certificate instead of the --server host");
 ABSL_FLAG(std::string, model, "", "Model name; empty = the server's default model");
 ABSL_FLAG(double, keep_rate, 0.0,
           "Token keep-rate in (0, 1]; 0 = let the server choose (classify, bench)");

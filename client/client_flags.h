@@ -9,6 +9,11 @@
 #include "absl/flags/declare.h"
 
 ABSL_DECLARE_FLAG(std::string, server);
+ABSL_DECLARE_FLAG(bool, tls);
+ABSL_DECLARE_FLAG(std::string, tls_ca);
+ABSL_DECLARE_FLAG(std::string, tls_cert);
+ABSL_DECLARE_FLAG(std::string, tls_key);
+ABSL_DECLARE_FLAG(std::string, tls_server_name);
 ABSL_DECLARE_FLAG(std::string, model);
 ABSL_DECLARE_FLAG(double, keep_rate);
 ABSL_DECLARE_FLAG(double, min_keep_rate);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -98,7 +99,12 @@ int RunBench(const std::vector<std::string>& args) {
   bool progress = false;
   if (!ProgressEnabled(&progress)) return kExitUsage;
 
-  auto stub = vitserve::v1::InferenceService::NewStub(MakeChannel(server));
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(server);
+  if (!channel.ok()) {
+    std::fprintf(stderr, "vitclient: %s\n", std::string(channel.status().message()).c_str());
+    return kExitUsage;
+  }
+  auto stub = vitserve::v1::InferenceService::NewStub(*channel);
   vitserve::v1::ModelInfo info;
   {
     grpc::ClientContext ctx;

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -127,7 +128,12 @@ int RunClassify(const std::vector<std::string>& args) {
   const std::string server = absl::GetFlag(FLAGS_server);
   const bool json = absl::GetFlag(FLAGS_json);
   const int64_t max_file_bytes = absl::GetFlag(FLAGS_max_file_bytes);
-  auto stub = vitserve::v1::InferenceService::NewStub(MakeChannel(server));
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(server);
+  if (!channel.ok()) {
+    std::fprintf(stderr, "vitclient: %s\n", std::string(channel.status().message()).c_str());
+    return kExitUsage;
+  }
+  auto stub = vitserve::v1::InferenceService::NewStub(*channel);
 
   vitserve::v1::ClassifyRequest base;
   base.set_model(absl::GetFlag(FLAGS_model));

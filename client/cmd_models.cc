@@ -1,5 +1,6 @@
 // vitclient models: ListModels.
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -17,7 +18,12 @@ int RunModels(const std::vector<std::string>& args) {
     return kExitUsage;
   }
   const std::string server = absl::GetFlag(FLAGS_server);
-  auto stub = vitserve::v1::InferenceService::NewStub(MakeChannel(server));
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(server);
+  if (!channel.ok()) {
+    std::fprintf(stderr, "vitclient: %s\n", std::string(channel.status().message()).c_str());
+    return kExitUsage;
+  }
+  auto stub = vitserve::v1::InferenceService::NewStub(*channel);
   grpc::ClientContext ctx;
   SetTimeout(&ctx, absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
   vitserve::v1::ListModelsResponse response;

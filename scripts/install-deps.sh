@@ -17,7 +17,7 @@ PACKAGES=(
   # tests: GoogleTest, golden references and fixtures (python3-torch), real Prometheus,
   # compose validation, the Fashion-MNIST data set the default model is trained on
   googletest libgtest-dev libgmock-dev python3 python3-torch python3-numpy python3-grpcio
-  python3-yaml prometheus docker-compose dataset-fashion-mnist curl
+  python3-yaml prometheus docker-compose dataset-fashion-mnist curl openssl
 )
 
 missing=()

@@ -8,6 +8,10 @@
 // is created, before the port opens (bounded by --sweep_time_cap_s per model); its summary
 // goes to stderr.
 //
+// Security: --tls_cert/--tls_key make the gRPC port TLS-only (plaintext clients fail the
+// handshake); --tls_client_ca adds mutual TLS. --metrics_host binds /metrics elsewhere
+// (e.g. loopback) than the gRPC --host. docs/production.md.
+//
 // On SIGTERM/SIGINT: health NOT_SERVING, new requests refused (UNAVAILABLE), in-flight
 // requests finish (up to --drain_timeout_s), then exit 0.
 #include <signal.h>
@@ -33,6 +37,7 @@
 #include "server/rpc/metrics_http_server.h"
 #include "server/rpc/model_loader.h"
 #include "server/runtime/clock.h"
+#include "server/tls/tls_credentials.h"
 
 ABSL_FLAG(std::string, model_repository, "",
           "Directory with one sub-directory per model (config.pbtxt, weights, labels). "
@@ -40,6 +45,14 @@ ABSL_FLAG(std::string, model_repository, "",
 ABSL_FLAG(std::string, default_model, "", "Model for requests that name none (default: first).");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Interface to listen on (127.0.0.1 = loopback only).");
 ABSL_FLAG(int, port, 0, "gRPC port; 0 picks a free port (printed on stdout).");
+ABSL_FLAG(std::string, metrics_host, "",
+          "Interface for the /metrics endpoint; empty = the same as --host (e.g. 127.0.0.1 "
+          "keeps metrics off the public interface).");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM server certificate chain; with --tls_key the gRPC port speaks TLS only.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle; set -> mutual TLS: clients must present a certificate it signed.");
 ABSL_FLAG(int, metrics_port, 0,
           "Prometheus /metrics port on --host; 0 picks a free port (printed), -1 disables.");
 ABSL_FLAG(std::string, device, "cpu", "cpu | cuda | cuda:N");
@@ -115,6 +128,13 @@ int Run() {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   const std::string host = absl::GetFlag(FLAGS_host);
+  const std::string metrics_host =
+      absl::GetFlag(FLAGS_metrics_host).empty() ? host : absl::GetFlag(FLAGS_metrics_host);
+  // Read the certificates before anything starts: a bad file is a startup error.
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeServerCredentials({absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                             absl::GetFlag(FLAGS_tls_client_ca)});
+  if (!credentials.ok()) return Fail("bad TLS configuration", credentials.status());
   // Metrics are served by MetricsHttpServer, not by prometheus-cpp's civetweb exposer,
   // which cannot start threads in a process with LibTorch (see metrics_http_server.h).
   absl::StatusOr<std::unique_ptr<ServerMetrics>> metrics = ServerMetrics::Create({});
@@ -123,7 +143,7 @@ int Run() {
   std::unique_ptr<MetricsHttpServer> metrics_server;
   if (metrics_port >= 0) {
     absl::StatusOr<std::unique_ptr<MetricsHttpServer>> started =
-        MetricsHttpServer::Start(host, metrics_port, metrics->get());
+        MetricsHttpServer::Start(metrics_host, metrics_port, metrics->get());
     if (!started.ok()) return Fail("cannot start the metrics endpoint", started.status());
     metrics_server = std::move(*started);
   }
@@ -161,6 +181,7 @@ int Run() {
   server_options.host = host;
   server_options.port = absl::GetFlag(FLAGS_port);
   server_options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  server_options.credentials = *credentials;
   absl::StatusOr<std::unique_ptr<GrpcServer>> server =
       GrpcServer::Start(service->get(), server_options);
   if (!server.ok()) return Fail("cannot start the gRPC server", server.status());
@@ -170,9 +191,9 @@ int Run() {
   std::cout << "vitserve listening on " << (*server)->address() << "\n";
   if (metrics_server != nullptr) {
     std::cout << "vitserve metrics on "
-              << (host.find(':') != std::string::npos
-                      ? absl::StrCat("[", host, "]:", metrics_server->port())
-                      : absl::StrCat(host, ":", metrics_server->port()))
+              << (metrics_host.find(':') != std::string::npos
+                      ? absl::StrCat("[", metrics_host, "]:", metrics_server->port())
+                      : absl::StrCat(metrics_host, ":", metrics_server->port()))
               << "\n";
   }
   std::cout << std::flush;

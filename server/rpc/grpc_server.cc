@@ -44,8 +44,10 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(grpc::Service* ser
 
   grpc::ServerBuilder builder;
   int selected_port = 0;
-  builder.AddListeningPort(HostPort(options.host, options.port), grpc::InsecureServerCredentials(),
-                           &selected_port);
+  builder.AddListeningPort(
+      HostPort(options.host, options.port),
+      options.credentials != nullptr ? options.credentials : grpc::InsecureServerCredentials(),
+      &selected_port);
   builder.RegisterService(service);
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, ToMillisArg(options.keepalive_time));

@@ -56,6 +56,8 @@ struct GrpcServerOptions {
   absl::Duration max_connection_age_grace = absl::Seconds(30);
   // Server reflection (grpcurl, grpc_cli).
   bool enable_reflection = true;
+  // Transport security (server/tls/tls_credentials.h); null = plaintext.
+  std::shared_ptr<grpc::ServerCredentials> credentials;
 };
 
 class GrpcServer {
