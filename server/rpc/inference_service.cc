@@ -5,6 +5,7 @@
 #include <cmath>
 #include <deque>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -26,18 +27,41 @@ using vitserve::v1::ClassifyResponse;
 
 // Per-model serving state: immutable after Create() except the queue counter.
 struct ModelState {
-  ServedModel served;
+  // The version being served. Hot reload (InferenceServiceImpl::ReloadModel) replaces it
+  // whole; a request or batch takes one snapshot and uses it throughout, so the old
+  // version lives until its last batch is answered.
+  std::shared_ptr<ServedModel> Current() const {
+    absl::MutexLock lock(&mu);
+    return served;
+  }
+  vitserve::v1::ModelInfo Info() const {
+    absl::MutexLock lock(&mu);
+    return info;
+  }
+  void Swap(std::shared_ptr<ServedModel> next, vitserve::v1::ModelInfo next_info) {
+    absl::MutexLock lock(&mu);
+    served = std::move(next);
+    info = std::move(next_info);
+  }
+
+  // The first version's spec. What scheduling and validation depend on (architecture,
+  // pruning, preprocessing) cannot change on reload, so this stays valid; labels,
+  // calibration and version come from Current().
+  ModelSpec base_spec;
   std::string name;
   std::string method;
   uint64_t dense_macs = 0;
-  vitserve::v1::ModelInfo info;
   std::atomic<int64_t> queued{0};  // admitted, not yet in a running batch
   // kBudget: the model's latency model (shared with its BudgetPolicy); null under kFixed.
   std::shared_ptr<LatencyModel> latency;
   // Pruned images seen, for deterministic shadow sampling.
   std::atomic<uint64_t> shadow_seen{0};
 
-  const ModelSpec& spec() const { return served.model->spec(); }
+  const ModelSpec& spec() const { return base_spec; }
+
+  mutable absl::Mutex mu;
+  std::shared_ptr<ServedModel> served ABSL_GUARDED_BY(mu);
+  vitserve::v1::ModelInfo info ABSL_GUARDED_BY(mu);
 };
 
 namespace {
@@ -304,6 +328,83 @@ class ClassifyStreamReactor final
 
 }  // namespace
 
+namespace {
+
+// GetModelInfo's answer for one loaded version, expected accuracies filled in.
+absl::StatusOr<vitserve::v1::ModelInfo> ServedModelInfo(const InferenceModel& model) {
+  const ModelSpec& spec = model.spec();
+  absl::StatusOr<vitserve::v1::ModelInfo> info =
+      BuildModelInfo(spec, model.block_shapes(), model.device(), model.weight_zero_fraction());
+  if (!info.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model '", spec.name, "': ", info.status().message()));
+  }
+  for (vitserve::v1::KeepRatePoint& point : *info->mutable_grid()) {
+    if (point.expected_accuracy() == 0.0) {
+      point.set_expected_accuracy(
+          ExpectedAccuracy(spec.calibration, spec.pruning.method, point.keep_rate()));
+    }
+  }
+  return info;
+}
+
+// Runs one zero image at the default keep-rate (lazy initialisation before traffic).
+absl::Status WarmUpModel(InferenceModel& model) {
+  const ModelSpec& spec = model.spec();
+  ImageTensor zero;
+  zero.channels = spec.arch.in_chans;
+  zero.height = spec.arch.image_size;
+  zero.width = spec.arch.image_size;
+  zero.data.assign(static_cast<size_t>(zero.channels) * zero.height * zero.width, 0.0f);
+  const ImageTensor* images[] = {&zero};
+  absl::StatusOr<std::vector<ImageResult>> result =
+      model.Run(images, spec.pruning.default_keep_rate);
+  if (!result.ok()) {
+    return absl::Status(
+        result.status().code(),
+        absl::StrCat("warm-up of model '", spec.name, "' failed: ", result.status().message()));
+  }
+  for (const ImageResult& r : *result) {
+    for (float l : r.logits) {
+      if (!std::isfinite(l)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "warm-up of model '", spec.name, "' produced non-finite logits (broken weights?)"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// What a reload may not change: everything scheduling, validation and the latency model
+// rely on. Empty = compatible, else the first difference.
+std::string Incompatibility(const ModelSpec& a, const InferenceModel& next) {
+  const ModelSpec& b = next.spec();
+  const Architecture& x = a.arch;
+  const Architecture& y = b.arch;
+  if (x.image_size != y.image_size || x.patch_size != y.patch_size || x.in_chans != y.in_chans ||
+      x.embed_dim != y.embed_dim || x.depth != y.depth || x.num_heads != y.num_heads ||
+      x.mlp_ratio != y.mlp_ratio || x.num_classes != y.num_classes || x.distilled != y.distilled) {
+    return "the architecture";
+  }
+  const PruningSpec& p = a.pruning;
+  const PruningSpec& q = b.pruning;
+  if (p.method != q.method || p.locations != q.locations ||
+      p.default_keep_rate != q.default_keep_rate || p.min_keep_rate != q.min_keep_rate ||
+      p.max_keep_rate != q.max_keep_rate || p.attn_ratio != q.attn_ratio ||
+      p.svite_plain_removal != q.svite_plain_removal || p.tnt_seed != q.tnt_seed) {
+    return "the pruning settings";
+  }
+  const PreprocessSpec& r = a.preprocess;
+  const PreprocessSpec& s = b.preprocess;
+  if (r.resize != s.resize || r.crop_pct != s.crop_pct || r.interpolation != s.interpolation ||
+      r.mean != s.mean || r.std != s.std || r.grayscale != s.grayscale || r.invert != s.invert) {
+    return "the preprocessing";
+  }
+  return "";
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<InferenceServiceImpl>> InferenceServiceImpl::Create(
     std::vector<ServedModel> models, const InferenceServiceOptions& options, const Clock* clock,
     ServerMetrics* metrics) {
@@ -319,25 +420,14 @@ absl::StatusOr<std::unique_ptr<InferenceServiceImpl>> InferenceServiceImpl::Crea
       return absl::InvalidArgumentError("a served model needs a model and a preprocessor");
     }
     auto state = std::make_unique<ModelState>();
-    state->served = std::move(served);
+    state->base_spec = served.model->spec();
     const ModelSpec& spec = state->spec();
     state->name = spec.name;
     state->method = std::string(MethodName(spec.pruning.method));
-    const std::vector<BlockShape> blocks = state->served.model->block_shapes();
-    state->dense_macs = DenseMacs(spec.arch, blocks);
-    absl::StatusOr<vitserve::v1::ModelInfo> info = BuildModelInfo(
-        spec, blocks, state->served.model->device(), state->served.model->weight_zero_fraction());
-    if (!info.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("model '", spec.name, "': ", info.status().message()));
-    }
-    state->info = std::move(*info);
-    for (vitserve::v1::KeepRatePoint& point : *state->info.mutable_grid()) {
-      if (point.expected_accuracy() == 0.0) {
-        point.set_expected_accuracy(
-            ExpectedAccuracy(spec.calibration, spec.pruning.method, point.keep_rate()));
-      }
-    }
+    state->dense_macs = DenseMacs(spec.arch, served.model->block_shapes());
+    absl::StatusOr<vitserve::v1::ModelInfo> info = ServedModelInfo(*served.model);
+    if (!info.ok()) return info.status();
+    state->Swap(std::make_shared<ServedModel>(std::move(served)), *std::move(info));
     if (!service->by_name_.emplace(state->name, state.get()).second) {
       return absl::InvalidArgumentError(absl::StrCat("two models named '", state->name, "'"));
     }
@@ -399,7 +489,7 @@ absl::StatusOr<std::unique_ptr<BatchPolicy>> InferenceServiceImpl::MakeBudgetPol
     absl::StatusOr<std::vector<float>> levels = MakeKeepRateLevels(
         spec.pruning.min_keep_rate, spec.pruning.max_keep_rate, kKeepRateGridStep);
     if (!levels.ok()) return in_model(levels.status());
-    const std::vector<BlockShape> blocks = state->served.model->block_shapes();
+    const std::vector<BlockShape> blocks = state->Current()->model->block_shapes();
     LatencySweepOptions sweep;
     sweep.keep_rate_levels = *levels;
     sweep.batch_sizes = SweepBatchSizes(options_.max_batch_size);
@@ -411,8 +501,8 @@ absl::StatusOr<std::unique_ptr<BatchPolicy>> InferenceServiceImpl::MakeBudgetPol
       if (!cost.ok()) return cost.status();
       return cost->macs;
     };
-    absl::StatusOr<LatencySweepResult> swept =
-        RunLatencySweep(*state->served.model, sweep, *clock_);
+    const std::shared_ptr<ServedModel> served = state->Current();
+    absl::StatusOr<LatencySweepResult> swept = RunLatencySweep(*served->model, sweep, *clock_);
     if (!swept.ok()) return in_model(swept.status());
     LatencyModel::Options latency_options;
     latency_options.keep_rate_levels = *levels;
@@ -461,21 +551,38 @@ InferenceServiceImpl::~InferenceServiceImpl() { Shutdown(); }
 
 absl::Status InferenceServiceImpl::WarmUp() {
   for (const auto& state : models_) {
-    const ModelSpec& spec = state->spec();
-    ImageTensor zero;
-    zero.channels = spec.arch.in_chans;
-    zero.height = spec.arch.image_size;
-    zero.width = spec.arch.image_size;
-    zero.data.assign(static_cast<size_t>(zero.channels) * zero.height * zero.width, 0.0f);
-    const ImageTensor* images[] = {&zero};
-    absl::StatusOr<std::vector<ImageResult>> result =
-        state->served.model->Run(images, spec.pruning.default_keep_rate);
-    if (!result.ok()) {
-      return absl::Status(
-          result.status().code(),
-          absl::StrCat("warm-up of model '", state->name, "' failed: ", result.status().message()));
-    }
+    if (absl::Status s = WarmUpModel(*state->Current()->model); !s.ok()) return s;
   }
+  return absl::OkStatus();
+}
+
+absl::Status InferenceServiceImpl::ReloadModel(ServedModel next) {
+  if (next.model == nullptr || next.preprocessor == nullptr) {
+    return absl::InvalidArgumentError("a served model needs a model and a preprocessor");
+  }
+  const std::string& name = next.model->spec().name;
+  auto it = by_name_.find(name);
+  if (it == by_name_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("model '", name, "' is not served; adding models needs a restart"));
+  }
+  ModelState* state = it->second;
+  if (std::string what = Incompatibility(state->base_spec, *next.model); !what.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model '", name, "': the new version changes ", what,
+        "; only weights, labels, calibration and version can change without a restart"));
+  }
+  if (next.model->block_shapes().size() != state->Current()->model->block_shapes().size() ||
+      DenseMacs(state->base_spec.arch, next.model->block_shapes()) != state->dense_macs) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model '", name, "': the new version's compacted shape differs; restart to change it"));
+  }
+  if (absl::Status s = WarmUpModel(*next.model); !s.ok()) return s;
+  absl::StatusOr<vitserve::v1::ModelInfo> info = ServedModelInfo(*next.model);
+  if (!info.ok()) return info.status();
+  const std::string version = next.model->spec().version;
+  state->Swap(std::make_shared<ServedModel>(std::move(next)), *std::move(info));
+  if (metrics_ != nullptr) metrics_->OnModelLoaded(state->name, state->method, version);
   return absl::OkStatus();
 }
 
@@ -539,6 +646,7 @@ absl::Status InferenceServiceImpl::Admit(
   if (!found.ok()) return refuse(found.status());
   ModelState* model = *found;
   const ModelSpec& spec = model->spec();
+  const std::shared_ptr<ServedModel> served = model->Current();
   if (absl::Status valid = ValidateClassifyRequest(request, spec); !valid.ok()) {
     return refuse(valid);
   }
@@ -562,10 +670,9 @@ absl::Status InferenceServiceImpl::Admit(
         "be queued"));
   }
 
-  absl::StatusOr<ImageTensor> image =
-      request.input_case() == ClassifyRequest::kImage
-          ? model->served.preprocessor->FromEncoded(request.image())
-          : model->served.preprocessor->FromTensor(request.tensor());
+  absl::StatusOr<ImageTensor> image = request.input_case() == ClassifyRequest::kImage
+                                          ? served->preprocessor->FromEncoded(request.image())
+                                          : served->preprocessor->FromTensor(request.tensor());
   if (!image.ok()) return refuse(image.status());
 
   auto task = std::make_unique<InferenceTask>();
@@ -619,8 +726,9 @@ void InferenceServiceImpl::ProcessBatch(float keep_rate,
   const absl::Duration predicted = model->latency != nullptr
                                        ? model->latency->Predict(keep_rate, batch_size)
                                        : absl::ZeroDuration();
+  const std::shared_ptr<ServedModel> served = model->Current();  // one version per batch
   const absl::Time start = clock_->Now();
-  absl::StatusOr<std::vector<ImageResult>> results = model->served.model->Run(images, keep_rate);
+  absl::StatusOr<std::vector<ImageResult>> results = served->model->Run(images, keep_rate);
   const absl::Time end = clock_->Now();
   const double compute_seconds = absl::ToDoubleSeconds(end - start);
   if (model->latency != nullptr && results.ok()) {
@@ -636,7 +744,7 @@ void InferenceServiceImpl::ProcessBatch(float keep_rate,
     results = absl::InternalError(
         absl::StrCat("model returned ", results->size(), " results for a batch of ", batch.size()));
   }
-  const ModelSpec& spec = model->spec();
+  const ModelSpec& spec = served->model->spec();  // labels, calibration of this version
   const double expected_accuracy =
       ExpectedAccuracy(spec.calibration, spec.pruning.method, keep_rate);
   for (size_t i = 0; i < batch.size(); ++i) {
@@ -667,10 +775,10 @@ void InferenceServiceImpl::ProcessBatch(float keep_rate,
     response.set_expected_accuracy(static_cast<float>(expected_accuracy));
     Answer(std::move(task), std::move(response));
   }
-  if (results.ok()) MaybeShadow(model, keep_rate, images, *results);
+  if (results.ok()) MaybeShadow(model, *served->model, keep_rate, images, *results);
 }
 
-void InferenceServiceImpl::MaybeShadow(ModelState* model, float keep_rate,
+void InferenceServiceImpl::MaybeShadow(ModelState* model, InferenceModel& version, float keep_rate,
                                        const std::vector<const ImageTensor*>& images,
                                        const std::vector<ImageResult>& results) {
   const double fraction = options_.shadow_fraction;
@@ -688,7 +796,7 @@ void InferenceServiceImpl::MaybeShadow(ModelState* model, float keep_rate,
     return;
   }
   std::vector<const ImageTensor*> chosen(images.begin(), images.begin() + sampled);
-  absl::StatusOr<std::vector<ImageResult>> dense = model->served.model->Run(chosen, 1.0f);
+  absl::StatusOr<std::vector<ImageResult>> dense = version.Run(chosen, 1.0f);
   if (!dense.ok() || dense->size() != chosen.size()) {
     for (uint64_t i = 0; i < sampled; ++i) metrics_->OnShadow(model->name, true, false, 0.0);
     return;
@@ -781,7 +889,7 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::ListModels(
     vitserve::v1::ModelSummary* summary = response->add_models();
     summary->set_name(state->name);
     summary->set_method(state->method);
-    summary->set_version(state->spec().version);
+    summary->set_version(state->Current()->model->spec().version);
     summary->set_ready(!draining_);
   }
   response->set_default_model(default_model_);
@@ -799,7 +907,7 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::GetModelInfo(
     reactor->Finish(ToGrpcStatus(found.status()));
     return reactor;
   }
-  *response = (*found)->info;
+  *response = (*found)->Info();
   if ((*found)->latency != nullptr) {
     const std::shared_ptr<const LatencyTable> table = (*found)->latency->Snapshot();
     for (vitserve::v1::KeepRatePoint& point : *response->mutable_grid()) {

@@ -156,6 +156,17 @@ class InferenceServiceImpl final : public vitserve::v1::InferenceService::Callba
   // returned.
   absl::Status WarmUp();
 
+  // Hot reload: replaces the served version of the model named next.model->spec().name
+  // with `next`, which is warmed up first (one image; non-finite logits refuse it). The
+  // switch is atomic: requests admitted before it and batches already running finish on
+  // the old version, later batches run the new one; nothing is refused meanwhile. The
+  // latency model is kept, so the new version must have the same architecture, pruning
+  // settings and preprocessing (FAILED_PRECONDITION otherwise: restart to change them);
+  // weights, labels, calibration and version may change. NOT_FOUND for a model not
+  // served. On any error the old version keeps serving. Thread-safe; may run while
+  // traffic flows (main calls it on SIGHUP).
+  absl::Status ReloadModel(ServedModel next);
+
   // From now on new requests (and new stream messages) get UNAVAILABLE; queued ones run.
   void StartDraining();
 
@@ -212,7 +223,7 @@ class InferenceServiceImpl final : public vitserve::v1::InferenceService::Callba
   // kBudget: sweeps every model and builds its latency model and policy.
   absl::StatusOr<std::unique_ptr<BatchPolicy>> MakeBudgetPolicies();
   // Shadow comparison of one answered batch (see InferenceServiceOptions::shadow_fraction).
-  void MaybeShadow(ModelState* model, float keep_rate,
+  void MaybeShadow(ModelState* model, InferenceModel& version, float keep_rate,
                    const std::vector<const ImageTensor*>& images,
                    const std::vector<ImageResult>& results);
   // Metrics for a request refused before it was admitted. `deadline` is the request's

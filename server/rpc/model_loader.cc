@@ -14,6 +14,19 @@ absl::Status Prefixed(const std::string& model, const absl::Status& status) {
 
 }  // namespace
 
+absl::StatusOr<ServedModel> LoadServedModel(const std::string& repository, const std::string& name,
+                                            const ModelLoadOptions& model_options,
+                                            const PreprocessorOptions& preprocess_options) {
+  absl::StatusOr<ModelSpec> spec = LoadModelSpec(repository, name);
+  if (!spec.ok()) return Prefixed(name, spec.status());
+  absl::StatusOr<std::unique_ptr<Preprocessor>> preprocessor =
+      Preprocessor::Create(spec->preprocess, spec->arch, preprocess_options);
+  if (!preprocessor.ok()) return Prefixed(name, preprocessor.status());
+  absl::StatusOr<std::unique_ptr<InferenceModel>> model = LoadInferenceModel(*spec, model_options);
+  if (!model.ok()) return Prefixed(name, model.status());
+  return ServedModel{std::move(*model), std::move(*preprocessor)};
+}
+
 absl::StatusOr<std::vector<ServedModel>> LoadModelRepository(
     const std::string& repository, const ModelLoadOptions& model_options,
     const PreprocessorOptions& preprocess_options) {
@@ -25,15 +38,10 @@ absl::StatusOr<std::vector<ServedModel>> LoadModelRepository(
   }
   std::vector<ServedModel> models;
   for (const std::string& name : *names) {
-    absl::StatusOr<ModelSpec> spec = LoadModelSpec(repository, name);
-    if (!spec.ok()) return Prefixed(name, spec.status());
-    absl::StatusOr<std::unique_ptr<Preprocessor>> preprocessor =
-        Preprocessor::Create(spec->preprocess, spec->arch, preprocess_options);
-    if (!preprocessor.ok()) return Prefixed(name, preprocessor.status());
-    absl::StatusOr<std::unique_ptr<InferenceModel>> model =
-        LoadInferenceModel(*spec, model_options);
-    if (!model.ok()) return Prefixed(name, model.status());
-    models.push_back(ServedModel{std::move(*model), std::move(*preprocessor)});
+    absl::StatusOr<ServedModel> served =
+        LoadServedModel(repository, name, model_options, preprocess_options);
+    if (!served.ok()) return served.status();
+    models.push_back(*std::move(served));
   }
   return models;
 }
