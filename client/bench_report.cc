@@ -76,6 +76,11 @@ BenchReport ComputeBenchReport(const std::vector<BenchSample>& samples, double e
   double acc_sum = 0;
   int64_t acc_count = 0;
   for (const BenchSample& s : samples) {
+    if (s.injected) {
+      ++r.injected;
+      ++r.injected_by_code[CodeName(s.code)];
+      continue;
+    }
     if (s.code != kClientDropped) all_latencies.push_back(s.latency_s);
     if (!RejectedAtAdmission(s)) ++r.admitted;
     if (s.code != kOk) {
@@ -95,7 +100,9 @@ BenchReport ComputeBenchReport(const std::vector<BenchSample>& samples, double e
     r.throughput_rps = r.ok / elapsed_s;
     r.goodput_rps = r.slo_met / elapsed_s;
   }
-  if (r.sent > 0) r.attainment_all = static_cast<double>(r.slo_met) / r.sent;
+  if (r.sent > r.injected) {
+    r.attainment_all = static_cast<double>(r.slo_met) / static_cast<double>(r.sent - r.injected);
+  }
   if (r.admitted > 0) r.attainment_admitted = static_cast<double>(r.slo_met) / r.admitted;
   // Means of float inputs carry no more than float precision; rounding to 1e-6 keeps
   // summation noise (0.6999999999999921) out of the report.

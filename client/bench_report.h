@@ -13,6 +13,9 @@
 //  * throughput = OK responses / elapsed; goodput = SLO-meeting responses / elapsed.
 //  * attainment (all) = met / sent; attainment (admitted) = met / admitted.
 //  * percentiles use the nearest-rank method on all samples (no histogram buckets).
+//  * injected samples (--bad_fraction / --cancel_fraction: deliberately invalid or
+//    client-cancelled requests) count in `sent` and in injected_by_code only; every
+//    other figure is over the regular requests.
 #ifndef VITSERVE_CLIENT_BENCH_REPORT_H_
 #define VITSERVE_CLIENT_BENCH_REPORT_H_
 
@@ -47,6 +50,7 @@ struct BenchSample {
   double budget_ms = 0;         // 0 = no budget
   float keep_rate = 0;          // from the response (OK only)
   float expected_accuracy = 0;  // from the response (OK only), 0 = unknown
+  bool injected = false;        // a deliberately bad or cancelled request (soak mix)
 };
 
 struct BenchReport {
@@ -64,6 +68,8 @@ struct BenchReport {
   std::map<std::string, int64_t> errors_by_code;  // code name -> count (non-OK only)
   double mean_keep_rate = 0;                      // over OK responses, rounded to 1e-6
   double mean_expected_accuracy = 0;              // over OK responses reporting one (> 0), to 1e-6
+  int64_t injected = 0;                           // injected samples
+  std::map<std::string, int64_t> injected_by_code;  // their codes, OK included
 };
 
 // Requires elapsed_s > 0 (otherwise rates are 0).

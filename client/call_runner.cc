@@ -1,5 +1,7 @@
 #include "client/call_runner.h"
 
+#include <memory>
+#include <thread>
 #include <utility>
 
 #include "absl/flags/flag.h"
@@ -51,7 +53,8 @@ CallRunner::CallRunner(vitserve::v1::InferenceService::Stub* stub, int max_in_fl
 
 CallRunner::~CallRunner() { Wait(); }
 
-void CallRunner::Start(size_t index, vitserve::v1::ClassifyRequest request, Done done) {
+void CallRunner::Start(size_t index, vitserve::v1::ClassifyRequest request, Done done,
+                       absl::Duration cancel_after) {
   {
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(
@@ -60,21 +63,24 @@ void CallRunner::Start(size_t index, vitserve::v1::ClassifyRequest request, Done
         this));
     ++in_flight_;
   }
-  Launch(index, std::move(request), std::move(done));
+  Launch(index, std::move(request), std::move(done), cancel_after);
 }
 
-bool CallRunner::TryStart(size_t index, vitserve::v1::ClassifyRequest request, Done done) {
+bool CallRunner::TryStart(size_t index, vitserve::v1::ClassifyRequest request, Done done,
+                          absl::Duration cancel_after) {
   {
     absl::MutexLock lock(&mu_);
     if (in_flight_ >= max_in_flight_) return false;
     ++in_flight_;
   }
-  Launch(index, std::move(request), std::move(done));
+  Launch(index, std::move(request), std::move(done), cancel_after);
   return true;
 }
 
-void CallRunner::Launch(size_t index, vitserve::v1::ClassifyRequest request, Done done) {
-  auto* call = new Call;
+void CallRunner::Launch(size_t index, vitserve::v1::ClassifyRequest request, Done done,
+                        absl::Duration cancel_after) {
+  // Shared: the completion callback and a pending cancellation timer both hold the call.
+  auto call = std::make_shared<Call>();
   call->request = std::move(request);
   call->index = index;
   call->done = std::move(done);
@@ -87,16 +93,28 @@ void CallRunner::Launch(size_t index, vitserve::v1::ClassifyRequest request, Don
                              result.status = std::move(status);
                              result.response = std::move(call->response);
                              call->done(call->index, std::move(result));
-                             delete call;
                              absl::MutexLock lock(&mu_);
                              --in_flight_;
                            });
+  if (cancel_after == absl::InfiniteDuration()) return;
+  {
+    absl::MutexLock lock(&mu_);
+    ++cancellers_;
+  }
+  std::thread([this, call, cancel_after] {
+    absl::SleepFor(cancel_after);
+    call->ctx.TryCancel();  // a no-op once the call has finished
+    absl::MutexLock lock(&mu_);
+    --cancellers_;
+  }).detach();
 }
 
 void CallRunner::Wait() {
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(
-      +[](CallRunner* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) { return r->in_flight_ == 0; },
+      +[](CallRunner* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) {
+        return r->in_flight_ == 0 && r->cancellers_ == 0;
+      },
       this));
 }
 

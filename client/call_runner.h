@@ -51,23 +51,28 @@ class CallRunner {
   CallRunner(const CallRunner&) = delete;
   CallRunner& operator=(const CallRunner&) = delete;
 
-  // Waits until a slot is free, then starts the call.
-  void Start(size_t index, vitserve::v1::ClassifyRequest request, Done done);
+  // Waits until a slot is free, then starts the call. A finite `cancel_after` cancels it
+  // (ClientContext::TryCancel) that long after it started, if it is still running.
+  void Start(size_t index, vitserve::v1::ClassifyRequest request, Done done,
+             absl::Duration cancel_after = absl::InfiniteDuration());
   // Starts the call only if a slot is free now; false otherwise (request dropped).
-  bool TryStart(size_t index, vitserve::v1::ClassifyRequest request, Done done);
-  // Blocks until every started call has finished.
+  bool TryStart(size_t index, vitserve::v1::ClassifyRequest request, Done done,
+                absl::Duration cancel_after = absl::InfiniteDuration());
+  // Blocks until every started call has finished (and every pending cancellation ran).
   void Wait();
   int64_t in_flight() const;
 
  private:
   struct Call;
-  void Launch(size_t index, vitserve::v1::ClassifyRequest request, Done done);
+  void Launch(size_t index, vitserve::v1::ClassifyRequest request, Done done,
+              absl::Duration cancel_after);
 
   vitserve::v1::InferenceService::Stub* const stub_;
   const int max_in_flight_;
   const absl::Duration timeout_;
   mutable absl::Mutex mu_;
   int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t cancellers_ ABSL_GUARDED_BY(mu_) = 0;  // detached TryCancel timers still pending
 };
 
 }  // namespace vitserve::client

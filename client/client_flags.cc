@@ -45,3 +45,8 @@ ABSL_FLAG(int32_t, max_inflight, 1024,
           "bench open loop: arrivals beyond this many outstanding requests are dropped and "
           "counted as CLIENT_DROPPED (keeps the client bounded)");
 ABSL_FLAG(int32_t, max_inputs, 256, "bench: load at most this many image files");
+ABSL_FLAG(double, bad_fraction, 0.0,
+          "bench (soak): this fraction of requests is deliberately invalid (keep_rate 2)");
+ABSL_FLAG(double, cancel_fraction, 0.0,
+          "bench (soak): this fraction is cancelled by the client after a random 0..budget "
+          "delay (0..20 ms without a budget)");

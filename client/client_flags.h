@@ -36,5 +36,7 @@ ABSL_DECLARE_FLAG(std::string, json_out);
 ABSL_DECLARE_FLAG(uint64_t, seed);
 ABSL_DECLARE_FLAG(int32_t, max_inflight);
 ABSL_DECLARE_FLAG(int32_t, max_inputs);
+ABSL_DECLARE_FLAG(double, bad_fraction);
+ABSL_DECLARE_FLAG(double, cancel_fraction);
 
 #endif  // VITSERVE_CLIENT_CLIENT_FLAGS_H_

@@ -32,6 +32,7 @@ constexpr int kRandomTensorVariants = 4;           // distinct random inputs, cy
 constexpr int64_t kDefaultBenchTimeoutMs = 60000;  // when --timeout_ms=0
 constexpr uint32_t kBenchTopK = 1;
 constexpr double kTwoPi = 6.283185307179586;
+constexpr double kCancelWindowMs = 20;  // cancellation delay range without a budget
 
 int Usage(const std::string& message) {
   std::fprintf(stderr, "vitclient bench: %s\n", message.c_str());
@@ -82,6 +83,11 @@ int RunBench(const std::vector<std::string>& args) {
   const float keep_rate = static_cast<float>(absl::GetFlag(FLAGS_keep_rate));
   int64_t timeout_ms = absl::GetFlag(FLAGS_timeout_ms);
   if (timeout_ms <= 0) timeout_ms = kDefaultBenchTimeoutMs;
+  const double bad_fraction = absl::GetFlag(FLAGS_bad_fraction);
+  const double cancel_fraction = absl::GetFlag(FLAGS_cancel_fraction);
+  if (!(bad_fraction >= 0 && cancel_fraction >= 0 && bad_fraction + cancel_fraction <= 1)) {
+    return Usage("--bad_fraction and --cancel_fraction must be >= 0 and sum to <= 1");
+  }
 
   if (!(rate >= 0) || !std::isfinite(rate)) return Usage("--rate must be >= 0 (0 = closed loop)");
   if (rate == 0 && concurrency < 1) return Usage("--concurrency must be >= 1 in closed loop");
@@ -181,8 +187,19 @@ int RunBench(const std::vector<std::string>& args) {
       } else if (absl::Now() >= stop_sending) {
         break;
       }
-      auto done = [&log, budget_ms](size_t, CallRunner::Result r) {
+      // Soak mix: a deliberately invalid request, or one the client cancels midway.
+      // Drawn only when asked for, so plain runs keep their seeded budget sequence.
+      const double u = bad_fraction + cancel_fraction > 0 ? Uniform01(rng) : 1.0;
+      const bool bad = u < bad_fraction;
+      const bool cancel = !bad && u < bad_fraction + cancel_fraction;
+      if (bad) request.set_keep_rate(2.0f);  // outside (0, 1]: INVALID_ARGUMENT
+      const absl::Duration cancel_after =
+          cancel ? absl::Microseconds(static_cast<int64_t>(
+                       Uniform01(rng) * (budget_ms > 0 ? budget_ms : kCancelWindowMs) * 1000.0))
+                 : absl::InfiniteDuration();
+      auto done = [&log, budget_ms, injected = bad || cancel](size_t, CallRunner::Result r) {
         BenchSample s;
+        s.injected = injected;
         s.latency_s = r.latency_s;
         s.code = r.status.error_code();
         s.budget_ms = budget_ms;
@@ -191,14 +208,14 @@ int RunBench(const std::vector<std::string>& args) {
         log.Add(s);
       };
       if (open_loop) {
-        if (!runner.TryStart(static_cast<size_t>(i), std::move(request), done)) {
+        if (!runner.TryStart(static_cast<size_t>(i), std::move(request), done, cancel_after)) {
           BenchSample dropped;
           dropped.code = kClientDropped;
           dropped.budget_ms = budget_ms;
           log.Add(dropped);
         }
       } else {
-        runner.Start(static_cast<size_t>(i), std::move(request), done);
+        runner.Start(static_cast<size_t>(i), std::move(request), done, cancel_after);
       }
     }
     runner.Wait();

@@ -300,6 +300,12 @@ std::string BenchReportText(const BenchConfig& c, const BenchReport& r) {
     for (const auto& [code, n] : r.errors_by_code) parts.push_back(absl::StrCat(code, " ", n));
     absl::StrAppendFormat(&out, "%-22s %s\n", "errors", absl::StrJoin(parts, ", "));
   }
+  if (r.injected > 0) {
+    std::vector<std::string> parts;
+    for (const auto& [code, n] : r.injected_by_code) parts.push_back(absl::StrCat(code, " ", n));
+    absl::StrAppendFormat(&out, "%-22s %d: %s\n", "injected (bad/cancel)", r.injected,
+                          absl::StrJoin(parts, ", "));
+  }
   out.pop_back();
   return out;
 }
@@ -336,6 +342,10 @@ std::string BenchReportJson(const BenchConfig& c, const BenchReport& r) {
   w.EndObject();
   w.Key("mean_keep_rate").Double(r.mean_keep_rate);
   w.Key("mean_expected_accuracy").Double(r.mean_expected_accuracy);
+  w.Key("injected").Int(r.injected);
+  w.Key("injected_by_code").BeginObject();
+  for (const auto& [code, n] : r.injected_by_code) w.Key(code).Int(n);
+  w.EndObject();
   w.EndObject();
   return w.str();
 }

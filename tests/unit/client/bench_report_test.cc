@@ -117,6 +117,31 @@ TEST(BenchReportTest, BudgetBoundaryCountsAsMet) {
   EXPECT_EQ(r.slo_met, 1);
 }
 
+// Soak mix: injected bad / cancelled requests are counted apart and change no SLO figure.
+TEST(BenchReportTest, InjectedRequestsAreCountedApart) {
+  std::vector<BenchSample> samples = {Sample(40, kOk, 50), Sample(1, kResourceExhausted, 50)};
+  const BenchReport plain = ComputeBenchReport(samples, 1.0);
+  BenchSample bad = Sample(2, 3 /* INVALID_ARGUMENT */, 50);
+  bad.injected = true;
+  BenchSample cancelled = Sample(5, 1 /* CANCELLED */, 50);
+  cancelled.injected = true;
+  BenchSample finished_first = Sample(9, kOk, 50);
+  finished_first.injected = true;
+  samples.insert(samples.end(), {bad, cancelled, finished_first});
+  const BenchReport r = ComputeBenchReport(samples, 1.0);
+  EXPECT_EQ(r.sent, 5);
+  EXPECT_EQ(r.injected, 3);
+  EXPECT_EQ(r.injected_by_code.at("INVALID_ARGUMENT"), 1);
+  EXPECT_EQ(r.injected_by_code.at("CANCELLED"), 1);
+  EXPECT_EQ(r.injected_by_code.at("OK"), 1);
+  EXPECT_EQ(r.ok, plain.ok);
+  EXPECT_EQ(r.admitted, plain.admitted);
+  EXPECT_DOUBLE_EQ(r.attainment_all, plain.attainment_all);
+  EXPECT_DOUBLE_EQ(r.attainment_admitted, plain.attainment_admitted);
+  EXPECT_EQ(r.errors_by_code, plain.errors_by_code);
+  EXPECT_EQ(r.latency_all.count, plain.latency_all.count);
+}
+
 TEST(BenchReportTest, EmptyRunHasZeroRates) {
   const BenchReport r = ComputeBenchReport({}, 0.0);
   EXPECT_EQ(r.sent, 0);
