@@ -51,7 +51,19 @@ NICE="${FUZZ_NICE:-10}"
 CXX_CLANG="${FUZZ_CXX:-clang++}"
 
 if ! command -v "$CXX_CLANG" >/dev/null; then
-  echo "fuzz.sh: $CXX_CLANG not found (apt-get install clang)" >&2
+  echo "fuzz.sh: $CXX_CLANG not found (apt-get install clang libclang-rt-14-dev)" >&2
+  exit 2
+fi
+# The libFuzzer and sanitizer runtimes are a separate Debian package (only recommended by
+# clang's): check that a trivial target links.
+probe_dir=$(mktemp -d)
+trap 'rm -rf "$probe_dir"' EXIT
+echo 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }' \
+  >"$probe_dir/probe.cc"
+if ! "$CXX_CLANG" -fsanitize=fuzzer,address,undefined "$probe_dir/probe.cc" \
+     -o "$probe_dir/probe" 2>"$probe_dir/err"; then
+  cat "$probe_dir/err" >&2
+  echo "fuzz.sh: $CXX_CLANG cannot link a libFuzzer target (apt-get install libclang-rt-14-dev)" >&2
   exit 2
 fi
 

@@ -55,7 +55,19 @@ JOBS="${SANITIZE_JOBS:-1}"
 NICE="${SANITIZE_NICE:-10}"
 CXX_CLANG="${SANITIZE_CXX:-clang++}"
 if ! command -v "$CXX_CLANG" >/dev/null; then
-  echo "sanitize.sh: $CXX_CLANG not found (apt-get install clang)" >&2
+  echo "sanitize.sh: $CXX_CLANG not found (apt-get install clang libclang-rt-14-dev)" >&2
+  exit 2
+fi
+# The sanitizer runtimes are a separate Debian package (only recommended by clang's).
+if ! echo 'int main() { return 0; }' |
+     "$CXX_CLANG" -x c++ -fsanitize="$SANITIZERS" - -o /dev/null 2>/dev/null; then
+  echo "sanitize.sh: $CXX_CLANG cannot link with -fsanitize=$SANITIZERS" \
+       "(apt-get install libclang-rt-14-dev)" >&2
+  exit 2
+fi
+if [[ $MODE == tsan && -z ${ABSL_SOURCE_DIR:-} ]] && ! command -v dpkg-source >/dev/null; then
+  echo "sanitize.sh: tsan unpacks Debian's abseil source with dpkg-source" \
+       "(apt-get install dpkg-dev, or set ABSL_SOURCE_DIR)" >&2
   exit 2
 fi
 mkdir -p "$BUILD_DIR"
