@@ -37,7 +37,6 @@ using vitserve::v1::ClassifyResponse;
 constexpr absl::Duration kStartupTimeout = absl::Seconds(180);
 constexpr absl::Duration kRpcTimeout = absl::Seconds(60);
 constexpr absl::Duration kExitTimeout = absl::Seconds(60);
-constexpr char kListeningPrefix[] = "vitserve listening on ";
 // The server's BudgetPolicy safety terms (InferenceServiceOptions defaults).
 constexpr double kSafetyFraction = 0.1;
 constexpr double kSafetyMarginMs = 1.0;
@@ -66,11 +65,6 @@ vitserve::v1::Tensor RandomTensor(int seed) {
   std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
   for (int i = 0; i < 3 * s * s; ++i) t.add_data(dist(gen));
   return t;
-}
-
-std::string ReadFileOrEmpty(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 class BudgetSchedulerTest : public ::testing::Test {

@@ -34,12 +34,6 @@ namespace {
 constexpr absl::Duration kStartupTimeout = absl::Seconds(120);
 constexpr absl::Duration kRpcTimeout = absl::Seconds(30);
 constexpr absl::Duration kReloadTimeout = absl::Seconds(120);
-constexpr char kListeningPrefix[] = "vitserve listening on ";
-
-std::string ReadFileOrEmpty(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 vitserve::v1::ClassifyRequest Request(const TestModelOptions& m) {
   vitserve::v1::ClassifyRequest request;

@@ -49,7 +49,6 @@ using vitserve::v1::ClassifyResponse;
 constexpr absl::Duration kStartupTimeout = absl::Seconds(120);
 constexpr absl::Duration kRpcTimeout = absl::Seconds(60);
 constexpr absl::Duration kExitTimeout = absl::Seconds(60);
-constexpr char kListeningPrefix[] = "vitserve listening on ";
 constexpr char kMetricsPrefix[] = "vitserve metrics on ";
 
 TestModelOptions ModelOptions() { return TestModelOptions{}; }
@@ -93,11 +92,6 @@ absl::StatusOr<Server> StartServer(const std::string& repo, const std::string& s
   if (!metrics.ok()) return metrics.status();
   server.metrics_address = std::string(absl::StripPrefix(*metrics, kMetricsPrefix));
   return server;
-}
-
-std::string ReadFileOrEmpty(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 // A deterministic pseudo-random image, PNG-encoded.

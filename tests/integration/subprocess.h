@@ -58,6 +58,12 @@ struct CommandResult {
   std::string out;  // stdout
 };
 
+// vitserve's startup line on stdout: "vitserve listening on <host>:<port>".
+inline constexpr char kListeningPrefix[] = "vitserve listening on ";
+
+// The whole file at `path` (e.g. a child's stderr for a failure message); "" if unreadable.
+std::string ReadFileOrEmpty(const std::string& path);
+
 // Runs argv to completion (killed after `timeout`), stdout captured, stderr inherited.
 absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
                                          absl::Duration timeout);

@@ -11,6 +11,7 @@
 #include <iterator>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -30,12 +31,6 @@ namespace {
 constexpr absl::Duration kStartupTimeout = absl::Seconds(120);
 constexpr absl::Duration kRpcTimeout = absl::Seconds(10);
 constexpr absl::Duration kExitTimeout = absl::Seconds(60);
-constexpr char kListeningPrefix[] = "vitserve listening on ";
-
-std::string ReadFileOrEmpty(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 // Runs openssl with `args`; fails the test on a non-zero exit.
 void OpenSsl(const std::vector<std::string>& args) {
@@ -212,31 +207,30 @@ TEST_F(TlsTest, VitclientSpeaksMutualTls) {
 }
 #endif
 
-TEST_F(TlsTest, BadCertificateFilesStopTheServerAtStartup) {
-  const std::string err = *dir_ + "/bad.stderr";
-  absl::StatusOr<std::unique_ptr<Subprocess>> p = Subprocess::Start(
-      {VITSERVE_BINARY, "--model_repository=" + *dir_ + "/models", "--host=127.0.0.1", "--port=0",
-       "--metrics_port=-1", "--scheduler=fixed", "--tls_cert=" + *dir_ + "/server.crt",
-       "--tls_key=" + *dir_ + "/server.csr"},
-      err);
-  ASSERT_TRUE(p.ok()) << p.status();
+// Starts vitserve with --tls_key=`key` (and the good certificate); returns its exit code
+// and stderr. The server must not come up.
+std::pair<int, std::string> StartWithKey(const std::string& dir, const std::string& key) {
+  const std::string err = dir + "/" + key + ".stderr";
+  absl::StatusOr<std::unique_ptr<Subprocess>> p =
+      Subprocess::Start({VITSERVE_BINARY, "--model_repository=" + dir + "/models",
+                         "--host=127.0.0.1", "--port=0", "--metrics_port=-1", "--scheduler=fixed",
+                         "--tls_cert=" + dir + "/server.crt", "--tls_key=" + dir + "/" + key},
+                        err);
+  EXPECT_TRUE(p.ok()) << p.status();
+  if (!p.ok()) return {-1, ""};
   absl::StatusOr<int> code = (*p)->Wait(kExitTimeout);
-  ASSERT_TRUE(code.ok()) << code.status();
-  EXPECT_NE(*code, 0);
-  // A CSR is PEM too; gRPC then fails to build credentials or to bind. Either way the
-  // server must not come up. A file that is not PEM at all is named in the error:
+  EXPECT_TRUE(code.ok()) << code.status();
+  return {code.ok() ? *code : -1, ReadFileOrEmpty(err)};
+}
+
+TEST_F(TlsTest, BadCertificateFilesStopTheServerAtStartup) {
+  // A CSR is PEM but not a key: gRPC fails to build credentials or to bind.
+  EXPECT_NE(StartWithKey(*dir_, "server.csr").first, 0);
+  // A file that is not PEM at all is named in the error.
   std::ofstream(*dir_ + "/garbage.key") << "not a key\n";
-  const std::string err2 = *dir_ + "/bad2.stderr";
-  absl::StatusOr<std::unique_ptr<Subprocess>> q = Subprocess::Start(
-      {VITSERVE_BINARY, "--model_repository=" + *dir_ + "/models", "--host=127.0.0.1", "--port=0",
-       "--metrics_port=-1", "--scheduler=fixed", "--tls_cert=" + *dir_ + "/server.crt",
-       "--tls_key=" + *dir_ + "/garbage.key"},
-      err2);
-  ASSERT_TRUE(q.ok()) << q.status();
-  absl::StatusOr<int> code2 = (*q)->Wait(kExitTimeout);
-  ASSERT_TRUE(code2.ok()) << code2.status();
-  EXPECT_NE(*code2, 0);
-  EXPECT_TRUE(absl::StrContains(ReadFileOrEmpty(err2), "--tls_key")) << ReadFileOrEmpty(err2);
+  const auto [code, err] = StartWithKey(*dir_, "garbage.key");
+  EXPECT_NE(code, 0);
+  EXPECT_TRUE(absl::StrContains(err, "--tls_key")) << err;
 }
 
 }  // namespace

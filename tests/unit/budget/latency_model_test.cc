@@ -15,7 +15,6 @@ using ::testing::HasSubstr;
 using ::testing::Pair;
 
 // Keep-rates compared after the float round trip.
-constexpr float kRateEps = 1e-6f;
 // Durations compared after the double round trip of the table.
 constexpr absl::Duration kTimeEps = absl::Nanoseconds(10);
 

@@ -36,7 +36,6 @@ using ::testing::Not;
 constexpr char kPromtool[] = VITSERVE_PROMTOOL_PATH;
 constexpr int kGrpcOk = 0;
 constexpr int kGrpcInvalidArgument = 3;
-constexpr int kGrpcDeadlineExceeded = 4;
 constexpr int kGrpcNotFound = 5;
 constexpr int kGrpcResourceExhausted = 8;
 
