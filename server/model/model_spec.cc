@@ -56,8 +56,14 @@ std::vector<int> DefaultLocations(Method m, int depth) {
     case Method::kTriLevel:
       break;
   }
+  // Blocks depth/4, 2*depth/4, 3*depth/4, each once: below depth 4 they coincide
+  // (depth 2: 0, 0, 0 -> {0}), and locations must be strictly increasing.
   const int q = depth / 4;
-  return {q, 2 * q, 3 * q};
+  std::vector<int> out;
+  for (int loc : {q, 2 * q, 3 * q}) {
+    if (out.empty() || loc > out.back()) out.push_back(loc);
+  }
+  return out;
 }
 
 }  // namespace vitserve

@@ -28,5 +28,25 @@ TEST(DefaultLocationsTest, ThreeStagesForTwelveBlocks) {
   EXPECT_TRUE(DefaultLocations(Method::kDense, 12).empty());
 }
 
+// Found by fuzz_model_spec: a depth-2 trilevel config without locations got {0, 0, 0}
+// (not increasing). Shallow models get each block once.
+TEST(DefaultLocationsTest, ShallowModelsGetDistinctLocations) {
+  EXPECT_EQ(DefaultLocations(Method::kTriLevel, 2), (std::vector<int>{0}));
+  EXPECT_EQ(DefaultLocations(Method::kDynamicViT, 3), (std::vector<int>{0}));
+  EXPECT_EQ(DefaultLocations(Method::kEViT, 1), (std::vector<int>{0}));
+  for (int depth = 1; depth <= 16; ++depth) {
+    for (Method m : {Method::kDynamicViT, Method::kEViT, Method::kTNT, Method::kTriLevel}) {
+      const std::vector<int> locs = DefaultLocations(m, depth);
+      ASSERT_FALSE(locs.empty());
+      for (size_t i = 0; i < locs.size(); ++i) {
+        EXPECT_LT(locs[i], depth);
+        if (i > 0) {
+          EXPECT_GT(locs[i], locs[i - 1]) << "depth " << depth;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace vitserve
