@@ -15,7 +15,10 @@
 # crashed, leaked, timed out, ran out of memory or failed to start.
 #
 # Other knobs: FUZZ_TIMEOUT (seconds per input, default 10), FUZZ_RSS_LIMIT_MB (default
-# 2048), FUZZ_NICE (niceness of the runs, default 10).
+# 2048), FUZZ_NICE (niceness of the runs, default 10), FUZZ_SEED (libFuzzer -seed; default
+# random) and FUZZ_RUNS (stop each target after this many inputs, besides the time limit).
+# With both set the run is reproducible: the same inputs in the same order on every
+# machine, which is what CI uses (a gate must not fail by luck).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -89,6 +92,8 @@ for t in "${TARGETS[@]}"; do
   cp tests/fuzz/corpus/"$t"/* "$dir/corpus/"
   args=(-max_total_time="$SECONDS_PER_TARGET" -timeout="$TIMEOUT" -rss_limit_mb="$RSS_LIMIT_MB"
         -print_final_stats=1 -artifact_prefix="$dir/artifacts/")
+  if [[ -n "${FUZZ_SEED:-}" ]]; then args+=(-seed="$FUZZ_SEED"); fi
+  if [[ -n "${FUZZ_RUNS:-}" ]]; then args+=(-runs="$FUZZ_RUNS"); fi
   if [[ -n "${DICT[$t]:-}" ]]; then args+=(-dict="tests/fuzz/dict/${DICT[$t]}"); fi
   # OpenCV's decoders print a line to stderr for every undecodable input: keep the log
   # readable (libFuzzer and the sanitizers still report through their own descriptor).
