@@ -322,10 +322,10 @@ TEST(RefusalTest, PixelLimitCheckedBeforeDecoding) {
 // Found by fuzz_preprocess: a TIFF whose first IFD says 4294967295 x 4294967295 (LONG
 // fields) made width * height overflow int64 before the limit check.
 TEST(RefusalTest, PixelLimitHoldsForMaximalTiffDimensions) {
-  std::string tiff("II*\0\x08\0\0\0\x02\0", 10);                        // header, 2 entries
+  std::string tiff("II*\0\x08\0\0\0\x02\0", 10);                          // header, 2 entries
   tiff += std::string("\x00\x01\x04\x00\x01\0\0\0\xff\xff\xff\xff", 12);  // ImageWidth
   tiff += std::string("\x01\x01\x04\x00\x01\0\0\0\xff\xff\xff\xff", 12);  // ImageLength
-  tiff += std::string(4, '\0');                                                // no next IFD
+  tiff += std::string(4, '\0');                                           // no next IFD
   auto p = Make(PreprocessSpec(), Architecture());
   ASSERT_NE(p, nullptr);
   absl::StatusOr<ImageTensor> t = p->FromEncoded(tiff);
