@@ -37,6 +37,7 @@
 #include "server/model/vit_inference_model.h"
 #include "server/model/vit_module.h"
 #include "server/pruning/cost_model.h"
+#include "server/runtime/malloc_tuning.h"
 
 ABSL_FLAG(int, threads, 2, "LibTorch intra-op threads (at::set_num_threads)");
 ABSL_FLAG(std::string, batch_sizes, "1,8,32", "comma-separated batch sizes");
@@ -294,6 +295,7 @@ int Main() {
 }  // namespace vitserve
 
 int main(int argc, char** argv) {
+  vitserve::TuneMallocForInference();  // as the server does; see malloc_tuning.h
   absl::ParseCommandLine(argc, argv);
   return vitserve::Main();
 }

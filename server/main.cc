@@ -42,6 +42,7 @@
 #include "server/rpc/metrics_http_server.h"
 #include "server/rpc/model_loader.h"
 #include "server/runtime/clock.h"
+#include "server/runtime/malloc_tuning.h"
 #include "server/tls/tls_credentials.h"
 
 ABSL_FLAG(std::string, model_repository, "",
@@ -244,6 +245,7 @@ int Run() {
 }  // namespace vitserve
 
 int main(int argc, char** argv) {
+  vitserve::TuneMallocForInference();  // before any thread; see malloc_tuning.h
   // absl lists under --help only flags defined in a file named after the binary; ours live
   // in server/main.cc, so say so explicitly.
   absl::FlagsUsageConfig usage;
