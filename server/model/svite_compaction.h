@@ -13,7 +13,7 @@
 //   * MLP unit j is removable when its fc2 column is all zero (it contributes nothing),
 //     or its fc1 row is all zero (it contributes fc2[:, j] · GELU(fc1.bias[j]), folded
 //     into fc2.bias).
-// A block keeps at least one head and one MLP unit (if everything was pruned, the first
+// A block keeps at least one head and one MLP unit (if everything was pruned, the last
 // unit stays as stored: still exact, just not removed), so every block stays a valid
 // Linear stack. Folding is exact in real arithmetic; in float32 the logits move by
 // rounding only (tests bound it).
