@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -107,7 +108,7 @@ BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
     return std::nullopt;
   };
 
-  // 1. Classify; reject hopeless tasks.
+  // 1. Classify; an unreachable min_keep_rate is INVALID_ARGUMENT.
   std::vector<TaskView> views;
   views.reserve(queue.tasks.size());
   for (size_t i = 0; i < queue.tasks.size(); ++i) {
@@ -119,10 +120,7 @@ BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
     v.priority = task.attributes.priority;
     v.fixed = task.attributes.keep_rate > 0.0f;
     v.fixed_rate = task.attributes.keep_rate;
-    float lowest_rate = 0.0f;
-    if (v.fixed) {
-      lowest_rate = v.fixed_rate;
-    } else {
+    if (!v.fixed) {
       const float min_rate = task.attributes.min_keep_rate;
       if (min_rate > levels.front() + kKeepRateTolerance) {
         decision.reject.emplace_back(
@@ -137,21 +135,6 @@ BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
         if (level >= min_rate - kKeepRateTolerance) v.lowest = level;
       }
       v.unbudgeted_rate = std::max(options_.default_keep_rate, min_rate);
-      lowest_rate = v.lowest;
-    }
-    if (v.budgeted()) {
-      const absl::Duration g = guarded(lowest_rate, 1);
-      if (now + g > v.bound) {
-        decision.reject.emplace_back(
-            i, absl::DeadlineExceededError(
-                   absl::StrCat("latency budget cannot be met: predicted compute time ",
-                                absl::FormatDuration(table.Predict(lowest_rate, 1)), " (",
-                                absl::FormatDuration(g), " with the safety margin) at keep-rate ",
-                                lowest_rate, v.fixed ? " (as requested)" : " (the lowest allowed)",
-                                " for a batch of 1 exceeds the remaining budget ",
-                                absl::FormatDuration(v.bound - now))));
-        continue;
-      }
     }
     views.push_back(v);
   }
@@ -161,6 +144,78 @@ BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
     return std::tie(a.priority, a.bound, a.enqueue_time, a.index) <
            std::tie(b.priority, b.bound, b.enqueue_time, b.index);
   });
+  // What can run at `rate` next to others (batch compatibility).
+  auto runs_at = [](const TaskView& t, float rate) {
+    if (t.fixed) return SameRate(t.fixed_rate, rate);
+    if (t.budgeted()) return t.lowest <= rate + kKeepRateTolerance;
+    return SameRate(t.unbudgeted_rate, rate);
+  };
+  // The fastest rate a task may run at: its own when fixed, lo(t) for "server chooses"
+  // with a budget, the default rate without one.
+  auto floor_rate = [](const TaskView& t) {
+    return t.fixed ? t.fixed_rate : (t.budgeted() ? t.lowest : t.unbudgeted_rate);
+  };
+  // The backlog scan: the tasks not `excluded`, in urgency order, run back to back from
+  // `start` in greedy batches at their floor rates (the fastest schedule the policy could
+  // still choose). Returns the budgeted tasks that miss their bound even so, each with the
+  // time its own batch could start at the earliest.
+  struct Lost {
+    size_t view;
+    absl::Time start;
+  };
+  // With `at_least` > 0, "server chooses" tasks with a budget run at no less than it
+  // (the queue served at one keep-rate level).
+  auto scan = [&](absl::Time start, std::vector<bool> excluded, float at_least) {
+    std::vector<Lost> lost;
+    absl::Time t = start;
+    for (size_t h = 0; h < views.size(); ++h) {
+      if (excluded[h]) continue;
+      excluded[h] = true;
+      const TaskView& head = views[h];
+      float rate = floor_rate(head);
+      if (!head.fixed && head.budgeted()) rate = std::max(rate, at_least);
+      if (head.budgeted() && t + guarded(rate, 1) > head.bound) {
+        lost.push_back({h, t});
+        continue;
+      }
+      int n = 1;
+      absl::Time min_bound = head.bound;
+      for (size_t j = h + 1; j < views.size() && static_cast<size_t>(n) < max_n; ++j) {
+        if (excluded[j] || !runs_at(views[j], rate)) continue;
+        if (t + guarded(rate, n + 1) > std::min(min_bound, views[j].bound)) continue;
+        excluded[j] = true;
+        ++n;
+        min_bound = std::min(min_bound, views[j].bound);
+      }
+      t += guarded(rate, n);
+    }
+    return lost;
+  };
+
+  // 1b. Reject what the backlog makes hopeless: a budgeted task that misses its bound
+  // even in the fastest schedule of the queue. Rejected now, while the client still has
+  // time to go elsewhere, instead of expiring in the queue.
+  std::vector<bool> assigned(views.size(), false);
+  for (const Lost& l : scan(now, assigned, /*at_least=*/0.0f)) {
+    const TaskView& t = views[l.view];
+    const float rate = floor_rate(t);
+    const absl::Duration g = guarded(rate, 1);
+    std::string ahead;
+    if (l.start > now) {
+      ahead = absl::StrCat(" after ", absl::FormatDuration(l.start - now),
+                           " of predicted compute for the requests queued ahead of it");
+    }
+    decision.reject.emplace_back(
+        t.index,
+        absl::DeadlineExceededError(absl::StrCat(
+            "latency budget cannot be met: predicted compute time ",
+            absl::FormatDuration(table.Predict(rate, 1)), " (", absl::FormatDuration(g),
+            " with the safety margin) at keep-rate ", rate,
+            t.fixed ? " (as requested)" : " (the lowest allowed)", " for a batch of 1", ahead,
+            " exceeds the remaining budget ", absl::FormatDuration(t.bound - now))));
+    assigned[l.view] = true;
+  }
+
   struct Candidate {
     std::vector<size_t> members;  // into views
     float rate = 1.0f;
@@ -169,10 +224,11 @@ BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
     absl::Duration compute;  // G(rate, |members|)
     absl::Time latest_safe_start = absl::InfiniteFuture();
   };
-  std::vector<bool> assigned(views.size(), false);
   // The greedy batch headed by views[h] at `rate`, over the tasks not yet assigned (every
   // task before h is assigned: it headed or joined an earlier candidate).
-  auto form = [&](size_t h, float rate) {
+  // `rescue`: the batch is formed to save the queue behind it, so followers join
+  // whenever they fit (the waiting check assumes they would run alone next).
+  auto form = [&](size_t h, float rate, bool rescue) {
     Candidate c;
     c.rate = rate;
     c.members = {h};
@@ -190,14 +246,10 @@ BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
       if (assigned[j]) continue;
       const TaskView& t = views[j];
       // Cheap compatibility first, then the fit, then (budgeted) the waiting check.
-      if (t.fixed ? !SameRate(t.fixed_rate, rate)
-                  : (t.budgeted() ? t.lowest > rate + kKeepRateTolerance
-                                  : !SameRate(t.unbudgeted_rate, rate))) {
-        continue;
-      }
+      if (!runs_at(t, rate)) continue;
       const absl::Time finish = now + compute(c.members.size() + 1);
       if (finish > std::min(c.min_bound, t.bound)) continue;
-      if (!t.fixed && t.budgeted()) {
+      if (!rescue && !t.fixed && t.budgeted()) {
         const std::optional<float> later = best(t, finish, 1);
         if (later.has_value() && *later > rate + kKeepRateTolerance) continue;
       }
@@ -209,22 +261,12 @@ BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
     if (c.min_bound != absl::InfiniteFuture()) c.latest_safe_start = c.min_bound - c.compute;
     return c;
   };
-  // Budgeted tasks after h, outside `c`, that could not make it even alone at their
-  // lowest allowed keep-rate once `c` has run.
-  auto lost_after = [&](const Candidate& c, size_t h) {
-    const absl::Time finish = now + c.compute;
-    int lost = 0;
-    size_t next_member = 1;  // members after the head, in increasing order
-    for (size_t j = h + 1; j < views.size(); ++j) {
-      if (next_member < c.members.size() && c.members[next_member] == j) {
-        ++next_member;
-        continue;
-      }
-      const TaskView& t = views[j];
-      if (assigned[j] || !t.budgeted()) continue;
-      if (finish + guarded(t.fixed ? t.fixed_rate : t.lowest, 1) > t.bound) ++lost;
-    }
-    return lost;
+  // Budgeted tasks outside `c` that the backlog scan loses once `c` has run, with the
+  // "server chooses" ones at no less than `at_least`.
+  auto lost_after = [&](const Candidate& c, float at_least) {
+    std::vector<bool> excluded = assigned;
+    for (size_t m : c.members) excluded[m] = true;
+    return static_cast<int>(scan(now + c.compute, std::move(excluded), at_least).size());
   };
 
   std::vector<Candidate> waiting;  // earlier candidates that wait for company
@@ -241,16 +283,28 @@ BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
     } else {
       rate = head.unbudgeted_rate;
     }
-    Candidate c = form(h, rate);
-    if (options_.rescue_batching && !head.fixed && head.budgeted()) {
-      // Lower the head's keep-rate only to save requests this batch would otherwise doom.
-      const int lost = lost_after(c, h);
-      if (lost > 0) {
-        int best_score = static_cast<int>(c.members.size()) - lost;
+    Candidate c = form(h, rate, /*rescue=*/false);
+    if (options_.rescue_batching && !head.fixed && head.budgeted() && lost_after(c, rate) > 0) {
+      // The queue behind this batch could not all be served at the head's rate. Serve the
+      // queue at one level: the highest level k at which this batch and then every
+      // "server chooses" task at >= k loses nobody. Failing that (the fastest schedule
+      // already loses some), the level with the most members minus losses.
+      bool found = false;
+      for (float level : levels) {
+        if (level >= rate || level < head.lowest - kKeepRateTolerance) continue;
+        Candidate lower = form(h, level, /*rescue=*/true);
+        if (lost_after(lower, level) == 0) {
+          c = std::move(lower);
+          found = true;
+          break;
+        }
+      }
+      if (!found) {
+        int best_score = static_cast<int>(c.members.size()) - lost_after(c, 0.0f);
         for (float level : levels) {
           if (level >= rate || level < head.lowest - kKeepRateTolerance) continue;
-          Candidate lower = form(h, level);
-          const int score = static_cast<int>(lower.members.size()) - lost_after(lower, h);
+          Candidate lower = form(h, level, /*rescue=*/true);
+          const int score = static_cast<int>(lower.members.size()) - lost_after(lower, 0.0f);
           if (score > best_score) {
             best_score = score;
             c = std::move(lower);

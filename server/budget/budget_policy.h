@@ -16,12 +16,20 @@
 //   best(t, s, n)  the highest level k >= lo(t) with s + G(k, n) <= bound(t), if any.
 //
 // Rule (Decide), all at the decision time `now`:
-//   1. Hopeless requests are rejected at once with DEADLINE_EXCEEDED: a budgeted task
-//      that would miss its bound even alone (n = 1), started now, at its lowest allowed
-//      keep-rate (lo(t) for "server chooses", its own keep-rate when fixed). The message
-//      gives the predicted time, the guarded time and the remaining budget. A "server
-//      chooses" task whose min_keep_rate is above the highest level is rejected with
-//      INVALID_ARGUMENT. So min_keep_rate is never violated: rejected, not served below.
+//   1. A "server chooses" task whose min_keep_rate is above the highest level is rejected
+//      with INVALID_ARGUMENT. So min_keep_rate is never violated: rejected, not served
+//      below it.
+//   1b. Hopeless requests are rejected at once with DEADLINE_EXCEEDED, judged by the
+//      backlog scan: the live tasks, in the order of rule 2, run back to back from `now`
+//      in greedy batches (a head plus the following tasks that can run at its rate and
+//      still fit, up to max_batch_size) at their floor rates (their own keep-rate when
+//      fixed, lo(t) for "server chooses" with a budget, the default rate without one).
+//      This is the fastest schedule the policy could still pick. A budgeted task that
+//      misses its bound even there is rejected; the message gives the predicted time, the
+//      guarded time, the predicted compute queued ahead of it and the remaining budget.
+//      Under overload requests are thus refused while the client still has time (the
+//      least urgent first), instead of expiring in the queue; with an empty queue this is
+//      the "alone, started now, at its lowest allowed keep-rate" test.
 //   2. The remaining tasks are ordered by (priority, bound, enqueue time, index), most
 //      urgent first. Candidate batches are formed greedily: the first task not yet in a
 //      candidate is the head; its keep-rate k is
@@ -40,12 +48,15 @@
 //      could get alone, and never when a looser member would get a better keep-rate by
 //      running after this batch.
 //   2b. Rescue under backlog (Options::rescue_batching, on by default): for a "server
-//      chooses" head with a budget, if some budgeted task outside the batch would be lost
-//      once it has run (finish + G(its lowest allowed keep-rate, 1) > its bound), the same
-//      greedy batch is also formed at each lower level down to lo(head), and the level
-//      with the largest (members − tasks lost after it) wins; ties keep the higher level.
-//      So the head gives up keep-rate only to serve more requests in time; with no
-//      request at risk (light load) the rule above applies unchanged.
+//      chooses" head with a budget, if the backlog scan of the tasks outside the batch,
+//      started when the batch would finish, loses any of them, the greedy batch is formed
+//      again at each lower level down to lo(head), followers joining whenever they fit
+//      (the waiting check of rule 2 assumes they would run alone next, which a backlog
+//      does not allow): the first level that loses none
+//      wins; if none does, the level with the largest (members − tasks lost) wins, ties
+//      keeping the higher level. So the head gives up keep-rate only to keep the queue
+//      behind it servable in time; with no request at risk (light load) the rule above
+//      applies unchanged.
 //   3. A candidate runs now when the scheduler is draining, it is full (max_batch_size),
 //      its oldest member has waited max_queue_delay (the classic size-or-delay rule,
 //      counted from the first request), or now has reached its latest safe start
