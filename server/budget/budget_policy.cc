@@ -79,6 +79,29 @@ BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now) c
 
 BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
                                    const LatencyTable& table) const {
+  return DecideFrom(queue, now, now, /*rejects_only=*/false, table);
+}
+
+absl::Status BudgetPolicy::Admit(const QueueSnapshot& queue, absl::Time now,
+                                 absl::Time free_at) const {
+  const std::shared_ptr<const LatencyTable> table = latency_model_->Snapshot();
+  return Admit(queue, now, free_at, *table);
+}
+
+absl::Status BudgetPolicy::Admit(const QueueSnapshot& queue, absl::Time now, absl::Time free_at,
+                                 const LatencyTable& table) const {
+  if (queue.tasks.empty()) return absl::OkStatus();
+  const size_t last = queue.tasks.size() - 1;
+  BatchDecision d = DecideFrom(queue, now, std::max(now, free_at), /*rejects_only=*/true, table);
+  for (auto& [index, status] : d.reject) {
+    if (index == last) return status;
+  }
+  return absl::OkStatus();
+}
+
+BatchDecision BudgetPolicy::DecideFrom(const QueueSnapshot& queue, absl::Time now,
+                                       absl::Time scan_start, bool rejects_only,
+                                       const LatencyTable& table) const {
   BatchDecision decision;
   const std::vector<float>& levels = table.keep_rate_levels();  // highest first
 
@@ -196,14 +219,15 @@ BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
   // even in the fastest schedule of the queue. Rejected now, while the client still has
   // time to go elsewhere, instead of expiring in the queue.
   std::vector<bool> assigned(views.size(), false);
-  for (const Lost& l : scan(now, assigned, /*at_least=*/0.0f)) {
+  for (const Lost& l : scan(scan_start, assigned, /*at_least=*/0.0f)) {
     const TaskView& t = views[l.view];
     const float rate = floor_rate(t);
     const absl::Duration g = guarded(rate, 1);
     std::string ahead;
     if (l.start > now) {
       ahead = absl::StrCat(" after ", absl::FormatDuration(l.start - now),
-                           " of predicted compute for the requests queued ahead of it");
+                           " of predicted compute ahead of it (the running batch and the "
+                           "requests queued before it)");
     }
     decision.reject.emplace_back(
         t.index,
@@ -215,6 +239,7 @@ BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
             " exceeds the remaining budget ", absl::FormatDuration(t.bound - now))));
     assigned[l.view] = true;
   }
+  if (rejects_only) return decision;
 
   struct Candidate {
     std::vector<size_t> members;  // into views
@@ -291,7 +316,7 @@ BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
       // already loses some), the level with the most members minus losses.
       bool found = false;
       for (float level : levels) {
-        if (level >= rate || level < head.lowest - kKeepRateTolerance) continue;
+        if (level > rate + kKeepRateTolerance || level < head.lowest - kKeepRateTolerance) continue;
         Candidate lower = form(h, level, /*rescue=*/true);
         if (lost_after(lower, level) == 0) {
           c = std::move(lower);
@@ -302,7 +327,8 @@ BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
       if (!found) {
         int best_score = static_cast<int>(c.members.size()) - lost_after(c, 0.0f);
         for (float level : levels) {
-          if (level >= rate || level < head.lowest - kKeepRateTolerance) continue;
+          if (level > rate + kKeepRateTolerance || level < head.lowest - kKeepRateTolerance)
+            continue;
           Candidate lower = form(h, level, /*rescue=*/true);
           const int score = static_cast<int>(lower.members.size()) - lost_after(lower, 0.0f);
           if (score > best_score) {
@@ -337,6 +363,7 @@ BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
     for (size_t m : run->members) decision.batch.push_back(views[m].index);
     std::sort(decision.batch.begin(), decision.batch.end());
     decision.keep_rate = run->rate;
+    decision.predicted_compute = run->compute;
     decision.wake_at = absl::InfiniteFuture();
   }
   std::sort(decision.reject.begin(), decision.reject.end(),

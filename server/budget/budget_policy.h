@@ -129,12 +129,24 @@ class BudgetPolicy : public BatchPolicy {
   // The rule in the file comment, against a fixed table.
   BatchDecision Decide(const QueueSnapshot& queue, absl::Time now, const LatencyTable& table) const;
 
+  // Rule 1b for the new (last) task with the backlog scan starting at free_at: the
+  // running batch's predicted end. DEADLINE_EXCEEDED (message as in rule 1b) when the
+  // scan loses it; INVALID_ARGUMENT for an unreachable min_keep_rate; OK otherwise.
+  absl::Status Admit(const QueueSnapshot& queue, absl::Time now, absl::Time free_at) const override;
+  absl::Status Admit(const QueueSnapshot& queue, absl::Time now, absl::Time free_at,
+                     const LatencyTable& table) const;
+
   // G(k, n): the guarded compute time used in every deadline check.
   absl::Duration GuardedCompute(const LatencyTable& table, float keep_rate, int batch_size) const;
 
   const Options& options() const { return options_; }
 
  private:
+  // Decide() with the backlog scan of rule 1b starting at `scan_start` (>= now); with
+  // `rejects_only`, stops after rule 1b (no batch is formed).
+  BatchDecision DecideFrom(const QueueSnapshot& queue, absl::Time now, absl::Time scan_start,
+                           bool rejects_only, const LatencyTable& table) const;
+
   BudgetPolicy(const Options& options, std::shared_ptr<const LatencyModel> latency_model)
       : options_(options), latency_model_(std::move(latency_model)) {}
 

@@ -113,6 +113,12 @@ class PerModelPolicy final : public BatchPolicy {
     return decision;
   }
 
+  absl::Status Admit(const QueueSnapshot& queue, absl::Time now,
+                     absl::Time free_at) const override {
+    auto it = policies_.find(std::string(queue.key));
+    return it == policies_.end() ? absl::OkStatus() : it->second->Admit(queue, now, free_at);
+  }
+
  private:
   const std::map<std::string, std::unique_ptr<BatchPolicy>> policies_;
 };
@@ -610,6 +616,10 @@ void InferenceServiceImpl::RecordRefusal(const std::string& model, const std::st
                                          absl::Time deadline) {
   if (metrics_ == nullptr) return;
   const char* reason = RejectReason(status.code());
+  // DEADLINE_EXCEEDED before the deadline: the budget policy refused it on arrival.
+  if (status.code() == absl::StatusCode::kDeadlineExceeded && clock_->Now() < deadline) {
+    reason = kRejectBudgetUnmeetable;
+  }
   if (*reason != '\0') metrics_->OnRejected(model, reason);
   RequestRecord record;
   record.model = model;

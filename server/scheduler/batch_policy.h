@@ -75,6 +75,9 @@ struct BatchDecision {
   float keep_rate = 1.0f;
   // Tasks to answer without running (index, non-OK status); disjoint from `batch`.
   std::vector<std::pair<size_t, absl::Status>> reject;
+  // The policy's prediction of how long `batch` takes (ZeroDuration() = none). The
+  // scheduler uses it to tell Admit() when a batch thread will be free.
+  absl::Duration predicted_compute = absl::ZeroDuration();
   // When nothing runs now: the time at which the policy wants to be asked again even if
   // no new task arrives (InfiniteFuture() = only on arrivals). Must be later than `now`
   // when `batch` is empty and tasks remain; otherwise ignored.
@@ -86,6 +89,20 @@ class BatchPolicy {
   virtual ~BatchPolicy() = default;
   // Decides for `queue` at `now`. Called with at least one task in the queue.
   virtual BatchDecision Decide(const QueueSnapshot& queue, absl::Time now) const = 0;
+
+  // Admission while the device is busy: called by the scheduler for a task about to be
+  // queued when every batch thread is running a batch. `queue` is the key's queue with
+  // the new task LAST; `free_at` (>= now) is when a batch thread is predicted to be free.
+  // A non-OK status refuses the new task (it is not queued; the caller answers it at
+  // once), so a request the device cannot reach in time is told so on arrival instead
+  // of expiring in the queue. The default admits everything. Same purity and
+  // thread-safety as Decide().
+  virtual absl::Status Admit(const QueueSnapshot& queue, absl::Time now, absl::Time free_at) const {
+    (void)queue;
+    (void)now;
+    (void)free_at;
+    return absl::OkStatus();
+  }
 };
 
 // Batches by size or by the delay of the batch's first task; keep-rate as requested.

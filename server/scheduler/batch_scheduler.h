@@ -13,6 +13,10 @@
 //     batch thread is free).
 //   * The queues are bounded in total: when `max_enqueued` tasks are waiting, Schedule()
 //     fails at once with RESOURCE_EXHAUSTED (it never blocks); the caller may retry.
+//   * While every batch thread runs a batch, Schedule() asks the policy's Admit() whether
+//     the new task can still make it, given when a thread is predicted to be free (the
+//     decision time plus BatchDecision::predicted_compute); a refusal is returned to the
+//     caller and the task is not queued. With a free thread there is no such test.
 //   * A task whose deadline (TaskAttributes::deadline) has passed, or whose IsCancelled()
 //     returns true, leaves its queue without running and is handed to the reject callback
 //     with DEADLINE_EXCEEDED / CANCELLED. Queues are checked whenever a batch thread looks
@@ -51,6 +55,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -108,7 +113,9 @@ class BatchScheduler {
 
   // Enqueues *task under `key`. Errors (the caller keeps the task): INVALID_ARGUMENT (null
   // task), RESOURCE_EXHAUSTED (max_enqueued tasks waiting), DEADLINE_EXCEEDED (deadline
-  // already passed), UNAVAILABLE (shutting down).
+  // already passed), UNAVAILABLE (shutting down), or the policy's Admit() status when
+  // every batch thread is busy (free_at = the earliest predicted end of a running batch,
+  // from BatchDecision::predicted_compute).
   absl::Status Schedule(const std::string& key, std::unique_ptr<TaskType>* task);
 
   // Makes the batch threads look at the queues now (e.g. after a task was cancelled, so
@@ -132,6 +139,7 @@ class BatchScheduler {
     std::string key;
     float keep_rate = 1.0f;
     std::vector<std::unique_ptr<TaskType>> batch;
+    absl::Duration predicted_compute;             // the policy's, for `batch`
     absl::Time wake_at = absl::InfiniteFuture();  // when nothing to do
     bool empty() const { return rejects.empty() && batch.empty(); }
   };
@@ -172,6 +180,9 @@ class BatchScheduler {
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::string last_served_key_ ABSL_GUARDED_BY(mu_);
+  // Batch threads not running a batch, and the predicted ends of the running batches.
+  int idle_threads_ ABSL_GUARDED_BY(mu_) = 0;
+  std::multiset<absl::Time> running_ends_ ABSL_GUARDED_BY(mu_);
 
   absl::Mutex shutdown_mu_;  // serialises Shutdown() callers
   std::vector<std::thread> threads_ ABSL_GUARDED_BY(shutdown_mu_);
@@ -213,6 +224,10 @@ absl::StatusOr<std::unique_ptr<BatchScheduler<TaskType>>> BatchScheduler<TaskTyp
       new BatchScheduler(options, std::move(callbacks), clock, std::move(policy)));
   {
     absl::MutexLock lock(&scheduler->shutdown_mu_);
+    {
+      absl::MutexLock queue_lock(&scheduler->mu_);
+      scheduler->idle_threads_ = options.num_batch_threads;
+    }
     for (int i = 0; i < options.num_batch_threads; ++i) {
       scheduler->threads_.emplace_back([s = scheduler.get()] { s->Loop(); });
     }
@@ -234,6 +249,23 @@ absl::Status BatchScheduler<TaskType>::Schedule(const std::string& key,
     return absl::ResourceExhaustedError(absl::StrCat("queue full: ", num_enqueued_,
                                                      " requests waiting (max ",
                                                      options_.max_enqueued, "); retry later"));
+  }
+  if (idle_threads_ == 0 && !running_ends_.empty()) {
+    // Every batch thread is busy: ask the policy whether the task can still make it.
+    std::vector<QueuedTask> snapshot;
+    auto it = queues_.find(key);
+    if (it != queues_.end()) {
+      snapshot.reserve(it->second.size() + 1);
+      for (const Entry& e : it->second) {
+        if (e.task->attributes().deadline > now) {
+          snapshot.push_back(QueuedTask{e.task->attributes(), e.enqueue_time});
+        }
+      }
+    }
+    snapshot.push_back(QueuedTask{(*task)->attributes(), now});
+    absl::Status admitted = policy_->Admit(QueueSnapshot{key, snapshot, false}, now,
+                                           std::max(now, *running_ends_.begin()));
+    if (!admitted.ok()) return admitted;
   }
   queues_[key].push_back(Entry{std::move(*task), now});
   ++num_enqueued_;
@@ -269,14 +301,23 @@ template <typename TaskType>
 void BatchScheduler<TaskType>::Loop() {
   mu_.Lock();
   while (true) {
-    Work work = FindWork(clock_->Now());
+    const absl::Time now = clock_->Now();
+    Work work = FindWork(now);
     if (!work.empty()) {
+      const bool has_batch = !work.batch.empty();
+      std::multiset<absl::Time>::iterator running;
+      if (has_batch) {
+        --idle_threads_;
+        running = running_ends_.insert(now + work.predicted_compute);
+      }
       mu_.Unlock();
       for (auto& [task, status] : work.rejects) callbacks_.reject(std::move(task), status);
-      if (!work.batch.empty()) {
-        callbacks_.process_batch(work.key, work.keep_rate, std::move(work.batch));
-      }
+      if (has_batch) callbacks_.process_batch(work.key, work.keep_rate, std::move(work.batch));
       mu_.Lock();
+      if (has_batch) {
+        running_ends_.erase(running);
+        ++idle_threads_;
+      }
       continue;
     }
     if (stopping_ && num_enqueued_ == 0) break;
@@ -357,6 +398,7 @@ bool BatchScheduler<TaskType>::ServeQueue(const std::string& key, std::deque<Ent
   if (has_batch) {
     work.key = key;
     work.keep_rate = decision.keep_rate;
+    work.predicted_compute = decision.predicted_compute;
   } else if (stopping_ && decision.reject.empty()) {
     // A policy that neither runs nor rejects while draining would stall shutdown.
     for (size_t i = 0; i < queue.size(); ++i) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <random>
 #include <string>
@@ -283,7 +284,7 @@ TEST(BudgetPolicyTest, RequestMadeHopelessByTheBacklogIsRejectedAtOnce) {
   EXPECT_EQ(d.reject[0].second.code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_THAT(d.reject[0].second.message(),
               AllOf(HasSubstr("keep-rate 0.6"), HasSubstr("after 18ms of predicted compute"),
-                    HasSubstr("queued ahead of it")));
+                    HasSubstr("requests queued before it")));
   // The admitted eight are served at one level that keeps both batches in time: 1.0
   // (13 + 13 ms) and 0.8 (11 + 11 ms) pass 20 ms, 0.6 (9 + 9 ms) does not.
   EXPECT_THAT(d.batch, ElementsAre(0, 1, 2, 3));
@@ -300,6 +301,32 @@ TEST(BudgetPolicyTest, RequestMadeHopelessByTheBacklogIsRejectedAtOnce) {
   d = Decide(*policy, tasks, kT0);
   ASSERT_EQ(d.reject.size(), 1u);
   EXPECT_EQ(d.reject[0].first, 7u);  // the last of the low-priority ones
+}
+
+TEST(BudgetPolicyTest, AdmitRefusesAnArrivalTheBusyDeviceCannotReachInTime) {
+  auto policy = MakePolicy(ExactOptions());
+  // The device is busy until 10 ms; four 20 ms requests wait (0.6: 9 ms as a batch of 4).
+  std::vector<QueuedTask> tasks;
+  for (int i = 0; i < 4; ++i) tasks.push_back(Flexible(kT0, absl::Milliseconds(20)));
+  const absl::Time free_at = kT0 + absl::Milliseconds(10);
+  // A 16 ms arrival runs first (earlier bound) at 10 → 16 at 0.6: admitted. Then the
+  // four run 16 → 25 > 20: they would be lost, but Admit judges only the newcomer.
+  tasks.push_back(Flexible(kT0, absl::Milliseconds(16)));
+  EXPECT_TRUE(policy->Admit(QueueSnapshot{"model", tasks, false}, kT0, free_at).ok());
+  // A 12 ms arrival cannot start before 10 ms and needs 6: refused, with the reason.
+  tasks.back() = Flexible(kT0, absl::Milliseconds(12));
+  absl::Status s = policy->Admit(QueueSnapshot{"model", tasks, false}, kT0, free_at);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  EXPECT_THAT(s.message(),
+              AllOf(HasSubstr("after 10ms of predicted compute"), HasSubstr("the running batch")));
+  // A 25 ms arrival after the four: 10 + 9 = 19, then 6 → 25: admitted exactly.
+  tasks.back() = Flexible(kT0, absl::Milliseconds(25));
+  EXPECT_TRUE(policy->Admit(QueueSnapshot{"model", tasks, false}, kT0, free_at).ok());
+  tasks.back() = Flexible(kT0, absl::Microseconds(24999));
+  EXPECT_FALSE(policy->Admit(QueueSnapshot{"model", tasks, false}, kT0, free_at).ok());
+  // An idle device (free_at = now) is the plain rule-1b test.
+  tasks.back() = Flexible(kT0, absl::Milliseconds(12));
+  EXPECT_TRUE(policy->Admit(QueueSnapshot{"model", tasks, false}, kT0, kT0).ok());
 }
 
 TEST(BudgetPolicyTest, SafetyMarginMakesTheChoiceMoreConservative) {
@@ -626,6 +653,23 @@ SimulationResult Simulate(const BatchPolicy& policy, const LatencyTable& table,
       if (!gone[i]) rest.push_back(queue[i]);
     }
     queue.swap(rest);
+    // Arrivals while the batch runs go through the policy's Admit(), as in the scheduler.
+    while (!d.batch.empty() && next < arrivals.size() && arrivals[next].enqueue_time < free_at) {
+      const QueuedTask& arrival = arrivals[next++];
+      std::vector<QueuedTask> with;
+      for (const QueuedTask& q : queue) {
+        if (q.attributes.deadline > arrival.enqueue_time) with.push_back(q);
+      }
+      with.push_back(arrival);
+      if (policy
+              .Admit(QueueSnapshot{"model", with, false}, arrival.enqueue_time,
+                     now + d.predicted_compute)
+              .ok()) {
+        queue.push_back(arrival);
+      } else {
+        ++result.rejected;
+      }
+    }
     if (!d.batch.empty() || !d.reject.empty()) {
       now = free_at;
       continue;
@@ -717,6 +761,62 @@ TEST(BudgetPolicyTest, OverloadSimulationKeepsAdmittedRequestsInTime) {
   EXPECT_LT(adaptive.mean_keep_rate(), 0.95);  // it had to trade to keep up
   EXPECT_LT(adaptive.rejected, kRequests / 100) << adaptive.rejected;
   EXPECT_LT(dense.on_time, kRequests / 2) << dense.on_time;
+}
+
+// Not a test: prints the simulation table of docs/scheduler.md ("What it buys"). Run with
+//   budget_tests --gtest_also_run_disabled_tests --gtest_filter='*PrintSimulationTable'
+TEST(BudgetPolicyTest, DISABLED_PrintSimulationTable) {
+  struct Row {
+    const char* name;
+    double (*millis)(float keep_rate, int batch);
+    std::vector<double> loads;
+  };
+  const Row rows[] = {
+      {"GPU-like: 9 ms for 1, 16 ms for 8",
+       [](float k, int b) { return 8.0 * k + b * k; },
+       {100, 250, 400}},
+      {"CPU-like: 10 ms per image at 1.0",
+       [](float k, int b) { return 10.0 * k * b; },
+       {60, 100, 150}},
+  };
+  constexpr int kRequests = 1500;
+  std::printf(
+      "| model | load | size-or-delay in time | budget, strict (2b off): in time | budget "
+      "(default): in time | rejected at once | in time of admitted | mean keep-rate |\n"
+      "|---|---|---|---|---|---|---|---|\n");
+  for (const Row& row : rows) {
+    LatencyModel::Options lm;
+    lm.keep_rate_levels = {1.0f, 0.9f, 0.8f, 0.7f, 0.6f, 0.5f};
+    lm.batch_sizes = {1, 2, 4, 8};
+    std::vector<LatencyPoint> points;
+    for (float k : lm.keep_rate_levels) {
+      for (int b : lm.batch_sizes) {
+        points.push_back({k, b, absl::Microseconds(std::lround(1000.0 * row.millis(k, b)))});
+      }
+    }
+    auto made = LatencyModel::Create(lm, points);
+    ASSERT_TRUE(made.ok()) << made.status();
+    std::shared_ptr<LatencyModel> model(std::move(*made));
+    auto table = model->Snapshot();
+    BudgetPolicy::Options options;
+    options.safety_fraction = 0.0;
+    options.safety_margin = absl::ZeroDuration();
+    auto rescue = MakePolicy(options, model);
+    options.rescue_batching = false;
+    auto strict = MakePolicy(options, model);
+    auto classic = SizeOrDelayPolicy::Create(SizeOrDelayPolicy::Options());
+    ASSERT_TRUE(classic.ok());
+    for (double load : row.loads) {
+      const SimulationResult c = Simulate(**classic, *table, load, kRequests);
+      const SimulationResult st = Simulate(*strict, *table, load, kRequests);
+      const SimulationResult r = Simulate(*rescue, *table, load, kRequests);
+      const auto pct = [](int n, int of) { return 100.0 * n / of; };
+      std::printf("| %s | %.0f req/s | %.1f %% | %.1f %% | %.1f %% | %.1f %% | %.1f %% | %.2f |\n",
+                  load == row.loads.front() ? row.name : "", load, pct(c.on_time, kRequests),
+                  pct(st.on_time, kRequests), pct(r.on_time, kRequests), pct(r.rejected, kRequests),
+                  100.0 * r.admitted_on_time(), r.mean_keep_rate());
+    }
+  }
 }
 
 }  // namespace
