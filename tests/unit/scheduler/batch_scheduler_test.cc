@@ -272,6 +272,94 @@ TEST_F(BatchSchedulerTest, BatchThreadsRunBatchesConcurrently) {
   EXPECT_EQ(max_running, 2);
 }
 
+// Runs the oldest task alone, predicting 30 ms; admits a task only if its deadline is
+// after the time the device is predicted to be free. Records every Admit() call.
+class BusyAdmissionPolicy : public BatchPolicy {
+ public:
+  static constexpr absl::Duration kPredicted = absl::Milliseconds(30);
+  struct Call {
+    absl::Time now;
+    absl::Time free_at;
+    size_t queue_size;
+    absl::Time last_deadline;
+  };
+  BatchDecision Decide(const QueueSnapshot& queue, absl::Time) const override {
+    BatchDecision d;
+    d.batch = {0};
+    d.predicted_compute = kPredicted;
+    return d;
+  }
+  absl::Status Admit(const QueueSnapshot& queue, absl::Time now,
+                     absl::Time free_at) const override {
+    absl::MutexLock l(&mu_);
+    calls_.push_back({now, free_at, queue.tasks.size(), queue.tasks.back().attributes.deadline});
+    if (queue.tasks.back().attributes.deadline < free_at) {
+      return absl::DeadlineExceededError("device busy past the deadline");
+    }
+    return absl::OkStatus();
+  }
+  std::vector<Call> calls() const {
+    absl::MutexLock l(&mu_);
+    return calls_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  mutable std::vector<Call> calls_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST_F(BatchSchedulerTest, WhileEveryThreadIsBusyThePolicyAdmitsArrivals) {
+  auto policy = std::make_unique<BusyAdmissionPolicy>();
+  const BusyAdmissionPolicy* admission = policy.get();
+  absl::Mutex mu;
+  bool running = false;
+  bool release = false;
+  std::vector<int> ran;
+  BatchScheduler<TestTask>::Callbacks callbacks{
+      [&](const std::string&, float, std::vector<std::unique_ptr<TestTask>> batch) {
+        absl::MutexLock l(&mu);
+        for (const auto& t : batch) ran.push_back(t->id);
+        running = true;
+        auto released = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return release; };
+        mu.AwaitWithTimeout(absl::Condition(&released), kReactionTimeout);
+      },
+      [](std::unique_ptr<TestTask>, absl::Status) {}};
+  auto s =
+      BatchScheduler<TestTask>::Create(DefaultOptions(), callbacks, &clock_, std::move(policy));
+  ASSERT_TRUE(s.ok()) << s.status();
+  const absl::Time t0 = clock_.Now();
+  auto first = NewTask(0);
+  ASSERT_TRUE((*s)->Schedule("m", &first).ok());
+  {
+    absl::MutexLock l(&mu);
+    auto started = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return running; };
+    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&started), kReactionTimeout));
+  }
+  EXPECT_THAT(admission->calls(), IsEmpty());  // a free thread: no admission test
+
+  // The only thread is busy until t0 + 30 ms (the policy's prediction).
+  auto tight = NewTask(1, 0.0f, t0 + absl::Milliseconds(10));
+  absl::Status refused = (*s)->Schedule("m", &tight);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kDeadlineExceeded) << refused;
+  ASSERT_NE(tight, nullptr);  // refused: the caller keeps it
+  auto loose = NewTask(2, 0.0f, t0 + absl::Milliseconds(40));
+  ASSERT_TRUE((*s)->Schedule("m", &loose).ok());
+
+  std::vector<BusyAdmissionPolicy::Call> calls = admission->calls();
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[0].free_at, t0 + BusyAdmissionPolicy::kPredicted);
+  EXPECT_EQ(calls[0].queue_size, 1u);  // the new task alone (task 0 left the queue)
+  EXPECT_EQ(calls[0].last_deadline, t0 + absl::Milliseconds(10));
+  EXPECT_EQ(calls[1].queue_size, 1u);
+  {
+    absl::MutexLock l(&mu);
+    release = true;
+  }
+  (*s)->Shutdown();
+  absl::MutexLock l(&mu);
+  EXPECT_THAT(ran, ElementsAre(0, 2));
+}
+
 TEST_F(BatchSchedulerTest, CreateValidatesOptions) {
   auto options = DefaultOptions();
   options.num_batch_threads = 0;
