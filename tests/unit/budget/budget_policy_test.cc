@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <random>
 #include <string>
@@ -682,24 +683,38 @@ SimulationResult Simulate(const BatchPolicy& policy, const LatencyTable& table,
   return result;
 }
 
-// Under overload (GPU-like model: batching cheap) rescue batching keeps far more requests
-// in time than the strict rule, and both beat size-or-delay at full keep-rate.
-TEST(BudgetPolicyTest, OverloadSimulationRescueBatchingImprovesOnTimeRate) {
+// A latency model with t(k, b) = millis(k, b) for every level and batch 1, 2, 4, 8.
+std::shared_ptr<LatencyModel> SyntheticModel(std::vector<float> levels,
+                                             const std::function<double(float, int)>& millis) {
   LatencyModel::Options lm;
-  lm.keep_rate_levels = {1.0f, 0.9f, 0.8f, 0.7f, 0.6f, 0.5f};
+  lm.keep_rate_levels = std::move(levels);
   lm.batch_sizes = {1, 2, 4, 8};
   std::vector<LatencyPoint> points;
   for (float k : lm.keep_rate_levels) {
     for (int b : lm.batch_sizes) {
-      points.push_back({k, b, absl::Microseconds(std::lround(1000.0 * (8 * k + b * k)))});
+      points.push_back({k, b, absl::Microseconds(std::lround(1000.0 * millis(k, b)))});
     }
   }
   auto made = LatencyModel::Create(lm, points);
-  ASSERT_TRUE(made.ok()) << made.status();
-  std::shared_ptr<LatencyModel> model(std::move(*made));
-  BudgetPolicy::Options options;  // production defaults, exact safety terms
+  EXPECT_TRUE(made.ok()) << made.status();
+  return std::shared_ptr<LatencyModel>(std::move(*made));
+}
+
+// Production defaults with exact safety terms (the simulated device takes exactly the
+// predicted time).
+BudgetPolicy::Options SimulationOptions() {
+  BudgetPolicy::Options options;
   options.safety_fraction = 0.0;
   options.safety_margin = absl::ZeroDuration();
+  return options;
+}
+
+// Under overload (GPU-like model: batching cheap) rescue batching keeps far more requests
+// in time than the strict rule, and both beat size-or-delay at full keep-rate.
+TEST(BudgetPolicyTest, OverloadSimulationRescueBatchingImprovesOnTimeRate) {
+  std::shared_ptr<LatencyModel> model = SyntheticModel(
+      {1.0f, 0.9f, 0.8f, 0.7f, 0.6f, 0.5f}, [](float k, int b) { return 8.0 * k + b * k; });
+  BudgetPolicy::Options options = SimulationOptions();
   auto rescue = MakePolicy(options, model);
   options.rescue_batching = false;
   auto strict = MakePolicy(options, model);
@@ -724,24 +739,12 @@ TEST(BudgetPolicyTest, OverloadSimulationRescueBatchingImprovesOnTimeRate) {
 // scan refuses the rest at once instead of letting them expire in the queue), and it
 // rejects few. Size-or-delay at full keep-rate misses most at the same load.
 TEST(BudgetPolicyTest, OverloadSimulationKeepsAdmittedRequestsInTime) {
-  LatencyModel::Options lm;
-  lm.keep_rate_levels = {1.0f, 0.9f, 0.8f, 0.7f, 0.6f, 0.5f, 0.4f, 0.3f};
-  lm.batch_sizes = {1, 2, 4, 8};
   // CPU-like: time proportional to the tokens kept, batching saves ~30%.
-  std::vector<LatencyPoint> points;
-  for (float k : lm.keep_rate_levels) {
-    for (int b : lm.batch_sizes) {
-      points.push_back(
-          {k, b, absl::Microseconds(std::lround(500.0 + 4000.0 * k * (0.3 + 0.7 * b)))});
-    }
-  }
-  auto made = LatencyModel::Create(lm, points);
-  ASSERT_TRUE(made.ok()) << made.status();
-  std::shared_ptr<LatencyModel> model(std::move(*made));
+  std::shared_ptr<LatencyModel> model =
+      SyntheticModel({1.0f, 0.9f, 0.8f, 0.7f, 0.6f, 0.5f, 0.4f, 0.3f},
+                     [](float k, int b) { return 0.5 + 4.0 * k * (0.3 + 0.7 * b); });
   auto table = model->Snapshot();
-  BudgetPolicy::Options options;
-  options.safety_fraction = 0.0;
-  options.safety_margin = absl::ZeroDuration();
+  BudgetPolicy::Options options = SimulationOptions();
   auto policy = MakePolicy(options, model);
   SizeOrDelayPolicy::Options classic_options;
   auto classic = SizeOrDelayPolicy::Create(classic_options);
@@ -785,22 +788,10 @@ TEST(BudgetPolicyTest, DISABLED_PrintSimulationTable) {
       "(default): in time | rejected at once | in time of admitted | mean keep-rate |\n"
       "|---|---|---|---|---|---|---|---|\n");
   for (const Row& row : rows) {
-    LatencyModel::Options lm;
-    lm.keep_rate_levels = {1.0f, 0.9f, 0.8f, 0.7f, 0.6f, 0.5f};
-    lm.batch_sizes = {1, 2, 4, 8};
-    std::vector<LatencyPoint> points;
-    for (float k : lm.keep_rate_levels) {
-      for (int b : lm.batch_sizes) {
-        points.push_back({k, b, absl::Microseconds(std::lround(1000.0 * row.millis(k, b)))});
-      }
-    }
-    auto made = LatencyModel::Create(lm, points);
-    ASSERT_TRUE(made.ok()) << made.status();
-    std::shared_ptr<LatencyModel> model(std::move(*made));
+    std::shared_ptr<LatencyModel> model =
+        SyntheticModel({1.0f, 0.9f, 0.8f, 0.7f, 0.6f, 0.5f}, row.millis);
     auto table = model->Snapshot();
-    BudgetPolicy::Options options;
-    options.safety_fraction = 0.0;
-    options.safety_margin = absl::ZeroDuration();
+    BudgetPolicy::Options options = SimulationOptions();
     auto rescue = MakePolicy(options, model);
     options.rescue_batching = false;
     auto strict = MakePolicy(options, model);
