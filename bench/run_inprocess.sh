@@ -5,7 +5,9 @@
 # machine, commit, commands and date.
 #
 # Usage: bench/run_inprocess.sh [BUILD_DIR] (default: build)
-# Environment: THREADS (2), BATCHES (1,8,32), KEEPS (0.9,0.7,0.5),
+# Environment: THREADS (2), STREAMS (1: concurrent callers in vitserve_bench, like the
+#              server's --num_batch_threads), EAGER_THREADS (THREADS), BATCHES (1,8,32),
+#              KEEPS (0.9,0.7,0.5),
 #              METHODS (dense,dynamicvit,evit,tome,tnt), SECONDS_PER_CONFIG (3),
 #              MAX_SUB_BATCH (8), OUT (bench/results/inprocess-cpu.md)
 # Runs the two implementations one after the other (never concurrently), vitserve first.
@@ -14,6 +16,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${1:-${ROOT}/build}"
 THREADS="${THREADS:-2}"
+STREAMS="${STREAMS:-1}"
+EAGER_THREADS="${EAGER_THREADS:-${THREADS}}"
 BATCHES="${BATCHES:-1,8,32}"
 KEEPS="${KEEPS:-0.9,0.7,0.5}"
 METHODS="${METHODS:-dense,dynamicvit,evit,tome,tnt}"
@@ -31,14 +35,14 @@ mkdir -p "$(dirname "${OUT}")"
 TMP="$(mktemp -d)"
 trap 'rm -rf "${TMP}"' EXIT
 
-VITSERVE_CMD=("${BENCH}" --threads="${THREADS}" --batch_sizes="${BATCHES}"
+VITSERVE_CMD=("${BENCH}" --threads="${THREADS}" --streams="${STREAMS}" --batch_sizes="${BATCHES}"
   --keep_rates="${KEEPS}" --methods="${METHODS}" --seconds="${SECONDS_PER_CONFIG}"
   --max_sub_batch="${MAX_SUB_BATCH}" --json_out="${TMP}/vitserve.jsonl")
 echo "+ ${VITSERVE_CMD[*]}" >&2
 "${VITSERVE_CMD[@]}" > "${TMP}/vitserve.md"
 
 EAGER="${ROOT}/bench/eager_bench.py"
-EAGER_CMD=("${PYTHON}" "${EAGER}" --threads "${THREADS}" --batch-sizes "${BATCHES}"
+EAGER_CMD=("${PYTHON}" "${EAGER}" --threads "${EAGER_THREADS}" --batch-sizes "${BATCHES}"
   --keep-rates "${KEEPS}" --methods "${METHODS}" --seconds "${SECONDS_PER_CONFIG}"
   --out "${TMP}/eager.jsonl")
 if [[ -f "${EAGER}" ]]; then
@@ -110,7 +114,11 @@ PY
   echo "- Commit: ${COMMIT}${DIRTY:+ (working tree had local changes)}"
   echo "- Date: ${DATE}"
   echo "- Model: DeiT-S shape (C=384, 6 heads, depth 12, 224², 1000 classes), random weights, float32"
-  echo "- Threads: ${THREADS} (both), batch sizes ${BATCHES}, keep-rates ${KEEPS}, ${SECONDS_PER_CONFIG} s per configuration"
+  if [[ ${STREAMS} == 1 && ${EAGER_THREADS} == "${THREADS}" ]]; then
+    echo "- Threads: ${THREADS} (both), batch sizes ${BATCHES}, keep-rates ${KEEPS}, ${SECONDS_PER_CONFIG} s per configuration"
+  else
+    echo "- vitserve: ${STREAMS} concurrent stream(s) of batches on one loaded model, ${THREADS} intra-op thread(s) each (img/s is the total); eager: ${EAGER_THREADS} thread(s), one stream. Batch sizes ${BATCHES}, keep-rates ${KEEPS}, ${SECONDS_PER_CONFIG} s per configuration"
+  fi
   echo "- vitserve: \`${VITSERVE_CMD[*]/${TMP}\/vitserve.jsonl/FILE}\`"
   echo "- eager: \`${EAGER_CMD[*]/${TMP}\/eager.jsonl/FILE}\`"
   echo "- ToMe rows with keep-rates use the r whose MACs match the 3-stage schedule (cost_model.h); the row with keep '-' is the published r."
