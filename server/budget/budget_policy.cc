@@ -225,9 +225,9 @@ BatchDecision BudgetPolicy::DecideFrom(const QueueSnapshot& queue, absl::Time no
     const absl::Duration g = guarded(rate, 1);
     std::string ahead;
     if (l.start > now) {
-      ahead = absl::StrCat(" after ", absl::FormatDuration(l.start - now),
-                           " of predicted compute ahead of it (the running batch and the "
-                           "requests queued before it)");
+      ahead = absl::StrCat(
+          " after ", absl::FormatDuration(l.start - now), " of predicted compute ahead of it (",
+          scan_start > now ? "the running batch and " : "", "the requests queued before it)");
     }
     decision.reject.emplace_back(
         t.index,
