@@ -221,6 +221,9 @@ BatchDecision BudgetPolicy::DecideFrom(const QueueSnapshot& queue, absl::Time no
   std::vector<bool> assigned(views.size(), false);
   for (const Lost& l : scan(scan_start, assigned, /*at_least=*/0.0f)) {
     const TaskView& t = views[l.view];
+    assigned[l.view] = true;
+    // Admission asks only about the newcomer (the last task): no message for the others.
+    if (rejects_only && t.index + 1 != queue.tasks.size()) continue;
     const float rate = floor_rate(t);
     const absl::Duration g = guarded(rate, 1);
     std::string ahead;
@@ -237,7 +240,6 @@ BatchDecision BudgetPolicy::DecideFrom(const QueueSnapshot& queue, absl::Time no
             " with the safety margin) at keep-rate ", rate,
             t.fixed ? " (as requested)" : " (the lowest allowed)", " for a batch of 1", ahead,
             " exceeds the remaining budget ", absl::FormatDuration(t.bound - now))));
-    assigned[l.view] = true;
   }
   if (rejects_only) return decision;
 

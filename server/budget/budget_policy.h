@@ -143,7 +143,8 @@ class BudgetPolicy : public BatchPolicy {
 
  private:
   // Decide() with the backlog scan of rule 1b starting at `scan_start` (>= now); with
-  // `rejects_only`, stops after rule 1b (no batch is formed).
+  // `rejects_only`, stops after rule 1b (no batch is formed) and reports only the last
+  // task's rejection (admission of a newcomer).
   BatchDecision DecideFrom(const QueueSnapshot& queue, absl::Time now, absl::Time scan_start,
                            bool rejects_only, const LatencyTable& table) const;
 
