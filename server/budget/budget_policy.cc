@@ -316,22 +316,19 @@ BatchDecision BudgetPolicy::DecideFrom(const QueueSnapshot& queue, absl::Time no
       // queue at one level: the highest level k at which this batch and then every
       // "server chooses" task at >= k loses nobody. Failing that (the fastest schedule
       // already loses some), the level with the most members minus losses.
+      std::vector<Candidate> tried;  // the rescue batches, highest level first
       bool found = false;
       for (float level : levels) {
         if (level > rate + kKeepRateTolerance || level < head.lowest - kKeepRateTolerance) continue;
-        Candidate lower = form(h, level, /*rescue=*/true);
-        if (lost_after(lower, level) == 0) {
-          c = std::move(lower);
-          found = true;
-          break;
-        }
+        tried.push_back(form(h, level, /*rescue=*/true));
+        found = lost_after(tried.back(), level) == 0;
+        if (found) break;
       }
-      if (!found) {
+      if (found) {
+        c = std::move(tried.back());
+      } else {
         int best_score = static_cast<int>(c.members.size()) - lost_after(c, 0.0f);
-        for (float level : levels) {
-          if (level > rate + kKeepRateTolerance || level < head.lowest - kKeepRateTolerance)
-            continue;
-          Candidate lower = form(h, level, /*rescue=*/true);
+        for (Candidate& lower : tried) {
           const int score = static_cast<int>(lower.members.size()) - lost_after(lower, 0.0f);
           if (score > best_score) {
             best_score = score;
