@@ -75,6 +75,9 @@ ABSL_FLAG(bool, progress, true, "progress bar on stderr");
 // Methods.
 ABSL_FLAG(double, keep_rate, 0.7, "dynamicvit: trained keep-rate ρ; tnt: validation keep-rate");
 ABSL_FLAG(double, backbone_lr_scale, 0.0, "dynamicvit / tnt: backbone lr multiplier; 0 = frozen");
+ABSL_FLAG(double, dense_loss_weight, 0.0,
+          "dynamicvit: weight of the dense-path loss (CE + KL to the teacher on all tokens) "
+          "that keeps the shared backbone's dense accuracy; 0 = official loss only");
 ABSL_FLAG(double, noise_scale, 0.02, "tnt: noise std multiplier (official 0.02)");
 // Eval.
 ABSL_FLAG(std::string, split, "test", "eval: test | val");
@@ -276,6 +279,11 @@ absl::Status RunDynamicVit() {
   o.keep_rate = static_cast<float>(absl::GetFlag(FLAGS_keep_rate));
   o.backbone_lr_scale = absl::GetFlag(FLAGS_backbone_lr_scale);
   o.weights.label_smoothing = absl::GetFlag(FLAGS_label_smoothing);
+  o.dense_loss_weight = absl::GetFlag(FLAGS_dense_loss_weight);
+  if (o.dense_loss_weight < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--dense_loss_weight must be >= 0, got ", o.dense_loss_weight));
+  }
   teacher.vit->eval();
   const double teacher_acc =
       Accuracy([&](const torch::Tensor& x) { return teacher.vit->forward(x); }, val_set, norm, 256);

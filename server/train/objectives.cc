@@ -83,6 +83,18 @@ StepOutput DynamicVitObjective::Step(const torch::Tensor& images, const torch::T
       ComputeDynamicVitLoss(student, teacher, labels, options_.keep_rate, options_.weights);
   StepOutput out;
   out.loss = loss.total;
+  if (options_.dense_loss_weight > 0) {
+    const torch::Tensor dense_logits = student_->forward(images);
+    const torch::Tensor dense_ce = F::cross_entropy(
+        dense_logits, labels,
+        F::CrossEntropyFuncOptions().label_smoothing(options_.weights.label_smoothing));
+    const torch::Tensor dense_kl =
+        F::kl_div(torch::log_softmax(dense_logits, -1), torch::log_softmax(teacher.logits, -1),
+                  F::KLDivFuncOptions().reduction(torch::kBatchMean).log_target(true));
+    out.loss =
+        out.loss + options_.dense_loss_weight * (dense_ce + options_.weights.distill_kl * dense_kl);
+    out.metrics["dense_ce"] = dense_ce.item<double>();
+  }
   out.logits = student.logits.detach();
   out.metrics["ratio"] = loss.ratio.item<double>();
   out.metrics["kl"] = loss.kl.item<double>();

@@ -40,10 +40,17 @@ struct DynamicVitObjectiveOptions {
   float keep_rate = 0.7f;          // ρ; stage targets ρ, ρ², ρ³
   double backbone_lr_scale = 0.0;  // 0 = frozen backbone
   DynamicVitLossWeights weights;
+  // Weight of a dense-path term added to DynamicViT's loss: the student's own dense
+  // forward (every token) scored by label-smoothed CE + weights.distill_kl · KL to the
+  // teacher. One checkpoint serves dense and every pruned method, so fine-tuning the
+  // backbone for pruning alone costs dense accuracy (0.9 points on the C = 96 model,
+  // docs/training.md); this term keeps the dense path trained. 0 = off (official loss).
+  double dense_loss_weight = 0.0;
 };
 
-// DynamicViT: Gumbel decisions + masked attention, distilled from a frozen dense teacher.
-// Validation runs the deterministic top-k schedule at keep_rate.
+// DynamicViT: Gumbel decisions + masked attention, distilled from a frozen dense teacher,
+// plus the optional dense-path term. Validation runs the deterministic top-k schedule at
+// keep_rate.
 class DynamicVitObjective : public Objective {
  public:
   DynamicVitObjective(Vit student, Vit teacher, DynamicVitObjectiveOptions options);

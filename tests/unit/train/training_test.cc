@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <map>
 #include <random>
 
 #include "server/checkpoint/model_repository.h"
@@ -221,6 +222,53 @@ TEST(DynamicVitTrainingTest, RatioLossDrivesKeptFractionsToTheTarget) {
           << item.key();
     }
   }
+}
+
+TEST(DynamicVitTrainingTest, DenseLossWeightAddsTheDensePathCeAndKl) {
+  torch::manual_seed(4);
+  const Architecture arch = TinyArch(16, 4);
+  Vit teacher(CombinedOptions(arch, 3, false));
+  InitTimm(*teacher);
+  Vit student(CombinedOptions(arch, 3, false));
+  InitTimm(*student);  // different weights: the KL term is not zero
+  const ImageDataset data = Synthetic(16, 16, 5);
+  const Normalization norm = ComputeNormalization(data);
+  std::vector<int64_t> idx(16);
+  std::iota(idx.begin(), idx.end(), 0);
+  const torch::Tensor x = MakeBatch(data, idx, norm, nullptr, nullptr);
+  const torch::Tensor y = MakeLabels(data, idx);
+
+  DynamicVitObjectiveOptions o;
+  o.locations = {1, 2, 3};
+  o.keep_rate = 0.5f;
+  o.weights.label_smoothing = 0.1;
+  o.weights.distill_kl = 0.5;
+  auto loss_with = [&](double dense_weight, std::map<std::string, double>* metrics) {
+    DynamicVitObjectiveOptions with = o;
+    with.dense_loss_weight = dense_weight;
+    DynamicVitObjective objective(student, teacher, with);
+    torch::manual_seed(11);  // the same Gumbel draws for both
+    StepOutput s = objective.Step(x, y);
+    if (metrics != nullptr) *metrics = s.metrics;
+    return s.loss.item<double>();
+  };
+  const double official = loss_with(0.0, nullptr);
+  std::map<std::string, double> metrics;
+  const double with_dense = loss_with(2.0, &metrics);
+
+  // The dense-path term written out from the softmax: label-smoothed CE plus 0.5 times
+  // KL(teacher || student), both over every token of the student's dense forward.
+  torch::NoGradGuard no_grad;
+  const torch::Tensor log_s = torch::log_softmax(student->forward(x), -1).to(torch::kDouble);
+  const torch::Tensor log_t = torch::log_softmax(teacher->forward(x), -1).to(torch::kDouble);
+  const int64_t k = log_s.size(1);
+  const torch::Tensor nll = -log_s.gather(1, y.view({-1, 1})).squeeze(1);
+  const double ce = (0.9 * nll - 0.1 / k * log_s.sum(1)).mean().item<double>();
+  const double kl = (log_t.exp() * (log_t - log_s)).sum(1).mean().item<double>();
+  ASSERT_GT(kl, 1e-4);
+  EXPECT_FALSE(metrics.count("dense_ce") == 0);
+  EXPECT_NEAR(metrics["dense_ce"], ce, 1e-4);
+  EXPECT_NEAR(with_dense - official, 2.0 * (ce + 0.5 * kl), 1e-4);
 }
 
 TEST(DynamicVitTrainingTest, TopKDecisionsKeepTheEvalCounts) {
