@@ -44,9 +44,13 @@ timed "dense" "$TOOL" dense "${COMMON[@]}" --output_dir="$WORK_DIR/dense" \
 #    does; a frozen backbone lost 12 points at keep 0.7 in the first model), distilled
 #    from the dense teacher, trained at keep-rate 0.5 so the backbone learns to work on
 #    few tokens (top-k at a higher keep-rate then keeps a superset of what it saw).
+#    --dense_loss_weight=1 also trains the dense path (CE + KL to the teacher on every
+#    token), because the same backbone serves dense requests: without it the fine-tune
+#    cost 0.91 points of dense top-1, with it 0.48 (weight 3: 0.34, but DynamicViT at
+#    keep 0.5 fell 4.8 points behind dense; docs/training.md).
 timed "dynamicvit" "$TOOL" dynamicvit "${COMMON[@]}" --teacher="$WORK_DIR/dense" \
   --output_dir="$WORK_DIR/dynamicvit" --epochs=2 --lr=5e-4 --backbone_lr_scale=1 \
-  --warmup_epochs=0.1 --keep_rate=0.5 --resume
+  --warmup_epochs=0.1 --keep_rate=0.5 --dense_loss_weight=1 --resume
 # 3. TNT noise allocator (alpha heads) on the frozen fine-tuned backbone; the student is
 #    loaded from the DynamicViT directory, so its predictors are carried over and one
 #    checkpoint serves every method.
