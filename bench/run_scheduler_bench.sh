@@ -14,7 +14,8 @@
 # Usage: bench/run_scheduler_bench.sh [BUILD_DIR]      (default: build-serving)
 # Environment: BUDGET_MS (50), DURATION_S per run (20), SEED (7), RATES ("5 10 20 40 80"),
 #   THREADS intra-op threads (1), SUSTAIN_FRACTION (0.95), MODEL_REPO (default: a random-
-#   weights model written by bench/make_scheduler_bench_model.py), OUT_DIR (a temp dir).
+#   weights model written by bench/make_scheduler_bench_model.py), OUT_DIR (a temp dir),
+#   SERVER_FLAGS (extra vitserve flags for every server, e.g. "--max_batch_size=16").
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,6 +27,7 @@ DURATION_S=${DURATION_S:-20}
 SEED=${SEED:-7}
 RATES=${RATES:-"5 10 20 40 80"}
 THREADS=${THREADS:-1}
+read -r -a EXTRA_SERVER_FLAGS <<<"${SERVER_FLAGS:-}"
 SUSTAIN_FRACTION=${SUSTAIN_FRACTION:-0.95}
 OUT_DIR=${OUT_DIR:-$(mktemp -d /tmp/scheduler_bench.XXXXXX)}
 PY=/usr/bin/python3
@@ -55,7 +57,7 @@ start_server() {
   local name=$1
   shift
   "$VITSERVE" --model_repository="$MODEL_REPO" --host=127.0.0.1 --port=0 --metrics_port=-1 \
-    --threads="$THREADS" "$@" >"$OUT_DIR/$name.stdout" 2>"$OUT_DIR/$name.stderr" &
+    --threads="$THREADS" "${EXTRA_SERVER_FLAGS[@]}" "$@" >"$OUT_DIR/$name.stdout" 2>"$OUT_DIR/$name.stderr" &
   SERVER_PID=$!
   for _ in $(seq 1 600); do
     if grep -q "vitserve listening on" "$OUT_DIR/$name.stdout" 2>/dev/null; then
@@ -94,7 +96,7 @@ EOF
 HEADER="| mode | rate (req/s) | sent | within budget (of all sent) | goodput (req/s) | throughput (req/s) | mean keep-rate | p50 ms (OK) | p99 ms (OK) | errors |
 |---|---|---|---|---|---|---|---|---|---|"
 
-echo "# model repo: $MODEL_REPO   budget: $BUDGET_MS ms   duration: $DURATION_S s   seed: $SEED"
+echo "# model repo: $MODEL_REPO   budget: $BUDGET_MS ms   duration: $DURATION_S s   seed: $SEED   server flags: ${SERVER_FLAGS:-none}"
 echo "# outputs: $OUT_DIR"
 
 # 1. What dense sustains within the budget.
