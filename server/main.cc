@@ -21,6 +21,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -92,6 +93,12 @@ ABSL_FLAG(double, sweep_time_cap_s, 20,
           "not measured by then are extrapolated.");
 ABSL_FLAG(int, sweep_repeats, 3,
           "--scheduler=budget: timed runs per sweep point (the median is kept).");
+ABSL_FLAG(double, budget_safety_fraction, 0.1,
+          "--scheduler=budget: predicted batch times are inflated by this fraction before "
+          "deadline checks (>= 0).");
+ABSL_FLAG(double, budget_safety_margin_ms, 1.0,
+          "--scheduler=budget: ... and by this many milliseconds per batch (dispatch, work "
+          "outside the measured compute; >= 0).");
 ABSL_FLAG(int, drain_timeout_s, 30,
           "On SIGTERM, how long in-flight requests may take before they are cancelled.");
 
@@ -119,6 +126,14 @@ int Run() {
   if (!(shadow_fraction >= 0.0 && shadow_fraction <= 1.0)) {
     std::cerr << "vitserve: --shadow_fraction must be in [0, 1], got " << shadow_fraction
               << std::endl;
+    return 2;
+  }
+  const double safety_fraction = absl::GetFlag(FLAGS_budget_safety_fraction);
+  const double safety_margin_ms = absl::GetFlag(FLAGS_budget_safety_margin_ms);
+  if (!(safety_fraction >= 0.0) || !(safety_margin_ms >= 0.0)) {
+    std::cerr << "vitserve: --budget_safety_fraction and --budget_safety_margin_ms must be "
+                 ">= 0, got "
+              << safety_fraction << " and " << safety_margin_ms << std::endl;
     return 2;
   }
   const int threads = absl::GetFlag(FLAGS_threads) > 0
@@ -177,6 +192,8 @@ int Run() {
   service_options.sweep_repeats = absl::GetFlag(FLAGS_sweep_repeats);
   service_options.sweep_time_cap = absl::Seconds(absl::GetFlag(FLAGS_sweep_time_cap_s));
   service_options.shadow_fraction = absl::GetFlag(FLAGS_shadow_fraction);
+  service_options.safety_fraction = safety_fraction;
+  service_options.safety_margin = absl::Microseconds(std::llround(1e3 * safety_margin_ms));
   service_options.log = [](const std::string& line) {
     std::cerr << "vitserve: " << line << std::endl;
   };
