@@ -55,6 +55,17 @@ ImageDataset Synthetic(int n, int size, uint64_t seed) {
   return d;
 }
 
+// The first n images of `data`, normalised with its own statistics, and their labels.
+struct Batch {
+  torch::Tensor x, y;
+};
+Batch FirstImages(const ImageDataset& data, int64_t n) {
+  const Normalization norm = ComputeNormalization(data);
+  std::vector<int64_t> idx(n);
+  std::iota(idx.begin(), idx.end(), 0);
+  return {MakeBatch(data, idx, norm, nullptr, nullptr), MakeLabels(data, idx)};
+}
+
 TrainOptions QuickOptions() {
   TrainOptions o;
   o.epochs = 4;
@@ -102,10 +113,9 @@ TEST(TrainerTest, DenseTrainingLowersTheLoss) {
   InitTimm(*vit);
   const ImageDataset data = Synthetic(96, 8, 1);
   const Normalization norm = ComputeNormalization(data);
-  std::vector<int64_t> all(96);
-  std::iota(all.begin(), all.end(), 0);
-  const torch::Tensor x = MakeBatch(data, all, norm, nullptr, nullptr);
-  const torch::Tensor y = MakeLabels(data, all);
+  const Batch batch = FirstImages(data, 96);
+  const torch::Tensor& x = batch.x;
+  const torch::Tensor& y = batch.y;
   auto loss_now = [&] {
     torch::NoGradGuard no_grad;
     vit->eval();
@@ -173,12 +183,9 @@ TEST(DynamicVitTrainingTest, RatioLossDrivesKeptFractionsToTheTarget) {
   Vit student(CombinedOptions(arch, 3, false));
   InitTimm(*student);
   ASSERT_TRUE(LoadStateDict(*student, StateDictOf(*teacher), true).ok());
-  const ImageDataset data = Synthetic(64, 16, 3);
-  const Normalization norm = ComputeNormalization(data);
-  std::vector<int64_t> idx(32);
-  std::iota(idx.begin(), idx.end(), 0);
-  const torch::Tensor x = MakeBatch(data, idx, norm, nullptr, nullptr);
-  const torch::Tensor y = MakeLabels(data, idx);
+  const Batch batch = FirstImages(Synthetic(64, 16, 3), 32);
+  const torch::Tensor& x = batch.x;
+  const torch::Tensor& y = batch.y;
 
   // Targets 0.7, 0.49, 0.343; random predictors keep ~0.5, 0.25, 0.125 (each stage halves).
   constexpr float kKeep = 0.7f;
@@ -231,12 +238,9 @@ TEST(DynamicVitTrainingTest, DenseLossWeightAddsTheDensePathCeAndKl) {
   InitTimm(*teacher);
   Vit student(CombinedOptions(arch, 3, false));
   InitTimm(*student);  // different weights: the KL term is not zero
-  const ImageDataset data = Synthetic(16, 16, 5);
-  const Normalization norm = ComputeNormalization(data);
-  std::vector<int64_t> idx(16);
-  std::iota(idx.begin(), idx.end(), 0);
-  const torch::Tensor x = MakeBatch(data, idx, norm, nullptr, nullptr);
-  const torch::Tensor y = MakeLabels(data, idx);
+  const Batch batch = FirstImages(Synthetic(16, 16, 5), 16);
+  const torch::Tensor& x = batch.x;
+  const torch::Tensor& y = batch.y;
 
   DynamicVitObjectiveOptions o;
   o.locations = {1, 2, 3};
