@@ -214,39 +214,52 @@ double GuardedMsAt(const vitserve::v1::ModelInfo& info, float keep_rate, uint32_
 // latency model's guarded prediction, which no scheduler can prevent on a machine whose
 // cores are shared (the server counts those in vitserve_latency_model_predictions_total
 // {direction="under"}); such a request must still have started in time.
+//
+// Only the first few requests of a burst can be served in time (the rest are refused at
+// once, correctly), so a stall of the server's threads longer than the budget's slack
+// over the minimum keep-rate (a few ms; seen once on a loaded 2-core CI machine) refuses
+// the whole burst, as it should. The burst is therefore tried a few times; a server that
+// never serves any of them still fails.
 TEST_F(BudgetSchedulerTest, TightBudgetsInABurstAreMetBelowFullKeepRate) {
   double dense_ms = 0, min_ms = 0;
   vitserve::v1::ModelInfo info;
   GuardedTimesMs(&dense_ms, &min_ms, &info);
   ASSERT_LT(min_ms, dense_ms) << "the model is not faster at its minimum keep-rate";
   // Between the two: met only below 1.0 even alone; more room than the minimum needs.
-  const double budget_ms = min_ms + 0.6 * (dense_ms - min_ms);
+  const double budget_ms = min_ms + 0.75 * (dense_ms - min_ms);
   constexpr int kBurst = 24;
-  absl::Mutex mu;
+  constexpr int kAttempts = 5;
   std::vector<ClassifyResponse> accepted;
-  std::vector<grpc::StatusCode> codes;
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kBurst; ++i) {
-    threads.emplace_back([&, i] {
-      ClassifyRequest request;
-      *request.mutable_tensor() = RandomTensor(100 + i);
-      request.set_latency_budget_ms(static_cast<float>(budget_ms));
-      ClassifyResponse response;
-      grpc::Status status = Classify(request, &response);
-      absl::MutexLock lock(&mu);
-      codes.push_back(status.error_code());
-      if (status.ok()) accepted.push_back(response);
-    });
+  std::string first_refusal;
+  for (int attempt = 0; attempt < kAttempts && accepted.empty(); ++attempt) {
+    absl::Mutex mu;
+    std::vector<grpc::Status> statuses;
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kBurst; ++i) {
+      threads.emplace_back([&, i] {
+        ClassifyRequest request;
+        *request.mutable_tensor() = RandomTensor(100 + kBurst * attempt + i);
+        request.set_latency_budget_ms(static_cast<float>(budget_ms));
+        ClassifyResponse response;
+        grpc::Status status = Classify(request, &response);
+        absl::MutexLock lock(&mu);
+        statuses.push_back(status);
+        if (status.ok()) accepted.push_back(response);
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    for (const grpc::Status& status : statuses) {
+      const grpc::StatusCode code = status.error_code();
+      // Refused requests are refused for their budget (or an overflowing queue), nothing else.
+      EXPECT_TRUE(code == grpc::StatusCode::OK || code == grpc::StatusCode::DEADLINE_EXCEEDED ||
+                  code == grpc::StatusCode::RESOURCE_EXHAUSTED)
+          << code << ": " << status.error_message();
+      if (!status.ok() && first_refusal.empty()) first_refusal = status.error_message();
+    }
   }
-  for (std::thread& t : threads) t.join();
-  for (grpc::StatusCode code : codes) {
-    // Refused requests are refused for their budget (or an overflowing queue), nothing else.
-    EXPECT_TRUE(code == grpc::StatusCode::OK || code == grpc::StatusCode::DEADLINE_EXCEEDED ||
-                code == grpc::StatusCode::RESOURCE_EXHAUSTED)
-        << code;
-  }
-  ASSERT_FALSE(accepted.empty()) << "every request of the burst was refused; budget " << budget_ms
-                                 << " ms";
+  ASSERT_FALSE(accepted.empty()) << "every request of " << kAttempts
+                                 << " bursts was refused; budget " << budget_ms
+                                 << " ms; first refusal: " << first_refusal;
   int overran = 0;
   for (const ClassifyResponse& r : accepted) {
     const double compute_ms = r.timing().compute_seconds() * 1e3;
