@@ -31,9 +31,6 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "server/checkpoint/model_repository.h"
@@ -42,6 +39,7 @@
 #include "server/rpc/inference_service.h"
 #include "server/rpc/metrics_http_server.h"
 #include "server/rpc/model_loader.h"
+#include "server/runtime/cli_usage.h"
 #include "server/runtime/clock.h"
 #include "server/runtime/malloc_tuning.h"
 #include "server/tls/tls_credentials.h"
@@ -263,14 +261,8 @@ int Run() {
 
 int main(int argc, char** argv) {
   vitserve::TuneMallocForInference();  // before any thread; see malloc_tuning.h
-  // absl lists under --help only flags defined in a file named after the binary; ours live
-  // in server/main.cc, so say so explicitly.
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "server/main.cc");
-  };
-  absl::SetFlagsUsageConfig(usage);
-  absl::SetProgramUsageMessage(
+  vitserve::SetCommandLineUsage(
+      "server/main.cc",
       "vitserve --model_repository=DIR [--port=8500] [--metrics_port=9090] [flags]\n"
       "gRPC server for token-pruned Vision Transformers (see README.md).");
   absl::ParseCommandLine(argc, argv);

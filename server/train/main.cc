@@ -24,12 +24,10 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "server/runtime/cli_usage.h"
 #include "server/train/dataset.h"
 #include "server/train/evaluate.h"
 #include "server/train/objectives.h"
@@ -392,14 +390,8 @@ absl::Status RunEvalCommand() {
 }
 
 int Main(int argc, char** argv) {
-  // absl lists under --help only flags defined in a file named after the binary; ours live
-  // in server/train/main.cc, so say so explicitly (as server/main.cc does).
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "server/train/main.cc");
-  };
-  absl::SetFlagsUsageConfig(usage);
-  absl::SetProgramUsageMessage(
+  SetCommandLineUsage(
+      "server/train/main.cc",
       "vitserve_train COMMAND [flags]: the model toolchain (docs/training.md).\n"
       "  dense      --output_dir=DIR [--resume]        train a ViT from scratch\n"
       "  dynamicvit --teacher=DIR --output_dir=DIR     train DynamicViT predictors\n"
