@@ -4,8 +4,8 @@
 #include <vector>
 
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "client/commands.h"
+#include "server/runtime/cli_usage.h"
 
 namespace {
 
@@ -34,7 +34,8 @@ constexpr char kUsage[] =
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(kUsage);
+  // The flags live in client_flags.cc, so --help must be told to list that file's flags.
+  vitserve::SetCommandLineUsage("client/client_flags.cc", kUsage);
   const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() < 2) {
     std::fprintf(stderr, "%s\n", kUsage);
