@@ -251,6 +251,12 @@ absl::Status FillPruning(const v1::PruningConfig& p, const Architecture& arch, P
                                 ") <= default_keep_rate (", out->default_keep_rate,
                                 ") <= max_keep_rate (", out->max_keep_rate, ") <= 1"));
   }
+  if (out->method == Method::kDense) {
+    // A dense model reduces no tokens, so a keep-rate below 1 would change nothing but the
+    // reported number: it serves 1.0 only (requests for less are refused as out of range,
+    // and the scheduler sweeps one level). Configs written before this rule say 0.1.
+    out->default_keep_rate = out->min_keep_rate = out->max_keep_rate = 1.0f;
+  }
   out->attn_ratio = p.attn_ratio();
   if (!(out->attn_ratio >= 0.0f && out->attn_ratio <= 1.0f)) {
     return Invalid("pruning.attn_ratio", absl::StrCat(out->attn_ratio, " is outside [0, 1]"));

@@ -180,6 +180,7 @@ absl::Status RunDense() {
   spec.preprocess.invert = false;
   spec.pruning.method = Method::kDense;
   spec.pruning.default_keep_rate = 1.0f;
+  spec.pruning.min_keep_rate = 1.0f;  // a dense model serves keep-rate 1 only
 
   torch::manual_seed(absl::GetFlag(FLAGS_seed));
   Vit vit(VitOptions::FromArchitecture(spec.arch));

@@ -143,11 +143,26 @@ TEST_F(RepositoryTest, MinimalConfigGetsEveryDefault) {
   EXPECT_EQ(spec->preprocess.interpolation, pre.interpolation);
   EXPECT_EQ(spec->pruning.method, Method::kDense);
   EXPECT_TRUE(spec->pruning.locations.empty());
-  EXPECT_EQ(spec->pruning.default_keep_rate, pruning.default_keep_rate);
-  EXPECT_EQ(spec->pruning.min_keep_rate, pruning.min_keep_rate);
+  // Dense: keep-rate 1.0 only, whatever PruningSpec's defaults are.
+  EXPECT_EQ(spec->pruning.default_keep_rate, 1.0f);
+  EXPECT_EQ(spec->pruning.min_keep_rate, 1.0f);
+  EXPECT_EQ(spec->pruning.max_keep_rate, 1.0f);
+  EXPECT_LT(pruning.min_keep_rate, 1.0f);  // so the line above tests the dense rule
   EXPECT_TRUE(spec->labels.empty());
   EXPECT_TRUE(spec->labels_path.empty());
   EXPECT_TRUE(spec->calibration.empty());
+}
+
+TEST_F(RepositoryTest, DenseModelServesKeepRateOneWhateverTheConfigSays) {
+  // vitserve_train wrote min_keep_rate 0.1 into dense configs before the rule existed.
+  absl::StatusOr<ModelSpec> spec = Parse(R"pb(
+    pruning { method: "dense" default_keep_rate: 1 min_keep_rate: 0.1 max_keep_rate: 1 }
+    weights: "deit_small_evit.pth"
+  )pb");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->pruning.min_keep_rate, 1.0f);
+  EXPECT_EQ(spec->pruning.max_keep_rate, 1.0f);
+  EXPECT_EQ(spec->pruning.default_keep_rate, 1.0f);
 }
 
 TEST_F(RepositoryTest, ToMeDefaultsToEveryBlockAndGrayscaleTakesOneChannel) {
