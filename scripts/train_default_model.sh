@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Reproduces models/fashion-vit/: build vitserve_train, train the dense Fashion-MNIST ViT,
-# train the TNT noise allocator and the DynamicViT predictors on its frozen backbone, then
-# evaluate every method through the server's inference path (writes calibration.pbtxt,
-# eval_test.csv and accuracy_vs_macs.png into the model directory). Prints wall times.
+# fine-tune it with the DynamicViT predictors (backbone included), train the TNT noise
+# allocator on that backbone frozen, then evaluate every method through the server's
+# inference path (writes calibration.pbtxt, eval_test.csv and accuracy_vs_macs.png into the
+# model directory). Prints wall times.
 #
 #   scripts/train_default_model.sh [OUT_DIR]     (default: models/fashion-vit)
 #

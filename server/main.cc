@@ -263,8 +263,9 @@ int main(int argc, char** argv) {
   vitserve::TuneMallocForInference();  // before any thread; see malloc_tuning.h
   vitserve::SetCommandLineUsage(
       "server/main.cc",
-      "vitserve --model_repository=DIR [--port=8500] [--metrics_port=9090] [flags]\n"
-      "gRPC server for token-pruned Vision Transformers (see README.md).");
+      "vitserve --model_repository=DIR [--port=N] [--metrics_port=N] [flags]\n"
+      "gRPC server for token-pruned Vision Transformers (see README.md). Ports default to 0:\n"
+      "a free port, printed on the 'listening on' line; the quick start uses 8500 and 9090.");
   absl::ParseCommandLine(argc, argv);
   return vitserve::Run();
 }

@@ -1,5 +1,5 @@
 // SViTE load-time compaction: a head- and MLP-pruned checkpoint becomes a smaller dense
-// model with the same logits (docs/PRUNING.md, "SViTE").
+// model with the same logits (SViTE: VITA-Group/SViTE).
 //
 // SViTE checkpoints store their weights already masked (and may carry the masks too:
 // Checkpoint::extra "atten_mask" / "other_mask", keys `blocks.{i}.attn.qkv.weight_mask`,

@@ -2,7 +2,7 @@
 // no LibTorch: the scheduler, GetModelInfo and the metrics use them, and the executor's
 // actual token counts are checked against them in tests.
 //
-// Cost model (PRUNING.md): a block with N_attn tokens in attention and N_mlp tokens in
+// Cost model: a block with N_attn tokens in attention and N_mlp tokens in
 // the MLP costs 4·N_attn·C² + 2·N_attn²·C (qkv, proj, QKᵀ, AV) + 2·N_mlp·C·H_mlp (fc1, fc2)
 // multiply-adds; with H_mlp = 4C a dense block is 12·N·C² + 2·N²·C. Patch embed
 // P·C·(in_chans·patch²), head C·classes (×2 heads when distilled). Method overheads

@@ -8,7 +8,7 @@
 // in the sequence, where they still take part in every softmax (and, no longer zero after
 // block 0, in every LayerNorm and MLP). All of them stay identical to each other through
 // every block, so they are computed once: one zero token whose attention logit gets
-// log M for its M copies (exact; docs/PRUNING.md).
+// log M for its M copies (exact).
 //
 // Layout, the same for every image so the batch stays one tensor:
 //   [CLS, the k best-scoring patches, Z]

@@ -15,7 +15,7 @@
 //     dead clients (and half-open connections behind NATs) are noticed.
 //   min_client_ping_interval 10 s: clients may ping that often without being cut off.
 //   max_connection_age 5 min (+ 30 s grace): connections are recycled so L4 load balancers
-//     rebalance long-lived clients across replicas (SERVING.md); in-flight RPCs get the
+//     rebalance long-lived clients across replicas; in-flight RPCs get the
 //     grace period to finish.
 //
 // Thread-safety: SetServing() and Shutdown() may be called from any thread; Shutdown()

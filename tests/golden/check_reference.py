@@ -10,14 +10,14 @@ Runs in float64 on a small random model (DeiT-Tiny width, 12 blocks) and checks:
      exact: its masked softmax adds eps/N and eps even with an all-ones mask, so it is
      checked to be close (1e-4), not equal;
   3. Tri-Level attention ratio 1.0 == attention level off (every key is >= the row min);
-  4. token counts of PRUNING.md's examples: DynamicViT 0.7 -> 137/96/67 patches; EViT
+  4. token counts of the papers' examples: DynamicViT 0.7 -> 137/96/67 patches; EViT
      197->140->100->72 (0.7) and 197->100->52->28 (0.5); Tri-Level 196->138->97->68 (0.7);
      TNT counts from the current count; ToMe r per block with the 50% cap;
   5. SViTE: the zeroed tokens the official code keeps are identical, so one zero token
      with multiplicity M (log M added to its attention logit) gives the same logits --
-     the compaction PRUNING.md proposes for a server;
+     the load-time compaction a server can do;
   6. the hand-written safetensors writer round-trips;
-  7. the cost model reproduces PRUNING.md's GMACs (DeiT-S dense 4.6, ToMe r=8/13/16
+  7. the cost model reproduces the papers' GMACs (DeiT-S dense 4.6, ToMe r=8/13/16
      3.4/2.7/2.3) and the ToMe keep-rate -> r rule is monotonic.
 Exit status 0 when every check passes.
 """
@@ -190,7 +190,7 @@ def main() -> int:
             n = int.from_bytes(f.read(8), "little")
         check((8 + n) % 8 == 0, "safetensors data is 8-byte aligned")
 
-    # 7. Cost model against PRUNING.md's published numbers, and the ToMe r rule.
+    # 7. Cost model against the papers' published numbers, and the ToMe r rule.
     s_cfg = ref.ViTConfig()  # DeiT-S
     check(round(ref.tome_macs(s_cfg, 0) / 1e9, 1) == 4.6, "DeiT-S dense = 4.6 GMACs")
     for r, g in ((8, 3.4), (13, 2.7), (16, 2.3)):

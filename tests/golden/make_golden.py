@@ -4,8 +4,8 @@
 Usage: /usr/bin/python3 make_golden.py OUT_DIR [--seed N]
 
 Model: DeiT-Tiny-sized (C=192, 3 heads, depth 12, patch 16, 224x224, 10 classes) with
-random weights drawn so that every pruning decision is well separated (PRUNING.md,
-"Testing parity: avoid ties"): q/k rows of qkv with std 0.1, fan-in-scaled predictor,
+random weights drawn so that every pruning decision is well separated (no ties):
+q/k rows of qkv with std 0.1, fan-in-scaled predictor,
 alpha and head layers, LayerNorm weights 1 +- noise, smooth non-constant images.
 
 Every case is computed twice by reference.py -- in float64 (the expected values written)

@@ -540,7 +540,7 @@ def forward(
 
 
 # ---------------------------------------------------------------------------------------
-# Cost model (PRUNING.md) and the ToMe keep-rate -> r rule
+# Cost model (the papers' MAC counting) and the ToMe keep-rate -> r rule
 # ---------------------------------------------------------------------------------------
 
 

@@ -124,7 +124,7 @@ TEST(PreprocessorTest, LossyFormatsDecodeCloseToTheSource) {
 }
 
 TEST(PreprocessorTest, DefaultTimmPipelineOutputShape) {
-  // 500x375 (PRUNING.md's example) through the DeiT defaults: resize 256, crop 224.
+  // 500x375 (an ImageNet-sized example) through the DeiT defaults: resize 256, crop 224.
   cv::Mat img(375, 500, CV_8UC3);
   cv::randu(img, 0, 256);
   auto p = Make(PreprocessSpec(), Architecture());

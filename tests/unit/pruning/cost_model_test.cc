@@ -42,7 +42,7 @@ TEST(CostModelTest, DenseMacsOfPublishedDeits) {
   EXPECT_NEAR(DenseMacs(DeitS()) / kGiga, 4.6, 0.05);
   EXPECT_NEAR(DenseMacs(DeitTi()) / kGiga, 1.25, 0.02);
   EXPECT_NEAR(DenseMacs(DeitB()) / kGiga, 17.6, 0.05);
-  // 12·N·C² + 2·N²·C per block, patch embed 196·C·768, head C·1000 (PRUNING.md).
+  // 12·N·C² + 2·N²·C per block, patch embed 196·C·768, head C·1000 (DeiT-S: 4.6 GMACs).
   const uint64_t n = 197, c = 384;
   EXPECT_EQ(DenseMacs(DeitS()), 12 * (12 * n * c * c + 2 * n * n * c) + 196 * c * 768 + c * 1000);
 }

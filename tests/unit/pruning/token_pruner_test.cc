@@ -1,5 +1,5 @@
 // Each method's executed forward against a slow per-image restatement of the official
-// eval-mode behaviour (PRUNING.md), plus token counts against the cost model.
+// eval-mode behaviour of the official code, plus token counts against the cost model.
 #include "server/pruning/token_pruner.h"
 
 #include <torch/torch.h>
@@ -38,7 +38,7 @@ PruningSpec Spec(Method m) {
   return s;
 }
 
-// Weights with well-separated decisions (PRUNING.md "avoid ties"): std 0.2 everywhere,
+// Weights with well-separated decisions (avoiding ties): std 0.2 everywhere,
 // LayerNorm weights around 1.
 Vit MakeVit(const Architecture& arch, const PruningSpec& spec, uint64_t seed) {
   torch::manual_seed(seed);
