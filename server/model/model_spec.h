@@ -87,7 +87,7 @@ struct ModelSpec {
   std::vector<CalibrationPoint> calibration;
 };
 
-// Default reduction locations per method (the official code's for 12-block DeiTs), e.g. {3,6,9} for 12 blocks
+// Default reduction locations per method, the official code's for 12-block DeiTs: {3,6,9}
 // (scaled as depth/4, 2·depth/4, 3·depth/4 for other depths, each once: fewer than three
 // when depth < 4); ToMe: every block. Always strictly increasing.
 std::vector<int> DefaultLocations(Method m, int depth);

@@ -1,8 +1,9 @@
 // The eval-mode forward pass of each token-reduction method, behind one interface.
 // One implementation file per method (dense_pruner.cc, dynamicvit_pruner.cc,
 // evit_pruner.cc, tome_pruner.cc, tnt_pruner.cc, svite_pruner.cc, trilevel_pruner.cc);
-// each restates the official eval-mode
-// behaviour of the method's official code (tests/golden/reference.py names each source) and really removes tokens (gather), never masks.
+// each restates the eval-mode behaviour of the method's official code
+// (tests/golden/reference.py names each source) and really removes tokens (gather), never
+// masks.
 //
 // Token counts: every image of a batch keeps the same number of tokens at every stage
 // (all methods use fixed keep counts), so a batch has one tokens_per_stage vector, equal
