@@ -3,11 +3,11 @@
 // string lookups beyond a small per-model map. Thread-safe: every method may be called
 // from any thread, concurrently.
 //
-// Names follow the Prometheus conventions Triton and TF Serving use: prefix vitserve_, base units
-// (seconds, bytes, ratios 0-1), _total on counters, histograms only (no summaries), so that
-// quantiles aggregate across replicas with histogram_quantile(q, sum by (le)
-// (rate(..._bucket[w]))). MACs are multiply-adds (FLOPs = 2 x MACs), and the metric names say macs.
-// docs/monitoring.md lists every series.
+// Names follow the Prometheus conventions Triton and TF Serving use: prefix vitserve_,
+// base units (seconds, bytes, ratios 0-1), _total on counters, histograms only (no
+// summaries), so that quantiles aggregate across replicas with
+// histogram_quantile(q, sum by (le) (rate(..._bucket[w]))). MACs are multiply-adds
+// (FLOPs = 2 x MACs), and the metric names say macs. docs/monitoring.md lists every series.
 //
 // Label cardinality is bounded by construction, because label values arrive from clients:
 //   model            a model announced with OnModelLoaded, otherwise "_unknown" (a client

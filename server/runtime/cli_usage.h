@@ -1,9 +1,9 @@
 // --help for the project's binaries.
 //
 // absl lists under --help only flags defined in a source file named after the binary
-// (vitserve.cc, vitserve_main.cc, ...). Our flags live in the binaries' main.cc files, so
-// without this --help printed "No flags matched". Call once at the top of main(), before
-// absl::ParseCommandLine.
+// (vitserve.cc, vitserve_main.cc, ...). Ours live elsewhere (server/main.cc,
+// server/train/main.cc, client/client_flags.cc), so without this --help printed "No flags
+// matched". Call once at the top of main(), before absl::ParseCommandLine.
 #ifndef VITSERVE_SERVER_RUNTIME_CLI_USAGE_H_
 #define VITSERVE_SERVER_RUNTIME_CLI_USAGE_H_
 
