@@ -97,6 +97,10 @@ ABSL_FLAG(double, budget_safety_fraction, 0.1,
 ABSL_FLAG(double, budget_safety_margin_ms, 1.0,
           "--scheduler=budget: ... and by this many milliseconds per batch (dispatch, work "
           "outside the measured compute; >= 0).");
+ABSL_FLAG(double, budget_target_utilization, 0.8,
+          "--scheduler=budget: the load cap. The policy serves no keep-rate at which the "
+          "recent arrival rate would take more than this fraction of the device's time "
+          "(full batches, predicted); in [0, 1], 0 = off.");
 ABSL_FLAG(int, drain_timeout_s, 30,
           "On SIGTERM, how long in-flight requests may take before they are cancelled.");
 
@@ -132,6 +136,12 @@ int Run() {
     std::cerr << "vitserve: --budget_safety_fraction and --budget_safety_margin_ms must be "
                  ">= 0, got "
               << safety_fraction << " and " << safety_margin_ms << std::endl;
+    return 2;
+  }
+  const double target_utilization = absl::GetFlag(FLAGS_budget_target_utilization);
+  if (!(target_utilization >= 0.0 && target_utilization <= 1.0)) {
+    std::cerr << "vitserve: --budget_target_utilization must be in [0, 1], got "
+              << target_utilization << std::endl;
     return 2;
   }
   const int threads = absl::GetFlag(FLAGS_threads) > 0
@@ -192,6 +202,7 @@ int Run() {
   service_options.shadow_fraction = absl::GetFlag(FLAGS_shadow_fraction);
   service_options.safety_fraction = safety_fraction;
   service_options.safety_margin = absl::Microseconds(std::llround(1e3 * safety_margin_ms));
+  service_options.target_utilization = target_utilization;
   service_options.log = [](const std::string& line) {
     std::cerr << "vitserve: " << line << std::endl;
   };

@@ -62,6 +62,14 @@ absl::StatusOr<std::unique_ptr<BudgetPolicy>> BudgetPolicy::Create(
     return absl::InvalidArgumentError(absl::StrCat("safety_margin must be >= 0, got ",
                                                    absl::FormatDuration(options.safety_margin)));
   }
+  if (!(options.target_utilization >= 0.0 && options.target_utilization <= 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("target_utilization must be in [0, 1], got ", options.target_utilization));
+  }
+  if (options.parallel_batches < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("parallel_batches must be >= 1, got ", options.parallel_batches));
+  }
   if (latency_model == nullptr) return absl::InvalidArgumentError("latency_model is required");
   return std::unique_ptr<BudgetPolicy>(new BudgetPolicy(options, std::move(latency_model)));
 }
@@ -122,9 +130,27 @@ BatchDecision BudgetPolicy::DecideFrom(const QueueSnapshot& queue, absl::Time no
     }
     return GuardedCompute(table, rate, n);  // a fixed keep-rate off the grid
   };
-  // best(t, start, n): highest level >= lowest whose guarded batch time fits the bound.
-  auto best = [&](const TaskView& t, absl::Time start, int n) -> std::optional<float> {
+  // 2c. The load cap: the highest level at which the offered load fits the device.
+  float cap = levels.front();
+  if (options_.target_utilization > 0.0 && queue.arrival_rate > 0.0) {
+    cap = levels.back();
+    const double capacity = options_.target_utilization * options_.parallel_batches;
     for (float level : levels) {
+      const double seconds_per_task =
+          absl::ToDoubleSeconds(table.Predict(level, options_.max_batch_size)) /
+          options_.max_batch_size;
+      if (queue.arrival_rate * seconds_per_task <= capacity) {
+        cap = level;
+        break;
+      }
+    }
+  }
+  // best(t, start, n): highest level in [lowest, max(cap, lowest)] whose guarded batch
+  // time fits the bound.
+  auto best = [&](const TaskView& t, absl::Time start, int n) -> std::optional<float> {
+    const float highest = std::max(cap, t.lowest);
+    for (float level : levels) {
+      if (level > highest + kKeepRateTolerance) continue;
       if (level < t.lowest - kKeepRateTolerance) break;
       if (start + guarded(level, n) <= t.bound) return level;
     }

@@ -57,6 +57,15 @@
 //      keeping the higher level. So the head gives up keep-rate only to keep the queue
 //      behind it servable in time; with no request at risk (light load) the rule above
 //      applies unchanged.
+//   2c. Load cap (Options::target_utilization > 0 and QueueSnapshot::arrival_rate > 0):
+//      cap = the highest level k with
+//        arrival_rate × predicted(k, max_batch_size) / max_batch_size
+//          <= target_utilization × parallel_batches,
+//      the lowest level when none is. best() never returns a level above
+//      max(cap, lo(t)) (rule 2 and 2b). So under sustained load the keep-rate is lowered before a
+//      queue builds, to what the device can keep up with at full batches, instead of serving each
+//      head at its best alone and refusing the excess later; at light load the cap is the highest
+//      level and changes nothing.
 //   3. A candidate runs now when the scheduler is draining, it is full (max_batch_size),
 //      its oldest member has waited max_queue_delay (the classic size-or-delay rule,
 //      counted from the first request), or now has reached its latest safe start
@@ -116,6 +125,13 @@ class BudgetPolicy : public BatchPolicy {
     // that serves more requests in time (rule 2b in the file comment). false = the strict
     // accuracy-first rule.
     bool rescue_batching = true;
+    // Rule 2c: the fraction of the device's time the offered load may take at the chosen
+    // keep-rate (full batches, predicted times). In [0, 1]; 0 = no load cap (strictly the
+    // budget of each request).
+    double target_utilization = 0.8;
+    // Batches that run at once (the scheduler's batch threads); the load cap divides the
+    // offered load among them. >= 1.
+    int parallel_batches = 1;
   };
 
   // `latency_model` is shared with whoever calls Observe(); not null. INVALID_ARGUMENT for

@@ -535,6 +535,8 @@ absl::StatusOr<std::unique_ptr<BatchPolicy>> InferenceServiceImpl::MakeBudgetPol
     policy_options.safety_fraction = options_.safety_fraction;
     policy_options.safety_margin = options_.safety_margin;
     policy_options.rescue_batching = true;
+    policy_options.target_utilization = options_.target_utilization;
+    policy_options.parallel_batches = options_.num_batch_threads;
     absl::StatusOr<std::unique_ptr<BudgetPolicy>> policy =
         BudgetPolicy::Create(policy_options, state->latency);
     if (!policy.ok()) return in_model(policy.status());

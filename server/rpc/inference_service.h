@@ -109,6 +109,9 @@ struct InferenceServiceOptions {
   // kBudget only: BudgetPolicy safety terms (see budget_policy.h).
   double safety_fraction = 0.1;
   absl::Duration safety_margin = absl::Milliseconds(1);
+  // kBudget only: BudgetPolicy::Options::target_utilization (the load cap, rule 2c);
+  // 0 = off.
+  double target_utilization = 0.8;
   // Accuracy proxy: fraction of pruned images (keep-rate < 1) also run dense after their
   // batch was answered, comparing top-1 and KL(dense || pruned). Sampled deterministically
   // (every 1/fraction-th image). Runs only when no request of the model is waiting, so it

@@ -64,6 +64,9 @@ struct QueueSnapshot {
   // True once the scheduler is shutting down: every remaining task should run as soon
   // as possible (no waiting for more tasks to arrive).
   bool draining = false;
+  // Recent rate of tasks offered to this queue, per second (admitted or not; the
+  // scheduler's ArrivalRateEstimator). 0 = unknown.
+  double arrival_rate = 0.0;
 };
 
 // What to do with one queue now.

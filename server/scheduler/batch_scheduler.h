@@ -26,6 +26,10 @@
 //     drains: every task already accepted is answered, either by running it (the policy
 //     is told `draining`, so it does not wait for more tasks) or by the reject callback.
 //     It returns after the last callback has returned and the threads have exited.
+//   * Per queue, the recent arrival rate (every Schedule() call that reaches the queue
+//     checks, admitted or not; ArrivalRateEstimator with time constant
+//     `arrival_rate_window`) is handed to the policy in QueueSnapshot::arrival_rate, so a
+//     policy can size its choices to the offered load, not only to what is queued.
 //   * Time comes only from the injected Clock, so tests drive it with FakeClock.
 //
 // Tuning: max_batch_size bounds the batch the model sees; max_queue_delay trades latency
@@ -68,6 +72,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/runtime/clock.h"
+#include "server/scheduler/arrival_rate.h"
 #include "server/scheduler/batch_policy.h"
 
 namespace vitserve {
@@ -86,6 +91,8 @@ class BatchScheduler {
     int max_enqueued = 256;
     // Batches that run concurrently.
     int num_batch_threads = 1;
+    // Time constant of the per-queue arrival-rate estimate (QueueSnapshot::arrival_rate).
+    absl::Duration arrival_rate_window = absl::Seconds(1);
   };
 
   // Runs one batch. `keep_rate` is the policy's choice; `batch` is non-empty, at most
@@ -175,6 +182,8 @@ class BatchScheduler {
 
   mutable absl::Mutex mu_;
   std::map<std::string, std::deque<Entry>> queues_ ABSL_GUARDED_BY(mu_);
+  // Offered load per key (one entry per key ever scheduled: the models, a small set).
+  std::map<std::string, ArrivalRateEstimator> arrivals_ ABSL_GUARDED_BY(mu_);
   int64_t num_enqueued_ ABSL_GUARDED_BY(mu_) = 0;
   // Bumped on every change a waiting thread must react to.
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
@@ -208,6 +217,11 @@ absl::StatusOr<std::unique_ptr<BatchScheduler<TaskType>>> BatchScheduler<TaskTyp
   }
   if (!callbacks.process_batch || !callbacks.reject) {
     return absl::InvalidArgumentError("both process_batch and reject callbacks are required");
+  }
+  if (options.arrival_rate_window <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("arrival_rate_window must be > 0, got ",
+                     absl::FormatDuration(options.arrival_rate_window)));
   }
   if (clock == nullptr) return absl::InvalidArgumentError("clock is required");
   if (policy == nullptr) {
@@ -245,6 +259,9 @@ absl::Status BatchScheduler<TaskType>::Schedule(const std::string& key,
   }
   absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("server is shutting down; not accepting requests");
+  ArrivalRateEstimator& arrivals =
+      arrivals_.try_emplace(key, options_.arrival_rate_window).first->second;
+  arrivals.Record(now);
   if (num_enqueued_ >= options_.max_enqueued) {
     return absl::ResourceExhaustedError(absl::StrCat("queue full: ", num_enqueued_,
                                                      " requests waiting (max ",
@@ -263,8 +280,9 @@ absl::Status BatchScheduler<TaskType>::Schedule(const std::string& key,
       }
     }
     snapshot.push_back(QueuedTask{(*task)->attributes(), now});
-    absl::Status admitted = policy_->Admit(QueueSnapshot{key, snapshot, false}, now,
-                                           std::max(now, *running_ends_.begin()));
+    absl::Status admitted =
+        policy_->Admit(QueueSnapshot{key, snapshot, false, arrivals.RatePerSecond(now)}, now,
+                       std::max(now, *running_ends_.begin()));
     if (!admitted.ok()) return admitted;
   }
   queues_[key].push_back(Entry{std::move(*task), now});
@@ -378,7 +396,10 @@ bool BatchScheduler<TaskType>::ServeQueue(const std::string& key, std::deque<Ent
   std::vector<QueuedTask> snapshot;
   snapshot.reserve(queue.size());
   for (const Entry& e : queue) snapshot.push_back(QueuedTask{e.task->attributes(), e.enqueue_time});
-  BatchDecision decision = policy_->Decide(QueueSnapshot{key, snapshot, stopping_}, now);
+  auto rate = arrivals_.find(key);
+  const double arrival_rate = rate == arrivals_.end() ? 0.0 : rate->second.RatePerSecond(now);
+  BatchDecision decision =
+      policy_->Decide(QueueSnapshot{key, snapshot, stopping_, arrival_rate}, now);
 
   // 3. Apply it, ignoring out-of-range or repeated indices and oversize batches.
   std::vector<bool> taken(queue.size(), false);

@@ -11,6 +11,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/scheduler/arrival_rate.h"
 
 namespace vitserve {
 namespace {
@@ -106,6 +107,68 @@ TEST(BudgetPolicyTest, CreateValidatesOptions) {
   bad.max_queue_delay = absl::Milliseconds(-1);
   EXPECT_EQ(BudgetPolicy::Create(bad, GpuModel()).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+TEST(BudgetPolicyTest, CreateValidatesLoadCapOptions) {
+  BudgetPolicy::Options bad = ExactOptions();
+  bad.target_utilization = 1.5;
+  EXPECT_EQ(BudgetPolicy::Create(bad, GpuModel()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  bad.target_utilization = -0.1;
+  EXPECT_EQ(BudgetPolicy::Create(bad, GpuModel()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  bad = ExactOptions();
+  bad.parallel_batches = 0;
+  EXPECT_EQ(BudgetPolicy::Create(bad, GpuModel()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// One task with plenty of budget, decided after the queue delay with `arrival_rate`.
+BatchDecision DecideUnderLoad(const BudgetPolicy& policy, double arrival_rate,
+                              QueuedTask task = Flexible(kT0, absl::Milliseconds(100))) {
+  std::vector<QueuedTask> tasks = {task};
+  return policy.Decide(QueueSnapshot{"model", tasks, false, arrival_rate}, kT0 + kDelay);
+}
+
+// GpuModel at the full batch of 4: 13 / 11 / 9 ms, i.e. 3.25 / 2.75 / 2.25 ms per task at
+// 1.0 / 0.8 / 0.6. With target_utilization 0.8 the cap is 1.0 up to 246 tasks/s, 0.8 up
+// to 290, 0.6 up to 355, and the lowest level (0.6) beyond.
+TEST(BudgetPolicyTest, LoadCapServesTheHighestLevelTheArrivalRateAllows) {
+  BudgetPolicy::Options options = ExactOptions();
+  options.target_utilization = 0.8;
+  auto policy = MakePolicy(options);
+  const std::vector<std::pair<double, float>> expected = {
+      {0.0, 1.0f},   {100.0, 1.0f}, {240.0, 1.0f}, {250.0, 0.8f},
+      {285.0, 0.8f}, {300.0, 0.6f}, {350.0, 0.6f}, {1000.0, 0.6f}};
+  for (const auto& [rate, keep] : expected) {
+    BatchDecision d = DecideUnderLoad(*policy, rate);
+    ASSERT_THAT(d.batch, ElementsAre(0)) << rate;
+    EXPECT_FLOAT_EQ(d.keep_rate, keep) << "arrival rate " << rate;
+  }
+}
+
+TEST(BudgetPolicyTest, LoadCapKeepsMinKeepRateFixedRatesAndCanBeTurnedOff) {
+  auto policy = MakePolicy(ExactOptions());
+  // min_keep_rate 0.8 above the cap (0.6 at 1000/s): served at 0.8, not below.
+  EXPECT_FLOAT_EQ(
+      DecideUnderLoad(*policy, 1000.0, Flexible(kT0, absl::Milliseconds(100), 0.8f)).keep_rate,
+      0.8f);
+  // A fixed keep-rate is never changed.
+  EXPECT_FLOAT_EQ(DecideUnderLoad(*policy, 1000.0, Fixed(kT0, 1.0f)).keep_rate, 1.0f);
+  // No budget: the default keep-rate, whatever the load.
+  EXPECT_FLOAT_EQ(DecideUnderLoad(*policy, 1000.0, Flexible(kT0, absl::ZeroDuration())).keep_rate,
+                  1.0f);
+  BudgetPolicy::Options off = ExactOptions();
+  off.target_utilization = 0.0;
+  EXPECT_FLOAT_EQ(DecideUnderLoad(*MakePolicy(off), 1000.0).keep_rate, 1.0f);
+}
+
+TEST(BudgetPolicyTest, LoadCapSharesTheLoadAmongParallelBatches) {
+  BudgetPolicy::Options options = ExactOptions();
+  options.parallel_batches = 2;
+  auto policy = MakePolicy(options);
+  EXPECT_FLOAT_EQ(DecideUnderLoad(*policy, 480.0).keep_rate, 1.0f);  // 240 per batch thread
+  EXPECT_FLOAT_EQ(DecideUnderLoad(*policy, 570.0).keep_rate, 0.8f);  // 285
 }
 
 TEST(BudgetPolicyTest, LightLoadRunsAtFullKeepRateAfterTheQueueDelay) {
@@ -604,19 +667,41 @@ struct SimulationResult {
   }
 };
 
-// One device, Poisson arrivals with budgets of 15/30/60/120 ms, the scheduler's expiry
-// rule; the device takes exactly the predicted time. Deterministic (seeded).
+// How a simulation draws budgets and whether the policy is told the arrival rate.
+struct SimulationSetup {
+  std::vector<int> budgets_ms = {15, 30, 60, 120};  // drawn uniformly per request
+  // Feed QueueSnapshot::arrival_rate from an ArrivalRateEstimator over the arrivals so
+  // far (as BatchScheduler does); false = 0 (unknown).
+  bool arrival_rate = false;
+  // The device takes predicted × (1 + u), u uniform in [0, jitter) (seeded): a real
+  // device's noise around the latency table. 0 = exactly the prediction.
+  double jitter = 0.0;
+};
+
+// One device, Poisson arrivals with the setup's budgets, the scheduler's expiry rule; the
+// device takes exactly the predicted time. Deterministic (seeded).
 SimulationResult Simulate(const BatchPolicy& policy, const LatencyTable& table,
-                          double requests_per_second, int num_requests) {
+                          double requests_per_second, int num_requests,
+                          const SimulationSetup& setup = SimulationSetup()) {
   std::mt19937_64 rng(7);
   std::exponential_distribution<double> gap(requests_per_second);
-  const int kBudgetsMs[] = {15, 30, 60, 120};
   std::vector<QueuedTask> arrivals;
   absl::Time t = kT0;
   for (int i = 0; i < num_requests; ++i) {
     t += absl::Seconds(gap(rng));
-    arrivals.push_back(Flexible(t, absl::Milliseconds(kBudgetsMs[rng() % 4])));
+    const int budget_ms = setup.budgets_ms[rng() % setup.budgets_ms.size()];
+    arrivals.push_back(Flexible(t, absl::Milliseconds(budget_ms)));
   }
+  std::uniform_real_distribution<double> noise(0.0, setup.jitter);
+  ArrivalRateEstimator estimator(absl::Seconds(1));
+  size_t counted = 0;  // arrivals recorded in `estimator`
+  auto snapshot = [&](const std::vector<QueuedTask>& tasks, absl::Time at) {
+    if (!setup.arrival_rate) return QueueSnapshot{"model", tasks, false};
+    for (; counted < arrivals.size() && arrivals[counted].enqueue_time <= at; ++counted) {
+      estimator.Record(arrivals[counted].enqueue_time);
+    }
+    return QueueSnapshot{"model", tasks, false, estimator.RatePerSecond(at)};
+  };
   SimulationResult result;
   result.total = num_requests;
   std::vector<QueuedTask> queue;
@@ -635,13 +720,14 @@ SimulationResult Simulate(const BatchPolicy& policy, const LatencyTable& table,
       if (next < arrivals.size()) now = arrivals[next].enqueue_time;
       continue;
     }
-    BatchDecision d = policy.Decide(QueueSnapshot{"model", queue, false}, now);
+    BatchDecision d = policy.Decide(snapshot(queue, now), now);
     std::vector<bool> gone(queue.size(), false);
     for (const auto& reject : d.reject) gone[reject.first] = true;
     result.rejected += static_cast<int>(d.reject.size());
     absl::Time free_at = now;
     if (!d.batch.empty()) {
-      free_at = now + table.Predict(d.keep_rate, static_cast<int>(d.batch.size()));
+      free_at = now + table.Predict(d.keep_rate, static_cast<int>(d.batch.size())) *
+                          (1.0 + (setup.jitter > 0.0 ? noise(rng) : 0.0));
       result.ran += static_cast<int>(d.batch.size());
       result.keep_rate_sum += d.keep_rate * static_cast<double>(d.batch.size());
       for (size_t i : d.batch) {
@@ -663,7 +749,7 @@ SimulationResult Simulate(const BatchPolicy& policy, const LatencyTable& table,
       }
       with.push_back(arrival);
       if (policy
-              .Admit(QueueSnapshot{"model", with, false}, arrival.enqueue_time,
+              .Admit(snapshot(with, arrival.enqueue_time), arrival.enqueue_time,
                      now + d.predicted_compute)
               .ok()) {
         queue.push_back(arrival);
@@ -764,6 +850,47 @@ TEST(BudgetPolicyTest, OverloadSimulationKeepsAdmittedRequestsInTime) {
   EXPECT_LT(adaptive.mean_keep_rate(), 0.95);  // it had to trade to keep up
   EXPECT_LT(adaptive.rejected, kRequests / 100) << adaptive.rejected;
   EXPECT_LT(dense.on_time, kRequests / 2) << dense.on_time;
+}
+
+// The load cap (rule 2c) under sustained overload with one tight budget, on a CPU-like
+// model whose floor keep-rate costs about half of full keep-rate's time (the bundled
+// model's shape) and a device that runs 0-30 % slower than the table: serving each head
+// at its best alone and refusing the excess (no arrival rate, or target_utilization 0)
+// refuses more than sizing the keep-rate to the arrival rate, which still keeps the
+// admitted requests in time. Light load is unchanged.
+TEST(BudgetPolicyTest, OverloadSimulationLoadCapRefusesFewer) {
+  std::shared_ptr<LatencyModel> model =
+      SyntheticModel({1.0f, 0.9f, 0.8f, 0.7f, 0.6f, 0.5f, 0.4f, 0.3f},
+                     [](float k, int b) { return 0.3 + b * (0.2 + 0.6 * k); });
+  auto table = model->Snapshot();
+  // Production safety terms against a device 0-30 % slower than the table.
+  auto capped = MakePolicy(BudgetPolicy::Options(), model);
+  BudgetPolicy::Options off;
+  off.target_utilization = 0.0;
+  auto uncapped = MakePolicy(off, model);
+
+  // Batch 8 at 1.0 takes 6.7 ms: about 1200 requests/s at full keep-rate.
+  constexpr double kDenseCapacity = 8.0 / 0.0067;
+  constexpr int kRequests = 6000;
+  SimulationSetup setup;
+  setup.budgets_ms = {20};
+  setup.arrival_rate = true;
+  setup.jitter = 0.3;
+  const SimulationResult light = Simulate(*capped, *table, kDenseCapacity / 3, kRequests, setup);
+  EXPECT_EQ(light.rejected + light.expired, 0);
+  EXPECT_GE(light.mean_keep_rate(), 0.95);
+
+  const double load = 1.6 * kDenseCapacity;
+  const SimulationResult with_cap = Simulate(*capped, *table, load, kRequests, setup);
+  const SimulationResult cap_off = Simulate(*uncapped, *table, load, kRequests, setup);
+  setup.arrival_rate = false;
+  const SimulationResult rate_unknown = Simulate(*capped, *table, load, kRequests, setup);
+  // Measured when written: 217 refused (3.6 %) with the cap, 323 (5.4 %) without.
+  EXPECT_GE(with_cap.admitted_on_time(), 0.99);
+  EXPECT_LT(with_cap.rejected, 0.8 * cap_off.rejected)
+      << with_cap.rejected << " vs " << cap_off.rejected;
+  EXPECT_EQ(rate_unknown.rejected, cap_off.rejected);  // no rate: the cap is off
+  EXPECT_LT(with_cap.mean_keep_rate(), cap_off.mean_keep_rate());
 }
 
 // Not a test: prints the simulation table of docs/scheduler.md ("What it buys"). Run with

@@ -1,6 +1,7 @@
 #include "server/scheduler/batch_scheduler.h"
 
 #include <atomic>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <string>
@@ -282,6 +283,7 @@ class BusyAdmissionPolicy : public BatchPolicy {
     absl::Time free_at;
     size_t queue_size;
     absl::Time last_deadline;
+    double arrival_rate;
   };
   BatchDecision Decide(const QueueSnapshot& queue, absl::Time) const override {
     BatchDecision d;
@@ -292,7 +294,8 @@ class BusyAdmissionPolicy : public BatchPolicy {
   absl::Status Admit(const QueueSnapshot& queue, absl::Time now,
                      absl::Time free_at) const override {
     absl::MutexLock l(&mu_);
-    calls_.push_back({now, free_at, queue.tasks.size(), queue.tasks.back().attributes.deadline});
+    calls_.push_back({now, free_at, queue.tasks.size(), queue.tasks.back().attributes.deadline,
+                      queue.arrival_rate});
     if (queue.tasks.back().attributes.deadline < free_at) {
       return absl::DeadlineExceededError("device busy past the deadline");
     }
@@ -351,6 +354,10 @@ TEST_F(BatchSchedulerTest, WhileEveryThreadIsBusyThePolicyAdmitsArrivals) {
   EXPECT_EQ(calls[0].queue_size, 1u);  // the new task alone (task 0 left the queue)
   EXPECT_EQ(calls[0].last_deadline, t0 + absl::Milliseconds(10));
   EXPECT_EQ(calls[1].queue_size, 1u);
+  // Every arrival counts towards the offered load, the refused one too (all at t0; the
+  // estimator's time constant is 1 s, so each adds 1 per second).
+  EXPECT_DOUBLE_EQ(calls[0].arrival_rate, 2.0);
+  EXPECT_DOUBLE_EQ(calls[1].arrival_rate, 3.0);
   {
     absl::MutexLock l(&mu);
     release = true;
@@ -358,6 +365,49 @@ TEST_F(BatchSchedulerTest, WhileEveryThreadIsBusyThePolicyAdmitsArrivals) {
   (*s)->Shutdown();
   absl::MutexLock l(&mu);
   EXPECT_THAT(ran, ElementsAre(0, 2));
+}
+
+// Runs every queued task at once and records the arrival rate each decision was told.
+class RateRecordingPolicy : public BatchPolicy {
+ public:
+  BatchDecision Decide(const QueueSnapshot& queue, absl::Time) const override {
+    absl::MutexLock l(&mu_);
+    rates_.push_back(queue.arrival_rate);
+    BatchDecision d;
+    for (size_t i = 0; i < queue.tasks.size(); ++i) d.batch.push_back(i);
+    return d;
+  }
+  std::vector<double> rates() const {
+    absl::MutexLock l(&mu_);
+    return rates_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  mutable std::vector<double> rates_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST_F(BatchSchedulerTest, PolicySeesTheQueuesRecentArrivalRate) {
+  auto policy = std::make_unique<RateRecordingPolicy>();
+  const RateRecordingPolicy* recording = policy.get();
+  auto options = DefaultOptions();
+  options.arrival_rate_window = absl::Seconds(1);
+  auto s =
+      BatchScheduler<TestTask>::Create(options, recorder_.Callbacks(), &clock_, std::move(policy));
+  ASSERT_TRUE(s.ok()) << s.status();
+  // Three arrivals 100 ms apart; each is decided (and answered) before the clock moves.
+  for (int id = 0; id < 3; ++id) {
+    if (id > 0) clock_.Advance(absl::Milliseconds(100));
+    auto task = NewTask(id);
+    ASSERT_TRUE((*s)->Schedule("m", &task).ok());
+    ASSERT_TRUE(recorder_.WaitForAnswers(id + 1));
+  }
+  (*s)->Shutdown();
+  const std::vector<double> rates = recording->rates();
+  ASSERT_EQ(rates.size(), 3u);
+  EXPECT_NEAR(rates[0], 1.0, 1e-9);
+  EXPECT_NEAR(rates[1], 1.0 + std::exp(-0.1), 1e-9);
+  EXPECT_NEAR(rates[2], 1.0 + std::exp(-0.1) + std::exp(-0.2), 1e-9);
 }
 
 TEST_F(BatchSchedulerTest, CreateValidatesOptions) {
@@ -368,6 +418,11 @@ TEST_F(BatchSchedulerTest, CreateValidatesOptions) {
       absl::StatusCode::kInvalidArgument);
   options = DefaultOptions();
   options.max_enqueued = 0;
+  EXPECT_EQ(
+      BatchScheduler<TestTask>::Create(options, recorder_.Callbacks(), &clock_).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  options = DefaultOptions();
+  options.arrival_rate_window = absl::ZeroDuration();
   EXPECT_EQ(
       BatchScheduler<TestTask>::Create(options, recorder_.Callbacks(), &clock_).status().code(),
       absl::StatusCode::kInvalidArgument);
