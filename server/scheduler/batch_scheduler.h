@@ -92,7 +92,7 @@ class BatchScheduler {
     // Batches that run concurrently.
     int num_batch_threads = 1;
     // Time constant of the per-queue arrival-rate estimate (QueueSnapshot::arrival_rate).
-    absl::Duration arrival_rate_window = absl::Seconds(1);
+    absl::Duration arrival_rate_window = absl::Milliseconds(250);
   };
 
   // Runs one batch. `keep_rate` is the policy's choice; `batch` is non-empty, at most
