@@ -354,10 +354,11 @@ TEST_F(BatchSchedulerTest, WhileEveryThreadIsBusyThePolicyAdmitsArrivals) {
   EXPECT_EQ(calls[0].queue_size, 1u);  // the new task alone (task 0 left the queue)
   EXPECT_EQ(calls[0].last_deadline, t0 + absl::Milliseconds(10));
   EXPECT_EQ(calls[1].queue_size, 1u);
-  // Every arrival counts towards the offered load, the refused one too (all at t0; the
-  // estimator's time constant is 1 s, so each adds 1 per second).
-  EXPECT_DOUBLE_EQ(calls[0].arrival_rate, 2.0);
-  EXPECT_DOUBLE_EQ(calls[1].arrival_rate, 3.0);
+  // Every arrival counts towards the offered load, the refused one too (all at t0, so each
+  // adds 1 / time constant).
+  const double per_arrival = 1.0 / absl::ToDoubleSeconds(DefaultOptions().arrival_rate_window);
+  EXPECT_DOUBLE_EQ(calls[0].arrival_rate, 2.0 * per_arrival);
+  EXPECT_DOUBLE_EQ(calls[1].arrival_rate, 3.0 * per_arrival);
   {
     absl::MutexLock l(&mu);
     release = true;
