@@ -57,6 +57,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <set>
@@ -135,6 +136,9 @@ class BatchScheduler {
   // Tasks waiting (not yet handed to a callback), all queues together.
   int64_t NumEnqueued() const;
 
+  // Keys whose arrival rate is tracked (at most max(1024, keys with a queue)).
+  size_t NumArrivalKeys() const;
+
  private:
   struct Entry {
     std::unique_ptr<TaskType> task;
@@ -182,7 +186,10 @@ class BatchScheduler {
 
   mutable absl::Mutex mu_;
   std::map<std::string, std::deque<Entry>> queues_ ABSL_GUARDED_BY(mu_);
-  // Offered load per key (one entry per key ever scheduled: the models, a small set).
+  // Offered load per key. Budget batching keys by model (a small set); size-or-delay keys
+  // by (model, keep-rate), which a client can vary at will, so past kMaxArrivalKeys the
+  // keys without a queue are forgotten.
+  static constexpr size_t kMaxArrivalKeys = 1024;
   std::map<std::string, ArrivalRateEstimator> arrivals_ ABSL_GUARDED_BY(mu_);
   int64_t num_enqueued_ ABSL_GUARDED_BY(mu_) = 0;
   // Bumped on every change a waiting thread must react to.
@@ -259,6 +266,11 @@ absl::Status BatchScheduler<TaskType>::Schedule(const std::string& key,
   }
   absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("server is shutting down; not accepting requests");
+  if (arrivals_.size() >= kMaxArrivalKeys && arrivals_.find(key) == arrivals_.end()) {
+    for (auto it = arrivals_.begin(); it != arrivals_.end();) {
+      it = queues_.count(it->first) == 0 ? arrivals_.erase(it) : std::next(it);
+    }
+  }
   ArrivalRateEstimator& arrivals =
       arrivals_.try_emplace(key, options_.arrival_rate_window).first->second;
   arrivals.Record(now);
@@ -301,6 +313,12 @@ template <typename TaskType>
 int64_t BatchScheduler<TaskType>::NumEnqueued() const {
   absl::MutexLock lock(&mu_);
   return num_enqueued_;
+}
+
+template <typename TaskType>
+size_t BatchScheduler<TaskType>::NumArrivalKeys() const {
+  absl::MutexLock lock(&mu_);
+  return arrivals_.size();
 }
 
 template <typename TaskType>

@@ -411,6 +411,19 @@ TEST_F(BatchSchedulerTest, PolicySeesTheQueuesRecentArrivalRate) {
   EXPECT_NEAR(rates[2], 1.0 + std::exp(-0.1) + std::exp(-0.2), 1e-9);
 }
 
+TEST_F(BatchSchedulerTest, ArrivalRatesOfIdleKeysAreBoundedWhenClientsVaryTheKey) {
+  Start(DefaultOptions());
+  // Size-or-delay keys by (model, keep-rate): 3000 distinct keys, each task answered before
+  // the next, so no key keeps a queue.
+  for (int id = 0; id < 3000; ++id) {
+    ScheduleOk(absl::StrCat("m@", id), NewTask(id, 0.5f));
+    clock_.Advance(kDelay);
+    ASSERT_TRUE(recorder_.WaitForAnswers(id + 1));
+  }
+  EXPECT_LE(scheduler_->NumArrivalKeys(), 1024u);
+  EXPECT_GE(scheduler_->NumArrivalKeys(), 1u);
+}
+
 TEST_F(BatchSchedulerTest, CreateValidatesOptions) {
   auto options = DefaultOptions();
   options.num_batch_threads = 0;
