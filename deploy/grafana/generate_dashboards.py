@@ -192,9 +192,13 @@ def pruning():
                "Requests per second by applied keep-rate bucket (1.0 = dense).",
                [{"expr": f"sum by (le) (rate(vitserve_keep_rate_bucket{{{SEL}}}[{RATE}]))",
                  "legend": "{{le}}", "ref": "A", "fmt": "heatmap"}], "percentunit"), 12, 8),
-        (panel("timeseries", "Mean keep-rate",
-               "Average keep-rate of successful requests, per model.",
-               [(mean("vitserve_keep_rate"), "{{model}}", "A")], extra=ratio_bounds()), 12, 8),
+        (panel("timeseries", "Mean keep-rate and the load cap",
+               "Average keep-rate of successful requests, per model, and the highest keep-rate "
+               "the budget scheduler serves at the current arrival rate (vitserve_keep_rate_cap, "
+               "docs/scheduler.md rule 2c).",
+               [(mean("vitserve_keep_rate"), "{{model}}", "A"),
+                (f"max by (model) (vitserve_keep_rate_cap{{{SEL}}})", "cap {{model}}", "B")],
+               extra=ratio_bounds()), 12, 8),
         (panel("timeseries", "MACs/s executed vs dense",
                "Multiply-adds per second actually executed and what the dense model would "
                "have executed for the same requests (FLOPs = 2 x MACs).",

@@ -40,6 +40,21 @@ absl::Time Bound(const QueuedTask& task) {
 
 }  // namespace
 
+float LoadCapKeepRate(const LatencyTable& table, double arrival_rate, double target_utilization,
+                      int max_batch_size, int parallel_batches) {
+  const std::vector<float>& levels = table.keep_rate_levels();  // highest first
+  if (!(target_utilization > 0.0) || !(arrival_rate > 0.0) || max_batch_size < 1) {
+    return levels.front();
+  }
+  const double capacity = target_utilization * std::max(parallel_batches, 1);
+  for (float level : levels) {
+    const double seconds_per_task =
+        absl::ToDoubleSeconds(table.Predict(level, max_batch_size)) / max_batch_size;
+    if (arrival_rate * seconds_per_task <= capacity) return level;
+  }
+  return levels.back();
+}
+
 absl::StatusOr<std::unique_ptr<BudgetPolicy>> BudgetPolicy::Create(
     const Options& options, std::shared_ptr<const LatencyModel> latency_model) {
   if (options.max_batch_size < 1) {
@@ -131,20 +146,8 @@ BatchDecision BudgetPolicy::DecideFrom(const QueueSnapshot& queue, absl::Time no
     return GuardedCompute(table, rate, n);  // a fixed keep-rate off the grid
   };
   // 2c. The load cap: the highest level at which the offered load fits the device.
-  float cap = levels.front();
-  if (options_.target_utilization > 0.0 && queue.arrival_rate > 0.0) {
-    cap = levels.back();
-    const double capacity = options_.target_utilization * options_.parallel_batches;
-    for (float level : levels) {
-      const double seconds_per_task =
-          absl::ToDoubleSeconds(table.Predict(level, options_.max_batch_size)) /
-          options_.max_batch_size;
-      if (queue.arrival_rate * seconds_per_task <= capacity) {
-        cap = level;
-        break;
-      }
-    }
-  }
+  const float cap = LoadCapKeepRate(table, queue.arrival_rate, options_.target_utilization,
+                                    options_.max_batch_size, options_.parallel_batches);
   // best(t, start, n): highest level in [lowest, max(cap, lowest)] whose guarded batch
   // time fits the bound.
   auto best = [&](const TaskView& t, absl::Time start, int n) -> std::optional<float> {

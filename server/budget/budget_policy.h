@@ -104,6 +104,13 @@
 
 namespace vitserve {
 
+// Rule 2c's cap: the highest level of `table` at which `arrival_rate` (tasks/s) takes at
+// most target_utilization × parallel_batches of the device at full batches of
+// max_batch_size; the lowest level when none does. The highest level when
+// target_utilization or arrival_rate is <= 0 (no cap).
+float LoadCapKeepRate(const LatencyTable& table, double arrival_rate, double target_utilization,
+                      int max_batch_size, int parallel_batches);
+
 class BudgetPolicy : public BatchPolicy {
  public:
   struct Options {

@@ -201,6 +201,8 @@ struct ModelMetrics {
   Counter* latency_predicted = nullptr;
   Counter* latency_observed = nullptr;
   Gauge* queue_depth = nullptr;
+  std::atomic<Gauge*> arrival_rate{nullptr};  // budget scheduler only: created on first use
+  std::atomic<Gauge*> keep_rate_cap{nullptr};
   // [method index][grpc code]
   std::array<std::array<std::atomic<Counter*>, kNumGrpcCodes>, kNumMethods + 1> requests{};
   std::array<std::atomic<Counter*>, kBudgetOutcomes.size()> budget{};
@@ -256,6 +258,12 @@ class ServerMetricsImpl : public ServerMetrics {
                                                "Requests refused before or instead of compute.")),
         queue_depth_(Build<prometheus::Gauge>("vitserve_queue_depth",
                                               "Requests waiting for a batch, per model.")),
+        arrival_rate_(Build<prometheus::Gauge>(
+            "vitserve_arrival_rate",
+            "Requests per second offered to the model recently (budget scheduler).")),
+        keep_rate_cap_(Build<prometheus::Gauge>(
+            "vitserve_keep_rate_cap",
+            "Highest keep-rate (ratio 0-1) the budget scheduler serves at the current load.")),
         in_flight_(Build<prometheus::Gauge>("vitserve_in_flight_requests",
                                             "Requests admitted and not yet answered.")),
         model_info_(Build<prometheus::Gauge>(
@@ -392,6 +400,16 @@ class ServerMetricsImpl : public ServerMetrics {
     Model(model).queue_depth->Set(static_cast<double>(depth));
   }
 
+  void SetLoad(const std::string& model, double arrival_rate, float keep_rate_cap) override {
+    ModelMetrics& m = Model(model);
+    Lazy(m.arrival_rate, [&]() -> Gauge& {
+      return arrival_rate_.Add({{"model", m.label}});
+    }).Set(arrival_rate);
+    Lazy(m.keep_rate_cap, [&]() -> Gauge& {
+      return keep_rate_cap_.Add({{"model", m.label}});
+    }).Set(static_cast<double>(keep_rate_cap));
+  }
+
   void AddInFlight(int64_t delta) override {
     in_flight_gauge_->Increment(static_cast<double>(delta));
   }
@@ -515,6 +533,8 @@ class ServerMetricsImpl : public ServerMetrics {
   Family<Counter>& budget_;
   Family<Counter>& rejections_;
   Family<Gauge>& queue_depth_;
+  Family<Gauge>& arrival_rate_;
+  Family<Gauge>& keep_rate_cap_;
   Family<Gauge>& in_flight_;
   Family<Gauge>& model_info_;
   Family<Histogram>& latency_abs_error_;

@@ -95,6 +95,10 @@ class ServerMetrics {
   virtual void OnRejected(const std::string& model, const std::string& reason) = 0;
   // vitserve_queue_depth{model}: requests waiting (not yet in a running batch).
   virtual void SetQueueDepth(const std::string& model, int64_t depth) = 0;
+  // The budget scheduler's view of the load (--scheduler=budget only):
+  //   vitserve_arrival_rate{model}   requests per second offered recently (admitted or not)
+  //   vitserve_keep_rate_cap{model}  the highest keep-rate that load leaves (rule 2c)
+  virtual void SetLoad(const std::string& model, double arrival_rate, float keep_rate_cap) = 0;
   // vitserve_in_flight_requests: admitted and not yet answered, all models.
   virtual void AddInFlight(int64_t delta) = 0;
   // vitserve_model_info{model,method,version} = 1. Announces the model (see the label rules

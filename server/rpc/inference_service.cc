@@ -748,6 +748,14 @@ void InferenceServiceImpl::ProcessBatch(float keep_rate,
   }
   if (metrics_ != nullptr) {
     metrics_->OnBatch(model->name, batch_size, keep_rate, compute_seconds);
+    if (options_.scheduler == SchedulerKind::kBudget && model->latency != nullptr) {
+      // What rule 2c saw for this queue (the budget scheduler keys queues by model name).
+      const double arrival_rate = scheduler_->ArrivalRate(model->name);
+      metrics_->SetLoad(
+          model->name, arrival_rate,
+          LoadCapKeepRate(*model->latency->Snapshot(), arrival_rate, options_.target_utilization,
+                          options_.max_batch_size, options_.num_batch_threads));
+    }
     if (model->latency != nullptr && results.ok()) {
       metrics_->OnLatencyPrediction(model->name, absl::ToDoubleSeconds(predicted), compute_seconds);
     }

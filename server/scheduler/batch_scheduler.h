@@ -139,6 +139,10 @@ class BatchScheduler {
   // Keys whose arrival rate is tracked (at most max(1024, keys with a queue)).
   size_t NumArrivalKeys() const;
 
+  // The recent arrival rate of `key` (tasks per second, as the policy sees it), now; 0 for
+  // a key never scheduled.
+  double ArrivalRate(const std::string& key) const;
+
  private:
   struct Entry {
     std::unique_ptr<TaskType> task;
@@ -319,6 +323,14 @@ template <typename TaskType>
 size_t BatchScheduler<TaskType>::NumArrivalKeys() const {
   absl::MutexLock lock(&mu_);
   return arrivals_.size();
+}
+
+template <typename TaskType>
+double BatchScheduler<TaskType>::ArrivalRate(const std::string& key) const {
+  const absl::Time now = clock_->Now();
+  absl::MutexLock lock(&mu_);
+  auto it = arrivals_.find(key);
+  return it == arrivals_.end() ? 0.0 : it->second.RatePerSecond(now);
 }
 
 template <typename TaskType>

@@ -147,6 +147,15 @@ TEST(BudgetPolicyTest, LoadCapServesTheHighestLevelTheArrivalRateAllows) {
   }
 }
 
+TEST(BudgetPolicyTest, LoadCapKeepRateIsTheRuleAlone) {
+  auto table = GpuModel()->Snapshot();
+  EXPECT_FLOAT_EQ(LoadCapKeepRate(*table, 0.0, 0.8, kMaxBatch, 1), 1.0f);     // rate unknown
+  EXPECT_FLOAT_EQ(LoadCapKeepRate(*table, 1000.0, 0.0, kMaxBatch, 1), 1.0f);  // cap off
+  EXPECT_FLOAT_EQ(LoadCapKeepRate(*table, 270.0, 0.8, kMaxBatch, 1), 0.8f);
+  EXPECT_FLOAT_EQ(LoadCapKeepRate(*table, 1000.0, 0.8, kMaxBatch, 1), 0.6f);  // the lowest
+  EXPECT_FLOAT_EQ(LoadCapKeepRate(*table, 540.0, 0.8, kMaxBatch, 2), 0.8f);
+}
+
 TEST(BudgetPolicyTest, LoadCapKeepsMinKeepRateFixedRatesAndCanBeTurnedOff) {
   auto policy = MakePolicy(ExactOptions());
   // min_keep_rate 0.8 above the cap (0.6 at 1000/s): served at 0.8, not below.

@@ -145,6 +145,7 @@ void FillEverything(ServerMetrics& m) {
     m.OnRejected("deit_s_evit", reason);
   }
   m.SetQueueDepth("deit_s_evit", 3);
+  m.SetLoad("deit_s_evit", 120.0, 0.7f);
   m.AddInFlight(2);
   m.OnLatencyPrediction("deit_s_evit", 0.010, 0.012);
   m.OnLatencyPrediction("deit_s_evit", 0.010, 0.009);
@@ -191,6 +192,8 @@ TEST(ServerMetricsTest, PromtoolCheckMetricsReportsNothing) {
                              "vitserve_latency_budget_total",
                              "vitserve_rejections_total",
                              "vitserve_queue_depth",
+                             "vitserve_arrival_rate",
+                             "vitserve_keep_rate_cap",
                              "vitserve_in_flight_requests",
                              "vitserve_model_info",
                              "vitserve_latency_model_abs_error_seconds_bucket",
@@ -358,6 +361,8 @@ TEST(ServerMetricsTest, GaugesLatencyModelAndShadow) {
   m->OnModelLoaded("a", "evit", "1");
   m->SetQueueDepth("a", 7);
   m->SetQueueDepth("a", 4);
+  m->SetLoad("a", 1600.0, 0.3f);
+  m->SetLoad("a", 850.5, 0.8f);
   m->AddInFlight(3);
   m->AddInFlight(-1);
   m->OnLatencyPrediction("a", 0.010, 0.015);         // under-predicted by 5 ms (50 %)
@@ -370,6 +375,8 @@ TEST(ServerMetricsTest, GaugesLatencyModelAndShadow) {
 
   const std::vector<Sample> s = Parse(m->Serialize());
   EXPECT_EQ(Value(s, "vitserve_queue_depth", {{"model", "a"}}), 4);
+  EXPECT_EQ(Value(s, "vitserve_arrival_rate", {{"model", "a"}}), 850.5);
+  EXPECT_FLOAT_EQ(Value(s, "vitserve_keep_rate_cap", {{"model", "a"}}), 0.8f);
   EXPECT_EQ(Value(s, "vitserve_in_flight_requests"), 2);
   EXPECT_EQ(Value(s, "vitserve_latency_model_predictions_total",
                   {{"model", "a"}, {"direction", "under"}}),
