@@ -145,9 +145,9 @@ BatchDecision BudgetPolicy::DecideFrom(const QueueSnapshot& queue, absl::Time no
     }
     return GuardedCompute(table, rate, n);  // a fixed keep-rate off the grid
   };
-  // 2c. The load cap: the highest level at which the offered load fits the device.
-  const float cap = LoadCapKeepRate(table, queue.arrival_rate, options_.target_utilization,
-                                    options_.max_batch_size, options_.parallel_batches);
+  // 2c. The load cap: the highest level at which the offered load fits the device. Set
+  // below, after admission's early return (rule 1b does not use it).
+  float cap = levels.front();
   // best(t, start, n): highest level in [lowest, max(cap, lowest)] whose guarded batch
   // time fits the bound.
   auto best = [&](const TaskView& t, absl::Time start, int n) -> std::optional<float> {
@@ -271,6 +271,8 @@ BatchDecision BudgetPolicy::DecideFrom(const QueueSnapshot& queue, absl::Time no
             " exceeds the remaining budget ", absl::FormatDuration(t.bound - now))));
   }
   if (rejects_only) return decision;
+  cap = LoadCapKeepRate(table, queue.arrival_rate, options_.target_utilization,
+                        options_.max_batch_size, options_.parallel_batches);
 
   struct Candidate {
     std::vector<size_t> members;  // into views
