@@ -196,6 +196,28 @@ absl::StatusOr<std::unique_ptr<Preprocessor>> Preprocessor::Create(
   return p;
 }
 
+absl::Status Preprocessor::WarmUp() const {
+  const cv::Mat gray(image_size_, image_size_, CV_8UC1, cv::Scalar(128));
+  for (const char* ext : {".png", ".jpg"}) {
+    std::vector<uchar> encoded;
+    try {
+      if (!cv::imencode(ext, gray, encoded)) {
+        return absl::InternalError(absl::StrCat("warm-up: OpenCV cannot encode ", ext));
+      }
+    } catch (const cv::Exception& e) {
+      return absl::InternalError(
+          absl::StrCat("warm-up: OpenCV cannot encode ", ext, ": ", e.what()));
+    }
+    absl::StatusOr<ImageTensor> decoded = FromEncoded(
+        absl::string_view(reinterpret_cast<const char*>(encoded.data()), encoded.size()));
+    if (!decoded.ok()) {
+      return absl::InternalError(
+          absl::StrCat("warm-up: decoding a ", ext, " image failed: ", decoded.status().message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ImageTensor> Preprocessor::FromEncoded(absl::string_view bytes) const {
   absl::StatusOr<ImageHeaderInfo> header = ProbeImageSize(bytes);
   if (!header.ok()) return header.status();

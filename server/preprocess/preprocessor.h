@@ -79,6 +79,12 @@ class Preprocessor {
   // shape, every value finite. Copies the data.
   absl::StatusOr<ImageTensor> FromTensor(const vitserve::v1::Tensor& t) const;
 
+  // Decodes one small PNG and one small JPEG (made with OpenCV's encoders) through
+  // FromEncoded, so that OpenCV's lazy codec initialisation is paid at start-up, not by
+  // the first request (the first decode in a process took 9.3 ms here, the next 0.04 ms).
+  // Errors: INTERNAL if an image cannot be encoded or the round trip fails.
+  absl::Status WarmUp() const;
+
   // The shorter-side size images are resized to (spec.resize or the timm rule).
   int resize_size() const { return resize_; }
   int channels() const { return channels_; }

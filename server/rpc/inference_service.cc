@@ -354,17 +354,17 @@ absl::StatusOr<vitserve::v1::ModelInfo> ServedModelInfo(const InferenceModel& mo
   return info;
 }
 
-// Runs one zero image at the default keep-rate (lazy initialisation before traffic).
-absl::Status WarmUpModel(InferenceModel& model) {
+// Runs `batch_size` zero images at `keep_rate` (lazy initialisation before traffic) and
+// checks that the logits are finite.
+absl::Status WarmUpModel(InferenceModel& model, int batch_size, float keep_rate) {
   const ModelSpec& spec = model.spec();
   ImageTensor zero;
   zero.channels = spec.arch.in_chans;
   zero.height = spec.arch.image_size;
   zero.width = spec.arch.image_size;
   zero.data.assign(static_cast<size_t>(zero.channels) * zero.height * zero.width, 0.0f);
-  const ImageTensor* images[] = {&zero};
-  absl::StatusOr<std::vector<ImageResult>> result =
-      model.Run(images, spec.pruning.default_keep_rate);
+  const std::vector<const ImageTensor*> images(static_cast<size_t>(std::max(1, batch_size)), &zero);
+  absl::StatusOr<std::vector<ImageResult>> result = model.Run(images, keep_rate);
   if (!result.ok()) {
     return absl::Status(
         result.status().code(),
@@ -462,7 +462,8 @@ absl::StatusOr<std::unique_ptr<InferenceServiceImpl>> InferenceServiceImpl::Crea
                                  },
                                  [self](std::unique_ptr<InferenceTask> task, absl::Status status) {
                                    self->Reject(std::move(task), std::move(status));
-                                 }};
+                                 },
+                                 [self] { self->WarmUpBatchThread(); }};
   std::unique_ptr<BatchPolicy> policy;  // null = size-or-delay from scheduler_options
   if (options.scheduler == SchedulerKind::kBudget) {
     absl::StatusOr<std::unique_ptr<BatchPolicy>> made = service->MakeBudgetPolicies();
@@ -559,9 +560,29 @@ InferenceServiceImpl::~InferenceServiceImpl() { Shutdown(); }
 
 absl::Status InferenceServiceImpl::WarmUp() {
   for (const auto& state : models_) {
-    if (absl::Status s = WarmUpModel(*state->Current()->model); !s.ok()) return s;
+    const ServedModel& served = *state->Current();
+    if (absl::Status s =
+            WarmUpModel(*served.model, 1, served.model->spec().pruning.default_keep_rate);
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = served.preprocessor->WarmUp(); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("model '", state->name, "': ", s.message()));
+    }
   }
   return absl::OkStatus();
+}
+
+void InferenceServiceImpl::WarmUpBatchThread() {
+  for (const auto& state : models_) {
+    InferenceModel& model = *state->Current()->model;
+    const PruningSpec& pruning = model.spec().pruning;
+    // A full batch on the dense path and on the most pruned one. Failures are reported by
+    // WarmUp(), which runs the same forward before the server reports SERVING.
+    for (const float keep_rate : {pruning.max_keep_rate, pruning.min_keep_rate}) {
+      WarmUpModel(model, options_.max_batch_size, keep_rate).IgnoreError();
+    }
+  }
 }
 
 absl::Status InferenceServiceImpl::ReloadModel(ServedModel next) {
@@ -585,7 +606,10 @@ absl::Status InferenceServiceImpl::ReloadModel(ServedModel next) {
     return absl::FailedPreconditionError(absl::StrCat(
         "model '", name, "': the new version's compacted shape differs; restart to change it"));
   }
-  if (absl::Status s = WarmUpModel(*next.model); !s.ok()) return s;
+  if (absl::Status s = WarmUpModel(*next.model, 1, next.model->spec().pruning.default_keep_rate);
+      !s.ok()) {
+    return s;
+  }
   absl::StatusOr<vitserve::v1::ModelInfo> info = ServedModelInfo(*next.model);
   if (!info.ok()) return info.status();
   const std::string version = next.model->spec().version;

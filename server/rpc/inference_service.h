@@ -154,9 +154,11 @@ class InferenceServiceImpl final : public vitserve::v1::InferenceService::Callba
   ~InferenceServiceImpl() override;
 
   // Runs one batch of one zero image per model at its default keep-rate, synchronously,
-  // directly on the model (not counted in request metrics), so that lazy initialisation
-  // (allocator pools, kernels) happens before the first request. The first error is
-  // returned.
+  // directly on the model (not counted in request metrics), and one PNG and one JPEG
+  // decode through each model's preprocessor, so that lazy initialisation (allocator
+  // pools, kernels, OpenCV's codecs) happens before the first request. The first error is
+  // returned. (Each batch thread also runs a full batch at the highest and lowest
+  // keep-rate before Create() returns, so its first real batch is warm too.)
   absl::Status WarmUp();
 
   // Hot reload: replaces the served version of the model named next.model->spec().name
@@ -220,6 +222,9 @@ class InferenceServiceImpl final : public vitserve::v1::InferenceService::Callba
   // Scheduler callbacks.
   void ProcessBatch(float keep_rate, std::vector<std::unique_ptr<InferenceTask>> batch);
   void Reject(std::unique_ptr<InferenceTask> task, absl::Status status);
+  // thread_start: a full zero batch per model at its highest and lowest keep-rate on the
+  // calling batch thread; errors are left to WarmUp().
+  void WarmUpBatchThread();
   // Records metrics for a finished request and calls its `done`.
   void Answer(std::unique_ptr<InferenceTask> task,
               absl::StatusOr<vitserve::v1::ClassifyResponse> result);

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "opencv2/core.hpp"
 #include "opencv2/imgcodecs.hpp"
@@ -14,6 +15,7 @@ namespace vitserve {
 namespace {
 
 using ::absl::StatusCode;
+using ::testing::HasSubstr;
 
 constexpr double kTol = 1e-6;
 // ImageNet defaults (timm), restated here so the expected values are independent.
@@ -137,6 +139,24 @@ TEST(PreprocessorTest, DefaultTimmPipelineOutputShape) {
   EXPECT_EQ(t->width, 224);
   EXPECT_EQ(t->data.size(), 3u * 224 * 224);
   for (float v : t->data) ASSERT_TRUE(std::isfinite(v));
+}
+
+TEST(PreprocessorTest, WarmUpDecodesThroughTheModelsOwnPipeline) {
+  auto rgb = Make(PreprocessSpec(), Architecture());
+  ASSERT_NE(rgb, nullptr);
+  EXPECT_TRUE(rgb->WarmUp().ok());
+  auto gray = Make(GraySpec(), Arch(28, 1));
+  ASSERT_NE(gray, nullptr);
+  EXPECT_TRUE(gray->WarmUp().ok());
+  // A limit no input-sized image can meet is a configuration error the warm-up reports at
+  // start-up, instead of every request failing later.
+  PreprocessorOptions tiny;
+  tiny.max_image_pixels = 100;
+  auto unusable = Make(GraySpec(), Arch(28, 1), tiny);
+  ASSERT_NE(unusable, nullptr);
+  absl::Status s = unusable->WarmUp();
+  EXPECT_EQ(s.code(), StatusCode::kInternal);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("more than the limit"));
 }
 
 TEST(PreprocessorTest, BicubicUpscaleOfFlatImageStaysFlat) {

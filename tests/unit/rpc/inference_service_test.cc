@@ -8,6 +8,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -24,6 +25,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::UnorderedElementsAre;
 using vitserve::v1::ClassifyRequest;
 using vitserve::v1::ClassifyResponse;
 
@@ -69,6 +71,8 @@ class FakeModel : public InferenceModel {
     absl::MutexLock l(&mu_);
     for (const ImageTensor* image : images) seen_.push_back(image->data[0]);
     batch_sizes_.push_back(static_cast<int>(images.size()));
+    keep_rates_.push_back(keep_rate);
+    threads_.push_back(std::this_thread::get_id());
     ++runs_;
     auto released = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return !hold_; };
     mu_.AwaitWithTimeout(absl::Condition(&released), kTestTimeout);
@@ -107,6 +111,23 @@ class FakeModel : public InferenceModel {
     absl::MutexLock l(&mu_);
     return batch_sizes_;
   }
+  std::vector<float> keep_rates() {
+    absl::MutexLock l(&mu_);
+    return keep_rates_;
+  }
+  std::vector<std::thread::id> threads() {
+    absl::MutexLock l(&mu_);
+    return threads_;
+  }
+  // Forgets every run so far (the service's warm-up runs, for tests about traffic).
+  void ClearRuns() {
+    absl::MutexLock l(&mu_);
+    runs_ = 0;
+    seen_.clear();
+    batch_sizes_.clear();
+    keep_rates_.clear();
+    threads_.clear();
+  }
 
  private:
   const ModelSpec spec_;
@@ -115,6 +136,8 @@ class FakeModel : public InferenceModel {
   int runs_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<float> seen_ ABSL_GUARDED_BY(mu_);
   std::vector<int> batch_sizes_ ABSL_GUARDED_BY(mu_);
+  std::vector<float> keep_rates_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread::id> threads_ ABSL_GUARDED_BY(mu_);
 };
 
 // A preprocessed tensor whose every value is `value` (the fake model reads the first).
@@ -150,6 +173,12 @@ class InferenceServiceTest : public ::testing::Test {
         std::move(models), options, clock != nullptr ? clock : &real_clock_, metrics_.get());
     ASSERT_TRUE(service.ok()) << service.status();
     service_ = std::move(*service);
+    // Create() returned after every batch thread's warm-up; tests about traffic start
+    // from a model that has seen none.
+    warm_up_batch_sizes_ = model_->batch_sizes();
+    warm_up_keep_rates_ = model_->keep_rates();
+    warm_up_threads_ = model_->threads();
+    model_->ClearRuns();
     GrpcServerOptions server_options;
     server_options.host = "127.0.0.1";
     auto server = GrpcServer::Start(service_.get(), server_options);
@@ -181,6 +210,10 @@ class InferenceServiceTest : public ::testing::Test {
   // Outlives the service (tests that need fake time pass it to StartServer).
   FakeClock fake_clock_{absl::FromUnixSeconds(1000)};
   FakeModel* model_ = nullptr;
+  // What the model ran during Create() (the batch threads' warm-up).
+  std::vector<int> warm_up_batch_sizes_;
+  std::vector<float> warm_up_keep_rates_;
+  std::vector<std::thread::id> warm_up_threads_;
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<InferenceServiceImpl> service_;
   std::unique_ptr<GrpcServer> server_;
@@ -192,6 +225,25 @@ InferenceServiceOptions FastOptions() {
   options.max_batch_size = 4;
   options.max_queue_delay = absl::ZeroDuration();
   return options;
+}
+
+TEST_F(InferenceServiceTest, EveryBatchThreadRunsAFullWarmUpBatchBeforeCreateReturns) {
+  InferenceServiceOptions options = FastOptions();
+  options.num_batch_threads = 2;
+  StartServer(options);
+  // Per thread: a full batch (max_batch_size 4) at the model's highest and lowest
+  // keep-rate, on that thread, never on the thread that called Create().
+  EXPECT_THAT(warm_up_batch_sizes_, ElementsAre(4, 4, 4, 4));
+  EXPECT_THAT(warm_up_keep_rates_, UnorderedElementsAre(1.0f, 1.0f, 0.5f, 0.5f));
+  const std::set<std::thread::id> threads(warm_up_threads_.begin(), warm_up_threads_.end());
+  EXPECT_EQ(threads.size(), 2u);
+  EXPECT_EQ(threads.count(std::this_thread::get_id()), 0u);
+  // Traffic runs on those same threads, and the warm-up is not counted as requests.
+  ClassifyResponse response;
+  ASSERT_TRUE(Call(Request(1.0f, "r"), &response).ok());
+  ASSERT_EQ(model_->threads().size(), 1u);
+  EXPECT_EQ(threads.count(model_->threads()[0]), 1u);
+  EXPECT_THAT(metrics_->Serialize(), HasSubstr("vitserve_batches_total{model=\"tiny\"} 1\n"));
 }
 
 TEST_F(InferenceServiceTest, ClassifyAnswersTopKWithCostsAndTiming) {

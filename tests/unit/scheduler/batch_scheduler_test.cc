@@ -4,7 +4,9 @@
 #include <cmath>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -271,6 +273,41 @@ TEST_F(BatchSchedulerTest, BatchThreadsRunBatchesConcurrently) {
   (*s)->Shutdown();
   absl::MutexLock l(&mu);
   EXPECT_EQ(max_running, 2);
+}
+
+TEST_F(BatchSchedulerTest, EveryBatchThreadRunsThreadStartBeforeCreateReturns) {
+  auto options = DefaultOptions();
+  options.max_batch_size = 1;
+  options.num_batch_threads = 3;
+  absl::Mutex mu;
+  std::set<std::thread::id> started;
+  std::set<std::thread::id> ran_batches;
+  BatchScheduler<TestTask>::Callbacks callbacks{
+      [&](const std::string&, float, std::vector<std::unique_ptr<TestTask>>) {
+        absl::MutexLock l(&mu);
+        ran_batches.insert(std::this_thread::get_id());
+      },
+      [](std::unique_ptr<TestTask>, absl::Status) {},
+      [&] {
+        absl::SleepFor(absl::Milliseconds(20));  // a slow warm-up: Create() must wait
+        absl::MutexLock l(&mu);
+        started.insert(std::this_thread::get_id());
+      }};
+  auto s = BatchScheduler<TestTask>::Create(options, callbacks, &clock_);
+  ASSERT_TRUE(s.ok()) << s.status();
+  {
+    absl::MutexLock l(&mu);
+    EXPECT_EQ(started.size(), 3u);
+    EXPECT_EQ(started.count(std::this_thread::get_id()), 0u);
+  }
+  for (int id = 0; id < 6; ++id) {
+    auto t = NewTask(id);
+    ASSERT_TRUE((*s)->Schedule("m", &t).ok());
+  }
+  (*s)->Shutdown();
+  absl::MutexLock l(&mu);
+  EXPECT_FALSE(ran_batches.empty());
+  for (const std::thread::id& id : ran_batches) EXPECT_EQ(started.count(id), 1u);
 }
 
 // Runs the oldest task alone, predicting 30 ms; admits a task only if its deadline is
