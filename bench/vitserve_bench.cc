@@ -1,6 +1,8 @@
 // In-process throughput benchmark of the vitserve executor (LoadInferenceModel's
 // InferenceModel::Run: image stacking, sub-batching, the method's forward) on a
-// DeiT-S-shaped model with random weights at 224².
+// DeiT-S-shaped model with random weights at 224² (or, with --config, the architecture and
+// pruning locations of a model directory's config.pbtxt, still with random weights: speed
+// does not depend on the values).
 //
 // For dense and each method at each keep-rate (plus ToMe at the published r = 13, SViTE
 // at keep 1.0 = compaction alone, Tri-Level with its attention level at
@@ -25,10 +27,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -36,8 +40,10 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "server/checkpoint/model_repository.h"
 #include "server/model/vit_inference_model.h"
 #include "server/model/vit_module.h"
 #include "server/pruning/cost_model.h"
@@ -60,6 +66,9 @@ ABSL_FLAG(double, trilevel_attn_ratio, 0.5,
           "extra Tri-Level rows with the attention level at this ratio (0 = none)");
 ABSL_FLAG(std::string, json_out, "", "append one JSON line per measurement to this file");
 ABSL_FLAG(int, seed, 0, "weight / image seed");
+ABSL_FLAG(std::string, config, "",
+          "a model config.pbtxt: measure its architecture and pruning locations (random "
+          "weights) instead of DeiT-S, e.g. models/fashion-vit/config.pbtxt");
 
 namespace vitserve {
 namespace {
@@ -146,7 +155,26 @@ std::vector<ImageTensor> RandomImages(const Architecture& arch, int n, int seed)
 }
 
 int Main() {
-  const Architecture arch;  // DeiT-S at 224²
+  Architecture arch;  // DeiT-S at 224² unless --config
+  std::vector<int> config_locations;
+  Method config_method = Method::kDense;
+  std::string model_name = "deit_s_bench";
+  if (const std::string path = absl::GetFlag(FLAGS_config); !path.empty()) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    absl::StatusOr<ModelSpec> config =
+        in ? ParseModelSpec(text.str(), std::filesystem::path(path).parent_path().string())
+           : absl::NotFoundError(absl::StrCat("cannot read ", path));
+    if (!config.ok()) {
+      std::fprintf(stderr, "--config: %s\n", config.status().ToString().c_str());
+      return 2;
+    }
+    arch = config->arch;
+    config_locations = config->pruning.locations;
+    config_method = config->pruning.method;
+    model_name = config->name;
+  }
   const int threads = absl::GetFlag(FLAGS_threads);
   const int streams = absl::GetFlag(FLAGS_streams);
   if (streams < 1) {
@@ -213,9 +241,10 @@ int Main() {
   std::vector<Row> rows;
   for (const Config& c : configs) {
     ModelSpec spec;
-    spec.name = "deit_s_bench";
+    spec.name = model_name;
     spec.arch = arch;
     spec.pruning.method = c.method;
+    if (c.method == config_method) spec.pruning.locations = config_locations;
     spec.pruning.attn_ratio = c.attn_ratio;
     spec.pruning.svite_plain_removal = c.plain_removal;
     ModelLoadOptions opts;

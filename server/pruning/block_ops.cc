@@ -14,8 +14,7 @@ torch::Tensor Linear(const torch::nn::Linear& l, const torch::Tensor& x) {
 }  // namespace
 
 torch::Tensor ApplyNorm(const torch::nn::LayerNorm& norm, const torch::Tensor& x) {
-  return at::layer_norm(x, norm->options.normalized_shape(), norm->weight, norm->bias,
-                        norm->options.eps());
+  return FastLayerNorm(x, norm->weight, norm->bias, norm->options.eps());
 }
 
 torch::Tensor EmbedTokens(VitImpl& vit, const torch::Tensor& images) {
@@ -61,7 +60,7 @@ torch::Tensor AttentionResidual(BlockImpl& block, const torch::Tensor& x,
 torch::Tensor MlpResidual(BlockImpl& block, torch::Tensor x) {
   MlpImpl& mlp = *block.mlp;
   torch::Tensor h = Linear(mlp.fc1, ApplyNorm(block.norm2, x));
-  at::gelu_(h);
+  FastGelu_(h);
   return x.add_(Linear(mlp.fc2, h));
 }
 

@@ -1,5 +1,6 @@
-// CPU fast paths for the two operations that dominate a ViT forward: the linear layers
-// (~92% of a DeiT-S's multiply-adds) and the attention core. Internal to server/pruning/.
+// CPU fast paths for the operations that dominate a ViT forward: the linear layers
+// (~92% of a DeiT-S's multiply-adds), the attention core, LayerNorm and GELU. Internal to
+// server/pruning/.
 //
 // Why: Debian's LibTorch routes float32 GEMMs to OpenBLAS, which on this machine picks
 // its AVX2 (Haswell) kernels; oneDNN's sgemm (libdnnl, already a LibTorch dependency)
@@ -7,11 +8,15 @@
 // The attention core runs one (image, head) pair per task: q·kᵀ, softmax and ·v stay in
 // cache, heads are read in place from the qkv buffer and written in place into the
 // merged-heads layout (no permute / reshape copies), which keeps large batches from
-// becoming memory-bound.
+// becoming memory-bound. Its softmax, LayerNorm and GELU are plain loops compiled for
+// AVX-512 / AVX2 / x86-64 (picked at load time) with a polynomial exp: Debian's ATen
+// spent 0.5-2.6 ns per element on them (no vectorised exp), as much as the GEMMs of a
+// small model (bench/results/kernels-cpu.md).
 //
-// Both functions fall back to plain ATen ops when oneDNN is not compiled in
-// (VITSERVE_HAVE_DNNL), or the tensors are not contiguous float32 on the CPU; results
-// agree with ATen to float32 rounding (tests compare against the ATen path).
+// The GEMM paths fall back to plain ATen ops when oneDNN is not compiled in
+// (VITSERVE_HAVE_DNNL); every function falls back when the tensors are not contiguous
+// float32 on the CPU. Results agree with ATen to float32 rounding (tests compare against
+// the ATen path).
 // Thread-safety: stateless; may be called from many threads. Parallelism follows
 // at::get_num_threads(). Errors: c10::Error on bad shapes.
 #ifndef VITSERVE_SERVER_PRUNING_CPU_KERNELS_H_
@@ -23,6 +28,15 @@ namespace vitserve {
 
 // True when the oneDNN fast paths are compiled in.
 bool FastCpuKernelsAvailable();
+
+// LayerNorm over the last dim of contiguous float32 CPU x [..., C] with weight and bias [C]
+// (ATen's at::layer_norm for anything else). Agrees with it to float32 rounding.
+torch::Tensor FastLayerNorm(const torch::Tensor& x, const torch::Tensor& weight,
+                            const torch::Tensor& bias, double eps);
+
+// x = GELU(x) (the erf form, nn.GELU's default) in place; erf to 1.5e-7. Non-contiguous or
+// non-CPU-float32 x goes through at::gelu_.
+void FastGelu_(torch::Tensor& x);
 
 // y = x · weightᵀ + bias for x [..., K], weight [N, K], bias [N] -> [..., N].
 torch::Tensor FastLinear(const torch::Tensor& x, const torch::Tensor& weight,

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "gtest/gtest.h"
@@ -27,6 +28,50 @@ TEST(CpuKernelsTest, FastLinearEqualsAtenLinear) {
   EXPECT_LE(MaxDiff(FastLinear(view, w.narrow(0, 8, 16), b.narrow(0, 8, 16)),
                     at::linear(view, w.narrow(0, 8, 16), b.narrow(0, 8, 16))),
             1e-4f);
+}
+
+TEST(CpuKernelsTest, FastLayerNormEqualsAtenLayerNorm) {
+  torch::manual_seed(3);
+  // Against a float64 reference: within 3e-5 of it, or within twice ATen's own float32 error
+  // (rows with a large common offset, where a one-pass variance would lose them).
+  auto check = [](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                  double eps) {
+    const int64_t c = x.size(-1);
+    torch::Tensor exact = at::layer_norm(x.to(torch::kFloat64), {c}, w.to(torch::kFloat64),
+                                         b.to(torch::kFloat64), eps)
+                              .to(torch::kFloat32);
+    const float aten_error = MaxDiff(at::layer_norm(x, {c}, w, b, eps), exact);
+    EXPECT_LE(MaxDiff(FastLayerNorm(x, w, b, eps), exact), std::max(2 * aten_error, 3e-5f)) << c;
+  };
+  for (int64_t c : {96, 37, 1}) {  // a full vector width, a ragged tail, a degenerate row
+    torch::Tensor w = torch::randn({c});
+    torch::Tensor b = torch::randn({c});
+    torch::Tensor x = torch::randn({3, 50, c});
+    check(x, w, b, 1e-6);
+    check(x * 4 + 100, w, b, 1e-6);
+  }
+  // A narrowed view takes the ATen path.
+  torch::Tensor w = torch::randn({16});
+  torch::Tensor b = torch::randn({16});
+  check(torch::randn({2, 9, 16}).narrow(1, 1, 5), w, b, 1e-5);
+}
+
+TEST(CpuKernelsTest, FastGeluEqualsAtenGelu) {
+  // Both tails (where erf saturates, and exp(-z²) would underflow), zero and the bend.
+  torch::Tensor x = torch::linspace(-12.0, 12.0, 24003).reshape({3, 8001});
+  torch::Tensor want = at::gelu(x);
+  torch::Tensor got = x.clone();
+  FastGelu_(got);
+  EXPECT_LE(MaxDiff(got, want), 2e-6f);
+  EXPECT_EQ(got[0][0].item<float>(), 0.0f);  // gelu(-12) underflows to -0 in float32
+  EXPECT_FLOAT_EQ(got[2][8000].item<float>(), 12.0f);
+  // A non-contiguous view goes through at::gelu_ and only the view changes.
+  torch::Tensor base = torch::randn({4, 6});
+  torch::Tensor original = base.clone();
+  torch::Tensor column = base.select(1, 2);
+  FastGelu_(column);
+  EXPECT_LE(MaxDiff(base.select(1, 2), at::gelu(original.select(1, 2))), 1e-6f);
+  EXPECT_TRUE(torch::equal(base.select(1, 3), original.select(1, 3)));
 }
 
 // The ATen statement of multi-head attention on a fused qkv buffer.
