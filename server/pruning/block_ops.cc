@@ -85,6 +85,25 @@ torch::Tensor PrefixOnlyBlock(BlockImpl& block, const torch::Tensor& x, int64_t 
   return MlpResidual(block, y);
 }
 
+torch::Tensor PredictorKeepScores(ScorePredictorImpl& predictor, const torch::Tensor& x) {
+  torch::Tensor h = Linear(predictor.in_fc, ApplyNorm(predictor.in_norm, x));  // [B, N, C]
+  FastGelu_(h);
+  const int64_t c = h.size(-1);
+  const int64_t half = c / 2;
+  // out_fc0(cat(local, global)) = local · W[:, :half]ᵀ + (global · W[:, half:]ᵀ + b).
+  const torch::Tensor& w0 = predictor.out_fc0->weight;          // [C/2, C]
+  torch::Tensor global = h.narrow(-1, half, c - half).mean(1);  // [B, C - half]
+  torch::Tensor per_image =
+      FastLinear(global, w0.narrow(1, half, c - half).contiguous(), predictor.out_fc0->bias);
+  torch::Tensor y = FastLinear(h.narrow(-1, 0, half), w0.narrow(1, 0, half).contiguous(),
+                               at::zeros({w0.size(0)}, w0.options()));
+  y.add_(per_image.unsqueeze(1));
+  FastGelu_(y);
+  y = Linear(predictor.out_fc2, y);
+  FastGelu_(y);
+  return at::log_softmax(Linear(predictor.out_fc4, y), -1).select(-1, 0);
+}
+
 torch::Tensor GatherTokens(const torch::Tensor& x, const torch::Tensor& index) {
   return at::gather(x, 1, index.unsqueeze(-1).expand({index.size(0), index.size(1), x.size(2)}));
 }

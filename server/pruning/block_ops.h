@@ -45,6 +45,14 @@ torch::Tensor DenseBlock(BlockImpl& block, const torch::Tensor& x);
 torch::Tensor PrefixOnlyBlock(BlockImpl& block, const torch::Tensor& x, int64_t rows,
                               const torch::Tensor& key_bias = {});
 
+// DynamicViT's keep score, log p(keep) = column 0 of ScorePredictorImpl::forward, for the
+// patch tokens x [B, N, C] (a narrowed view is fine) -> [B, N]. The same math through the
+// CPU fast paths, with one rewrite: the first out_conv layer reads [local, global]
+// features where global is the per-image mean, so its global half is applied once per
+// image ([B, C/2] · W_globalᵀ) instead of to N broadcast copies (no concatenation, half
+// that layer's multiply-adds). Agrees with forward() to float32 rounding.
+torch::Tensor PredictorKeepScores(ScorePredictorImpl& predictor, const torch::Tensor& x);
+
 // Gathers tokens `index` [B, K] (int64) from x [B, N, C] -> [B, K, C].
 torch::Tensor GatherTokens(const torch::Tensor& x, const torch::Tensor& index);
 

@@ -153,19 +153,34 @@ bool FastCpuKernelsAvailable() {
 torch::Tensor FastLayerNorm(const torch::Tensor& x, const torch::Tensor& weight,
                             const torch::Tensor& bias, double eps) {
   const int64_t c = x.size(-1);
-  if (!(IsPlainCpuFloat(x) && IsPlainCpuFloat(weight) && IsPlainCpuFloat(bias) &&
-        x.is_contiguous() && weight.is_contiguous() && bias.is_contiguous() &&
-        weight.numel() == c && bias.numel() == c && c > 0)) {
+  // Contiguous, or [B, N, C] whose rows are contiguous within each image (a token range
+  // narrowed out of a bigger sequence, e.g. the patch tokens after the prefix).
+  const bool rows_contiguous =
+      x.is_contiguous() || (x.dim() == 3 && x.stride(2) == 1 && x.stride(1) == c);
+  if (!(IsPlainCpuFloat(x) && IsPlainCpuFloat(weight) && IsPlainCpuFloat(bias) && rows_contiguous &&
+        weight.is_contiguous() && bias.is_contiguous() && weight.numel() == c &&
+        bias.numel() == c && c > 0)) {
     return at::layer_norm(x, {c}, weight, bias, eps);
   }
-  torch::Tensor y = at::empty_like(x);
+  torch::Tensor y = at::empty(x.sizes(), x.options());  // contiguous
   const float* xp = x.data_ptr<float>();
   const float* wp = weight.data_ptr<float>();
   const float* bp = bias.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, x.numel() / c, kRowsPerTask, [&](int64_t begin, int64_t end) {
-    LayerNormRows(xp + begin * c, wp, bp, yp + begin * c, end - begin, c, static_cast<float>(eps));
-  });
+  if (x.is_contiguous()) {
+    at::parallel_for(0, x.numel() / c, kRowsPerTask, [&](int64_t begin, int64_t end) {
+      LayerNormRows(xp + begin * c, wp, bp, yp + begin * c, end - begin, c,
+                    static_cast<float>(eps));
+    });
+  } else {
+    const int64_t n = x.size(1);
+    const int64_t image_stride = x.stride(0);
+    at::parallel_for(0, x.size(0), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        LayerNormRows(xp + i * image_stride, wp, bp, yp + i * n * c, n, c, static_cast<float>(eps));
+      }
+    });
+  }
   return y;
 }
 

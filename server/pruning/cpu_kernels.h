@@ -29,8 +29,10 @@ namespace vitserve {
 // True when the oneDNN fast paths are compiled in.
 bool FastCpuKernelsAvailable();
 
-// LayerNorm over the last dim of contiguous float32 CPU x [..., C] with weight and bias [C]
-// (ATen's at::layer_norm for anything else). Agrees with it to float32 rounding.
+// LayerNorm over the last dim of float32 CPU x [..., C] with weight and bias [C], for x
+// contiguous or [B, N, C] with contiguous rows (a narrowed token range); ATen's
+// at::layer_norm for anything else. Returns a contiguous tensor. Agrees with ATen to
+// float32 rounding.
 torch::Tensor FastLayerNorm(const torch::Tensor& x, const torch::Tensor& weight,
                             const torch::Tensor& bias, double eps);
 

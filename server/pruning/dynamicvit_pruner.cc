@@ -1,10 +1,10 @@
 // DynamicViT (raoyongming/DynamicViT models/dyvit.py), eval mode.
 //
-// Before block locations[p], predictor p scores the patch tokens (prefix excluded; its
-// global feature is the plain mean over the tokens still present) and the
-// int(N0 * rho^(p+1)) best by log-probability column 0 are kept, N0 being the model's
-// initial patch count. Kept tokens stay in descending score order (argsort, not spatial
-// order); the prefix tokens are prepended. Later blocks are plain blocks.
+// Before block locations[p], predictor p scores the patch tokens (PredictorKeepScores; prefix
+// excluded; its global feature is the plain mean over the tokens still present) and the int(N0 *
+// rho^(p+1)) best by log-probability column 0 are kept, N0 being the model's initial patch count.
+// Kept tokens stay in descending score order (argsort, not spatial order); the prefix tokens are
+// prepended. Later blocks are plain blocks.
 #include <memory>
 #include <utility>
 #include <vector>
@@ -38,7 +38,7 @@ class DynamicVitPruner : public TokenPruner {
         const int keep = DynamicVitKeep(initial, rho, stage);
         if (keep < current) {
           torch::Tensor patches = x.narrow(1, prefix, current);
-          torch::Tensor score = vit.predictor(stage).forward(patches).select(-1, 0);
+          torch::Tensor score = PredictorKeepScores(vit.predictor(stage), patches);
           torch::Tensor order = std::get<1>(at::topk(score, keep, /*dim=*/1, /*largest=*/true,
                                                      /*sorted=*/true));
           x = WithPrefix(x, prefix, GatherTokens(patches, order));

@@ -50,10 +50,14 @@ TEST(CpuKernelsTest, FastLayerNormEqualsAtenLayerNorm) {
     check(x, w, b, 1e-6);
     check(x * 4 + 100, w, b, 1e-6);
   }
-  // A narrowed view takes the ATen path.
+  // A narrowed token range (rows contiguous per image) and a transposed view (the ATen
+  // path); the result is contiguous either way.
   torch::Tensor w = torch::randn({16});
   torch::Tensor b = torch::randn({16});
-  check(torch::randn({2, 9, 16}).narrow(1, 1, 5), w, b, 1e-5);
+  torch::Tensor tokens = torch::randn({2, 9, 16}).narrow(1, 1, 5);
+  check(tokens, w, b, 1e-5);
+  EXPECT_TRUE(FastLayerNorm(tokens, w, b, 1e-5).is_contiguous());
+  check(torch::randn({2, 16, 9}).transpose(1, 2), w, b, 1e-5);
 }
 
 TEST(CpuKernelsTest, FastGeluEqualsAtenGelu) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "server/pruning/block_ops.h"
 #include "server/pruning/cost_model.h"
 #include "server/pruning/keep_counts.h"
 
@@ -313,6 +314,21 @@ INSTANTIATE_TEST_SUITE_P(
              std::to_string(static_cast<int>(std::lround(info.param.keep * 100))) +
              (info.param.distilled ? "_distilled" : "");
     });
+
+TEST(TokenPrunerTest, PredictorKeepScoresEqualsThePredictorModule) {
+  Vit vit = MakeVit(TinyArch(false), Spec(Method::kDynamicViT), 5);
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(6);
+  // Patch tokens narrowed out of a sequence with a prefix token, as the pruner passes them.
+  torch::Tensor sequence = torch::randn({3, 1 + 20, 32});
+  torch::Tensor patches = sequence.narrow(1, 1, 20);
+  for (int p = 0; p < 3; ++p) {
+    torch::Tensor want = vit->predictor(p).forward(patches).select(-1, 0);
+    torch::Tensor got = PredictorKeepScores(vit->predictor(p), patches);
+    ASSERT_EQ(got.sizes(), want.sizes());
+    EXPECT_LE((got - want).abs().max().item<float>(), 1e-5f) << "predictor " << p;
+  }
+}
 
 TEST(TokenPrunerTest, ReductionActuallyRemovesTokens) {
   const Architecture arch = TinyArch(false);
