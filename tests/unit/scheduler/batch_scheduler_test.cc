@@ -7,6 +7,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -310,6 +311,25 @@ TEST_F(BatchSchedulerTest, EveryBatchThreadRunsThreadStartBeforeCreateReturns) {
   for (const std::thread::id& id : ran_batches) EXPECT_EQ(started.count(id), 1u);
 }
 
+// What a test policy saw, appended from the policy's const methods (on batch threads and
+// Schedule() callers) and read from the test thread.
+template <typename T>
+class SeenLog {
+ public:
+  void Add(T value) const {
+    absl::MutexLock l(&mu_);
+    values_.push_back(std::move(value));
+  }
+  std::vector<T> Get() const {
+    absl::MutexLock l(&mu_);
+    return values_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  mutable std::vector<T> values_ ABSL_GUARDED_BY(mu_);
+};
+
 // Runs the oldest task alone, predicting 30 ms; admits a task only if its deadline is
 // after the time the device is predicted to be free. Records every Admit() call.
 class BusyAdmissionPolicy : public BatchPolicy {
@@ -330,22 +350,17 @@ class BusyAdmissionPolicy : public BatchPolicy {
   }
   absl::Status Admit(const QueueSnapshot& queue, absl::Time now,
                      absl::Time free_at) const override {
-    absl::MutexLock l(&mu_);
-    calls_.push_back({now, free_at, queue.tasks.size(), queue.tasks.back().attributes.deadline,
-                      queue.arrival_rate});
+    calls_.Add({now, free_at, queue.tasks.size(), queue.tasks.back().attributes.deadline,
+                queue.arrival_rate});
     if (queue.tasks.back().attributes.deadline < free_at) {
       return absl::DeadlineExceededError("device busy past the deadline");
     }
     return absl::OkStatus();
   }
-  std::vector<Call> calls() const {
-    absl::MutexLock l(&mu_);
-    return calls_;
-  }
+  std::vector<Call> calls() const { return calls_.Get(); }
 
  private:
-  mutable absl::Mutex mu_;
-  mutable std::vector<Call> calls_ ABSL_GUARDED_BY(mu_);
+  SeenLog<Call> calls_;
 };
 
 TEST_F(BatchSchedulerTest, WhileEveryThreadIsBusyThePolicyAdmitsArrivals) {
@@ -409,20 +424,15 @@ TEST_F(BatchSchedulerTest, WhileEveryThreadIsBusyThePolicyAdmitsArrivals) {
 class RateRecordingPolicy : public BatchPolicy {
  public:
   BatchDecision Decide(const QueueSnapshot& queue, absl::Time) const override {
-    absl::MutexLock l(&mu_);
-    rates_.push_back(queue.arrival_rate);
+    rates_.Add(queue.arrival_rate);
     BatchDecision d;
     for (size_t i = 0; i < queue.tasks.size(); ++i) d.batch.push_back(i);
     return d;
   }
-  std::vector<double> rates() const {
-    absl::MutexLock l(&mu_);
-    return rates_;
-  }
+  std::vector<double> rates() const { return rates_.Get(); }
 
  private:
-  mutable absl::Mutex mu_;
-  mutable std::vector<double> rates_ ABSL_GUARDED_BY(mu_);
+  SeenLog<double> rates_;
 };
 
 TEST_F(BatchSchedulerTest, PolicySeesTheQueuesRecentArrivalRate) {
