@@ -90,13 +90,14 @@ torch::Tensor PredictorKeepScores(ScorePredictorImpl& predictor, const torch::Te
   FastGelu_(h);
   const int64_t c = h.size(-1);
   const int64_t half = c / 2;
-  // out_fc0(cat(local, global)) = local · W[:, :half]ᵀ + (global · W[:, half:]ᵀ + b).
+  // out_fc0(cat(local, global)) = (local · W[:, :half]ᵀ + b) + global · W[:, half:]ᵀ; the
+  // per-image product is [B, C - half] x [C - half, C/2], small enough for at::matmul on
+  // the strided weight view.
   const torch::Tensor& w0 = predictor.out_fc0->weight;          // [C/2, C]
   torch::Tensor global = h.narrow(-1, half, c - half).mean(1);  // [B, C - half]
-  torch::Tensor per_image =
-      FastLinear(global, w0.narrow(1, half, c - half).contiguous(), predictor.out_fc0->bias);
+  torch::Tensor per_image = at::matmul(global, w0.narrow(1, half, c - half).t());
   torch::Tensor y = FastLinear(h.narrow(-1, 0, half), w0.narrow(1, 0, half).contiguous(),
-                               at::zeros({w0.size(0)}, w0.options()));
+                               predictor.out_fc0->bias);
   y.add_(per_image.unsqueeze(1));
   FastGelu_(y);
   y = Linear(predictor.out_fc2, y);
