@@ -1,7 +1,7 @@
 // vitserve_train: the model toolchain.
 //
 //   vitserve_train dense      --output_dir=DIR [--resume] [architecture and schedule flags]
-//   vitserve_train dynamicvit --teacher=DIR --output_dir=DIR [--keep_rate=0.7]
+//   vitserve_train dynamicvit --teacher=DIR --output_dir=DIR [--keep_rate=0.7] [--locations=1,3,5]
 //   vitserve_train tnt        --teacher=DIR --output_dir=DIR
 //   vitserve_train eval       --model_dir=DIR [--split=test]
 //
@@ -79,6 +79,10 @@ ABSL_FLAG(double, dense_loss_weight, 0.0,
           "dynamicvit: weight of the dense-path loss (CE + KL to the teacher on all tokens) "
           "that keeps the shared backbone's dense accuracy; 0 = official loss only");
 ABSL_FLAG(double, noise_scale, 0.02, "tnt: noise std multiplier (official 0.02)");
+ABSL_FLAG(std::string, locations, "",
+          "dynamicvit: pruning locations, comma-separated block indices, strictly increasing "
+          "(e.g. 1,3,5); empty = the teacher's when it is a DynamicViT model, else the "
+          "method default");
 // Eval.
 ABSL_FLAG(std::string, split, "test", "eval: test | val");
 ABSL_FLAG(std::string, methods, "dense,dynamicvit,evit,tome,tnt", "eval: methods");
@@ -276,7 +280,10 @@ absl::Status RunDynamicVit() {
 
   torch::manual_seed(absl::GetFlag(FLAGS_seed));
   DynamicVitObjectiveOptions o;
-  o.locations = DynamicVitLocations(student.spec);
+  absl::StatusOr<std::vector<int>> locations = ParseLocations(
+      absl::GetFlag(FLAGS_locations), student.spec.arch.depth, DynamicVitLocations(student.spec));
+  if (!locations.ok()) return locations.status();
+  o.locations = *std::move(locations);
   o.keep_rate = static_cast<float>(absl::GetFlag(FLAGS_keep_rate));
   o.backbone_lr_scale = absl::GetFlag(FLAGS_backbone_lr_scale);
   o.weights.label_smoothing = absl::GetFlag(FLAGS_label_smoothing);

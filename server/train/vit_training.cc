@@ -12,7 +12,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "server/checkpoint/checkpoint.h"
 #include "server/checkpoint/model_repository.h"
 
@@ -327,6 +329,23 @@ std::vector<int> TntLocations(const ModelSpec& spec) {
     return spec.pruning.locations;
   }
   return DefaultLocations(Method::kTNT, spec.arch.depth);
+}
+
+absl::StatusOr<std::vector<int>> ParseLocations(absl::string_view text, int depth,
+                                                std::vector<int> fallback) {
+  if (text.empty()) return fallback;
+  std::vector<int> out;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    int loc = 0;
+    if (!absl::SimpleAtoi(part, &loc) || loc < 0 || loc >= depth ||
+        (!out.empty() && loc <= out.back())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--locations=", text, ": want strictly increasing block indices in [0, ",
+                       depth, "), e.g. 1,3,5; bad entry '", part, "'"));
+    }
+    out.push_back(loc);
+  }
+  return out;
 }
 
 absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir) {

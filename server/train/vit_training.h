@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "server/model/model_spec.h"
 #include "server/model/vit_module.h"
 
@@ -156,6 +157,10 @@ absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir);
 std::vector<int> DynamicVitLocations(const ModelSpec& spec);
 // TNT locations likewise.
 std::vector<int> TntLocations(const ModelSpec& spec);
+// Pruning locations from a flag: comma-separated block indices in [0, depth), strictly
+// increasing ("1,3,5"); empty `text` returns `fallback`. InvalidArgument names the bad entry.
+absl::StatusOr<std::vector<int>> ParseLocations(absl::string_view text, int depth,
+                                                std::vector<int> fallback);
 
 }  // namespace train
 }  // namespace vitserve

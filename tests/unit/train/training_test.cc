@@ -294,6 +294,17 @@ TEST(DynamicVitTrainingTest, TopKDecisionsKeepTheEvalCounts) {
   }
 }
 
+TEST(DynamicVitTrainingTest, ParseLocationsAcceptsIncreasingIndicesAndNamesTheBadEntry) {
+  EXPECT_THAT(ParseLocations("", 8, {2, 4, 6}).value(), ::testing::ElementsAre(2, 4, 6));
+  EXPECT_THAT(ParseLocations("1,3,5", 8, {2, 4, 6}).value(), ::testing::ElementsAre(1, 3, 5));
+  EXPECT_THAT(ParseLocations("0", 8, {}).value(), ::testing::ElementsAre(0));
+  for (const char* bad : {"3,2", "1,1", "1,8", "-1", "1,,3", "a", "1,3,"}) {
+    absl::StatusOr<std::vector<int>> r = ParseLocations(bad, 8, {2, 4, 6});
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("bad entry")) << bad;
+  }
+}
+
 TEST(TntTrainingTest, NoiseTrainingUpdatesOnlyTheAlphaHeads) {
   torch::manual_seed(0);
   const Architecture arch = TinyArch(8, 3);
