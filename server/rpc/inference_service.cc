@@ -573,16 +573,20 @@ absl::Status InferenceServiceImpl::WarmUp() {
   return absl::OkStatus();
 }
 
-void InferenceServiceImpl::WarmUpBatchThread() {
-  for (const auto& state : models_) {
-    InferenceModel& model = *state->Current()->model;
-    const PruningSpec& pruning = model.spec().pruning;
-    // A full batch on the dense path and on the most pruned one. Failures are reported by
-    // WarmUp(), which runs the same forward before the server reports SERVING.
-    for (const float keep_rate : {pruning.max_keep_rate, pruning.min_keep_rate}) {
-      WarmUpModel(model, options_.max_batch_size, keep_rate).IgnoreError();
+absl::Status InferenceServiceImpl::WarmUpFullBatches(InferenceModel& model) const {
+  const PruningSpec& pruning = model.spec().pruning;
+  for (const float keep_rate : {pruning.max_keep_rate, pruning.min_keep_rate}) {
+    if (absl::Status s = WarmUpModel(model, options_.max_batch_size, keep_rate); !s.ok()) {
+      return s;
     }
   }
+  return absl::OkStatus();
+}
+
+void InferenceServiceImpl::WarmUpBatchThread() {
+  // Failures are reported by WarmUp(), which runs the same forward before the server
+  // reports SERVING.
+  for (const auto& state : models_) WarmUpFullBatches(*state->Current()->model).IgnoreError();
 }
 
 absl::Status InferenceServiceImpl::ReloadModel(ServedModel next) {
@@ -606,10 +610,14 @@ absl::Status InferenceServiceImpl::ReloadModel(ServedModel next) {
     return absl::FailedPreconditionError(absl::StrCat(
         "model '", name, "': the new version's compacted shape differs; restart to change it"));
   }
+  // The new weights' first touch and the full-batch shapes are paid here, before the
+  // swap, not by the first real batch. (On the reloading thread: the batch threads are
+  // busy serving the old version; their own first-use costs were paid at start-up.)
   if (absl::Status s = WarmUpModel(*next.model, 1, next.model->spec().pruning.default_keep_rate);
       !s.ok()) {
     return s;
   }
+  if (absl::Status s = WarmUpFullBatches(*next.model); !s.ok()) return s;
   absl::StatusOr<vitserve::v1::ModelInfo> info = ServedModelInfo(*next.model);
   if (!info.ok()) return info.status();
   const std::string version = next.model->spec().version;

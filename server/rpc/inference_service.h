@@ -162,7 +162,9 @@ class InferenceServiceImpl final : public vitserve::v1::InferenceService::Callba
   absl::Status WarmUp();
 
   // Hot reload: replaces the served version of the model named next.model->spec().name
-  // with `next`, which is warmed up first (one image; non-finite logits refuse it). The
+  // with `next`, which is warmed up first (one image, where non-finite logits refuse it;
+  // then a full batch at its highest and lowest keep-rate, so the first real batch on
+  // the new weights is not the one paying for their first touch). The
   // switch is atomic: requests admitted before it and batches already running finish on
   // the old version, later batches run the new one; nothing is refused meanwhile. The
   // latency model is kept, so the new version must have the same architecture, pruning
@@ -225,6 +227,8 @@ class InferenceServiceImpl final : public vitserve::v1::InferenceService::Callba
   // thread_start: a full zero batch per model at its highest and lowest keep-rate on the
   // calling batch thread; errors are left to WarmUp().
   void WarmUpBatchThread();
+  // A full zero batch (max_batch_size) of `model` at its highest and lowest keep-rate.
+  absl::Status WarmUpFullBatches(InferenceModel& model) const;
   // Records metrics for a finished request and calls its `done`.
   void Answer(std::unique_ptr<InferenceTask> task,
               absl::StatusOr<vitserve::v1::ClassifyResponse> result);

@@ -246,6 +246,27 @@ TEST_F(InferenceServiceTest, EveryBatchThreadRunsAFullWarmUpBatchBeforeCreateRet
   EXPECT_THAT(metrics_->Serialize(), HasSubstr("vitserve_batches_total{model=\"tiny\"} 1\n"));
 }
 
+TEST_F(InferenceServiceTest, ReloadWarmsTheNewVersionWithFullBatchesBeforeTheSwap) {
+  StartServer(FastOptions());
+  ModelSpec spec = TinySpec();
+  spec.version = "8";
+  auto next = std::make_unique<FakeModel>(spec);
+  FakeModel* next_model = next.get();
+  auto pre = Preprocessor::Create(spec.preprocess, spec.arch, {});
+  ASSERT_TRUE(pre.ok()) << pre.status();
+  ASSERT_TRUE(service_->ReloadModel(ServedModel{std::move(next), std::move(*pre)}).ok());
+  // One image at the default keep-rate (the logits check), then a full batch at the
+  // highest and the lowest keep-rate; the old version ran nothing for it.
+  EXPECT_THAT(next_model->batch_sizes(), ElementsAre(1, 4, 4));
+  EXPECT_THAT(next_model->keep_rates(), ElementsAre(0.7f, 1.0f, 0.5f));
+  EXPECT_TRUE(model_->batch_sizes().empty());
+  next_model->ClearRuns();
+  ClassifyResponse response;
+  ASSERT_TRUE(Call(Request(1.0f, "after"), &response).ok());
+  EXPECT_THAT(next_model->batch_sizes(), ElementsAre(1));
+  EXPECT_TRUE(model_->batch_sizes().empty());
+}
+
 TEST_F(InferenceServiceTest, ClassifyAnswersTopKWithCostsAndTiming) {
   StartServer(FastOptions());
   ClassifyRequest request = Request(1.0f, "req-1");
