@@ -15,6 +15,9 @@ ABSL_FLAG(double, keep_rate, 0.0,
           "Token keep-rate in (0, 1]; 0 = let the server choose (classify, bench)");
 ABSL_FLAG(double, min_keep_rate, 0.0,
           "Lowest keep-rate the server may choose; 0 = the model's minimum (classify, bench)");
+ABSL_FLAG(double, min_expected_accuracy, 0.0,
+          "Top-1 accuracy (fraction, e.g. 0.85) the server-chosen keep-rate must be expected to "
+          "reach from the model's calibration; 0 = no bound (classify, bench)");
 ABSL_FLAG(std::string, budget_ms, "0",
           "Latency budget in ms; 0 = none. classify: a number. bench: a distribution, "
           "\"50\", \"uniform:20:100\" or \"choice:30,100,300\"");

@@ -17,6 +17,7 @@ ABSL_DECLARE_FLAG(std::string, tls_server_name);
 ABSL_DECLARE_FLAG(std::string, model);
 ABSL_DECLARE_FLAG(double, keep_rate);
 ABSL_DECLARE_FLAG(double, min_keep_rate);
+ABSL_DECLARE_FLAG(double, min_expected_accuracy);
 ABSL_DECLARE_FLAG(std::string, budget_ms);
 ABSL_DECLARE_FLAG(int32_t, top_k);
 ABSL_DECLARE_FLAG(bool, json);

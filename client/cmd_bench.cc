@@ -163,6 +163,7 @@ int RunBench(const std::vector<std::string>& args) {
     r.set_model(absl::GetFlag(FLAGS_model));
     r.set_keep_rate(keep_rate);
     r.set_min_keep_rate(static_cast<float>(absl::GetFlag(FLAGS_min_keep_rate)));
+    r.set_min_expected_accuracy(static_cast<float>(absl::GetFlag(FLAGS_min_expected_accuracy)));
     r.set_top_k(kBenchTopK);
   }
 

@@ -139,6 +139,7 @@ int RunClassify(const std::vector<std::string>& args) {
   base.set_model(absl::GetFlag(FLAGS_model));
   base.set_keep_rate(static_cast<float>(absl::GetFlag(FLAGS_keep_rate)));
   base.set_min_keep_rate(static_cast<float>(absl::GetFlag(FLAGS_min_keep_rate)));
+  base.set_min_expected_accuracy(static_cast<float>(absl::GetFlag(FLAGS_min_expected_accuracy)));
   base.set_latency_budget_ms(static_cast<float>(budget_ms));
   base.set_top_k(static_cast<uint32_t>(top_k));
   base.set_return_logits(absl::GetFlag(FLAGS_logits));

@@ -49,6 +49,12 @@ absl::Status ValidateClassifyRequest(const ClassifyRequest& request, const Model
     return absl::InvalidArgumentError(absl::StrCat(
         "min_keep_rate must be 0 (the model's minimum) or in (0, 1]; got ", min_keep_rate));
   }
+  const float min_accuracy = request.min_expected_accuracy();
+  if (!std::isfinite(min_accuracy) || min_accuracy < 0.0f || min_accuracy > 1.0f) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "min_expected_accuracy must be 0 (no bound) or a top-1 fraction in (0, 1]; got ",
+        min_accuracy));
+  }
   const float budget = request.latency_budget_ms();
   if (!std::isfinite(budget) || budget < 0.0f) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -120,8 +126,11 @@ std::vector<vitserve::v1::Prediction> TopKPredictions(absl::Span<const float> lo
   return out;
 }
 
-double ExpectedAccuracy(const std::vector<CalibrationPoint>& curve, Method method,
-                        float keep_rate) {
+namespace {
+
+// (keep-rate, top-1) of `method`'s points, or of every point when none names it; sorted.
+std::vector<std::pair<float, double>> CurvePoints(const std::vector<CalibrationPoint>& curve,
+                                                  Method method) {
   const std::string name(MethodName(method));
   std::vector<std::pair<float, double>> points;
   for (const CalibrationPoint& p : curve) {
@@ -130,8 +139,15 @@ double ExpectedAccuracy(const std::vector<CalibrationPoint>& curve, Method metho
   if (points.empty()) {
     for (const CalibrationPoint& p : curve) points.emplace_back(p.keep_rate, p.top1);
   }
-  if (points.empty()) return 0.0;
   std::sort(points.begin(), points.end());
+  return points;
+}
+
+}  // namespace
+
+double ExpectedAccuracy(const std::vector<CalibrationPoint>& curve, Method method,
+                        float keep_rate) {
+  const std::vector<std::pair<float, double>> points = CurvePoints(curve, method);
   for (size_t i = 0; i < points.size(); ++i) {
     if (std::fabs(points[i].first - keep_rate) <= kKeepRateTolerance) return points[i].second;
     if (i + 1 < points.size() && points[i].first < keep_rate && keep_rate < points[i + 1].first) {
@@ -140,6 +156,52 @@ double ExpectedAccuracy(const std::vector<CalibrationPoint>& curve, Method metho
     }
   }
   return 0.0;
+}
+
+absl::StatusOr<float> ResolveMinKeepRate(const ClassifyRequest& request, const ModelSpec& spec) {
+  const float lo = spec.pruning.min_keep_rate;
+  const float hi = spec.pruning.max_keep_rate;
+  const float by_rate = request.min_keep_rate() > 0.0f ? request.min_keep_rate() : lo;
+  if (request.min_expected_accuracy() <= 0.0f) return by_rate;
+  // A float from the wire against calibrated doubles: asking for exactly a calibrated value
+  // (0.86f is 0.8600000143) must count as reaching it.
+  const double target = static_cast<double>(request.min_expected_accuracy()) - 1e-6;
+  const Method method = spec.pruning.method;
+  const std::vector<std::pair<float, double>> points = CurvePoints(spec.calibration, method);
+  if (points.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("min_expected_accuracy needs a calibrated model; model '", spec.name,
+                     "' has no calibration (use min_keep_rate)"));
+  }
+  const double at_hi = ExpectedAccuracy(spec.calibration, method, hi);
+  if (at_hi < target) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("min_expected_accuracy ", request.min_expected_accuracy(), " is above model '",
+                     spec.name, "''s best expected top-1 ", at_hi, " (keep-rate ", hi, ")"));
+  }
+  // Walk down from `hi` over the curve's breakpoints (and `lo`): the accuracy is piecewise
+  // linear between them, so the floor is a breakpoint or the crossing inside the first
+  // segment that falls below the target. Unknown accuracy (outside the curve) stops it.
+  std::vector<float> down;
+  for (auto it = points.rbegin(); it != points.rend(); ++it) {
+    if (it->first < hi - kKeepRateTolerance && it->first > lo + kKeepRateTolerance) {
+      down.push_back(it->first);
+    }
+  }
+  down.push_back(lo);
+  float floor = hi;
+  double at_floor = at_hi;
+  for (const float k : down) {
+    const double at_k = ExpectedAccuracy(spec.calibration, method, k);
+    if (at_k <= 0.0) break;
+    if (at_k < target) {
+      floor = k + static_cast<float>((target - at_k) / (at_floor - at_k)) * (floor - k);
+      break;
+    }
+    floor = k;
+    at_floor = at_k;
+  }
+  return std::max(by_rate, floor);
 }
 
 }  // namespace vitserve

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "server/model/model_spec.h"
 #include "vitserve/v1/inference.pb.h"
@@ -25,7 +26,7 @@ inline constexpr uint32_t kDefaultTopK = 5;
 //   * no input is set (neither `image` nor `tensor`), or `image` is empty;
 //   * keep_rate is not 0 and not in (0, 1], or is outside the model's
 //     [min_keep_rate, max_keep_rate];
-//   * min_keep_rate is not in [0, 1];
+//   * min_keep_rate or min_expected_accuracy is not in [0, 1];
 //   * latency_budget_ms is negative or not finite;
 //   * top_k exceeds the model's number of classes.
 absl::Status ValidateClassifyRequest(const vitserve::v1::ClassifyRequest& request,
@@ -36,6 +37,15 @@ absl::Status ValidateClassifyRequest(const vitserve::v1::ClassifyRequest& reques
 // [min_keep_rate, max_keep_rate], or when priority >= num_priority_levels.
 absl::Status ValidateSchedulingFields(const vitserve::v1::ClassifyRequest& request,
                                       const ModelSpec& spec, uint32_t num_priority_levels);
+
+// The lowest keep-rate a latency-budget policy may choose for a request that passed both
+// validations: the higher of its min_keep_rate (0 = the model's minimum) and, when it sets
+// min_expected_accuracy, the lowest keep-rate k in the model's range such that every
+// keep-rate from k up to the model's maximum is expected (ExpectedAccuracy on the model's
+// calibration, piecewise linear) to reach that accuracy. INVALID_ARGUMENT when the model
+// has no calibration, or when even its maximum keep-rate is expected below the accuracy.
+absl::StatusOr<float> ResolveMinKeepRate(const vitserve::v1::ClassifyRequest& request,
+                                         const ModelSpec& spec);
 
 // The keep-rate a validated request runs at until a latency-budget policy chooses one:
 // the request's keep_rate, or the model's default when it says 0.

@@ -698,6 +698,9 @@ absl::Status InferenceServiceImpl::Admit(
       !valid.ok()) {
     return refuse(valid);
   }
+  // The served version's spec: its calibration may have changed on reload.
+  absl::StatusOr<float> min_keep_rate = ResolveMinKeepRate(request, served->model->spec());
+  if (!min_keep_rate.ok()) return refuse(min_keep_rate.status());
   const bool budget_scheduler = model->latency != nullptr;
 
   // Deadline on the service's clock: the client's remaining time, capped by the budget.
@@ -725,8 +728,7 @@ absl::Status InferenceServiceImpl::Admit(
   task->attrs.deadline = deadline;
   // Under the budget scheduler 0 stays "the policy chooses"; the batch's rate is applied.
   task->attrs.keep_rate = budget_scheduler ? request.keep_rate() : task->keep_rate;
-  task->attrs.min_keep_rate =
-      request.min_keep_rate() > 0.0f ? request.min_keep_rate() : spec.pruning.min_keep_rate;
+  task->attrs.min_keep_rate = *min_keep_rate;
   task->attrs.latency_budget =
       deadline == absl::InfiniteFuture() ? absl::ZeroDuration() : deadline - arrival;
   task->attrs.priority = static_cast<int>(request.priority());

@@ -314,6 +314,11 @@ TEST_F(BudgetSchedulerTest, MinKeepRateAndPriorityAreValidated) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("min_keep_rate"));
   request.set_min_keep_rate(0.0f);
+  request.set_min_expected_accuracy(0.5f);  // the test model has no calibration
+  status = Classify(request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("min_expected_accuracy needs a calibrated model"));
+  request.set_min_expected_accuracy(0.0f);
   request.set_priority(4);
   status = Classify(request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);

@@ -81,6 +81,13 @@ TEST(ValidateClassifyRequestTest, RefusesBadBudgetTopKAndMinKeepRate) {
   r = WithImage();
   r.set_min_keep_rate(2.0f);
   ExpectInvalid(r, "min_keep_rate");
+  r = WithImage();
+  r.set_min_expected_accuracy(1.5f);
+  ExpectInvalid(r, "min_expected_accuracy must be 0 (no bound) or a top-1 fraction in (0, 1]");
+  r.set_min_expected_accuracy(-0.1f);
+  ExpectInvalid(r, "min_expected_accuracy");
+  r.set_min_expected_accuracy(std::numeric_limits<float>::quiet_NaN());
+  ExpectInvalid(r, "min_expected_accuracy");
 }
 
 TEST(ValidateSchedulingFieldsTest, MinKeepRateWithinTheModelsRangeAndPriorityBelowLevels) {
@@ -136,6 +143,61 @@ TEST(ClassifyLogicTest, ExpectedAccuracyInterpolatesTheModelsMethod) {
   EXPECT_NEAR(ExpectedAccuracy(curve, Method::kEViT, 1.0f), 0.80, 1e-6);
   EXPECT_EQ(ExpectedAccuracy(curve, Method::kEViT, 0.4f), 0.0);
   EXPECT_EQ(ExpectedAccuracy({}, Method::kEViT, 0.7f), 0.0);
+}
+
+// Range [0.5, 1.0]; the curve dips at 0.9 (0.84 < 0.85 at 0.8), as measured curves do.
+ModelSpec CalibratedSpec() {
+  ModelSpec spec = TinySpec();
+  spec.calibration = {{"evit", 0.5f, 0.60, 0, 0}, {"evit", 0.6f, 0.70, 0, 0},
+                      {"evit", 0.8f, 0.85, 0, 0}, {"evit", 0.9f, 0.84, 0, 0},
+                      {"evit", 1.0f, 0.86, 0, 0}, {"evit", 0.3f, 0.10, 0, 0}};
+  return spec;
+}
+
+float MinKeepRateFor(float accuracy, float min_keep_rate = 0.0f) {
+  ClassifyRequest r = WithImage();
+  r.set_min_expected_accuracy(accuracy);
+  r.set_min_keep_rate(min_keep_rate);
+  absl::StatusOr<float> k = ResolveMinKeepRate(r, CalibratedSpec());
+  EXPECT_TRUE(k.ok()) << k.status();
+  return k.value_or(-1.0f);
+}
+
+TEST(ResolveMinKeepRateTest, WithoutAnAccuracyBoundItIsTheRequestsOrTheModelsMinimum) {
+  ClassifyRequest r = WithImage();
+  EXPECT_FLOAT_EQ(ResolveMinKeepRate(r, TinySpec()).value(), 0.5f);  // no calibration needed
+  r.set_min_keep_rate(0.8f);
+  EXPECT_FLOAT_EQ(ResolveMinKeepRate(r, TinySpec()).value(), 0.8f);
+}
+
+TEST(ResolveMinKeepRateTest, FloorIsWhereEveryHigherKeepRateReachesTheAccuracy) {
+  // Reached everywhere in range (0.3's point lies outside it): the model's minimum.
+  EXPECT_FLOAT_EQ(MinKeepRateFor(0.60f), 0.5f);
+  // Crossing inside 0.5..0.6: 0.5 + (0.65 - 0.60) / (0.70 - 0.60) * 0.1.
+  EXPECT_NEAR(MinKeepRateFor(0.65f), 0.55f, 1e-5);
+  // On a breakpoint.
+  EXPECT_NEAR(MinKeepRateFor(0.70f), 0.6f, 1e-5);
+  // 0.845 is reached at 0.8 but not at 0.9 (0.84): the floor sits above the dip, at
+  // 0.9 + (0.845 - 0.84) / (0.86 - 0.84) * 0.1, not at 0.8.
+  EXPECT_NEAR(MinKeepRateFor(0.845f), 0.925f, 1e-5);
+  // Exactly the best calibrated value (a float on the wire) is reachable: the maximum.
+  EXPECT_NEAR(MinKeepRateFor(0.86f), 1.0f, 1e-4);
+  // The higher of the two bounds applies.
+  EXPECT_NEAR(MinKeepRateFor(0.65f, 0.7f), 0.7f, 1e-6);
+  EXPECT_NEAR(MinKeepRateFor(0.845f, 0.7f), 0.925f, 1e-5);
+}
+
+TEST(ResolveMinKeepRateTest, UnreachableAccuracyOrNoCalibrationIsInvalid) {
+  ClassifyRequest r = WithImage();
+  r.set_min_expected_accuracy(0.9f);
+  absl::StatusOr<float> k = ResolveMinKeepRate(r, CalibratedSpec());
+  EXPECT_EQ(k.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(k.status().message()),
+              HasSubstr("above model 'tiny''s best expected top-1 0.86 (keep-rate 1)"));
+  r.set_min_expected_accuracy(0.5f);
+  k = ResolveMinKeepRate(r, TinySpec());
+  EXPECT_EQ(k.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(k.status().message()), HasSubstr("has no calibration"));
 }
 
 TEST(ModelInfoTest, GridRunsFromMaxDownToMin) {
