@@ -143,11 +143,8 @@ std::vector<std::pair<float, double>> CurvePoints(const std::vector<CalibrationP
   return points;
 }
 
-}  // namespace
-
-double ExpectedAccuracy(const std::vector<CalibrationPoint>& curve, Method method,
-                        float keep_rate) {
-  const std::vector<std::pair<float, double>> points = CurvePoints(curve, method);
+// Top-1 at `keep_rate` on sorted `points`, linear between neighbours; 0 outside them.
+double AccuracyAt(const std::vector<std::pair<float, double>>& points, float keep_rate) {
   for (size_t i = 0; i < points.size(); ++i) {
     if (std::fabs(points[i].first - keep_rate) <= kKeepRateTolerance) return points[i].second;
     if (i + 1 < points.size() && points[i].first < keep_rate && keep_rate < points[i + 1].first) {
@@ -158,6 +155,13 @@ double ExpectedAccuracy(const std::vector<CalibrationPoint>& curve, Method metho
   return 0.0;
 }
 
+}  // namespace
+
+double ExpectedAccuracy(const std::vector<CalibrationPoint>& curve, Method method,
+                        float keep_rate) {
+  return AccuracyAt(CurvePoints(curve, method), keep_rate);
+}
+
 absl::StatusOr<float> ResolveMinKeepRate(const ClassifyRequest& request, const ModelSpec& spec) {
   const float lo = spec.pruning.min_keep_rate;
   const float hi = spec.pruning.max_keep_rate;
@@ -166,14 +170,14 @@ absl::StatusOr<float> ResolveMinKeepRate(const ClassifyRequest& request, const M
   // A float from the wire against calibrated doubles: asking for exactly a calibrated value
   // (0.86f is 0.8600000143) must count as reaching it.
   const double target = static_cast<double>(request.min_expected_accuracy()) - 1e-6;
-  const Method method = spec.pruning.method;
-  const std::vector<std::pair<float, double>> points = CurvePoints(spec.calibration, method);
+  const std::vector<std::pair<float, double>> points =
+      CurvePoints(spec.calibration, spec.pruning.method);
   if (points.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("min_expected_accuracy needs a calibrated model; model '", spec.name,
                      "' has no calibration (use min_keep_rate)"));
   }
-  const double at_hi = ExpectedAccuracy(spec.calibration, method, hi);
+  const double at_hi = AccuracyAt(points, hi);
   if (at_hi < target) {
     return absl::InvalidArgumentError(
         absl::StrCat("min_expected_accuracy ", request.min_expected_accuracy(), " is above model '",
@@ -192,7 +196,7 @@ absl::StatusOr<float> ResolveMinKeepRate(const ClassifyRequest& request, const M
   float floor = hi;
   double at_floor = at_hi;
   for (const float k : down) {
-    const double at_k = ExpectedAccuracy(spec.calibration, method, k);
+    const double at_k = AccuracyAt(points, k);
     if (at_k <= 0.0) break;
     if (at_k < target) {
       floor = k + static_cast<float>((target - at_k) / (at_floor - at_k)) * (floor - k);
