@@ -68,6 +68,7 @@ def machine_section(args, tv: Dict[str, str], env_log: str) -> List[str]:
         f"{smi[0] if smi else 'n/a'}",
         f"- torch {tv.get('TORCH_VERSION', '?')}, CUDA {tv.get('TORCH_CUDA', '?')}, "
         f"C++ ABI {tv.get('TORCH_ABI', '?')}",
+        f"- build: {read_text(os.path.join(args.work, 'build_mode')).strip() or '?'}",
         f"- commit: {args.commit}",
         f"- command: `{args.command}`",
         "- inputs: random weights, random N(0,1) images (speed does not depend on values); "
