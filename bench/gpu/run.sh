@@ -109,6 +109,7 @@ step_build() {
     targets=(server/preprocess/CMakeFiles/vitserve_preprocess.dir/preprocessor.cc.o)
   LD_LIBRARY_PATH=$PREFIX_LIBS ninja -C "$BUILD" -j"$JOBS" "${targets[@]}" && return 0
   [[ $DEVICE == cuda && -z $REUSE_BUILD ]] || return 1
+  grep -qx "VITSERVE_CUDA=ON" "$WORK/build_mode" || return 1  # already without it
   # Fallback as in step_configure: only vit_inference_model.cc recompiles.
   echo "FALLBACK: build failed with VITSERVE_CUDA=ON; rebuilding with OFF"
   echo "VITSERVE_CUDA=OFF (fallback: the build failed with ON, see logs/build.log)" \
