@@ -16,9 +16,14 @@ On a machine shared with other jobs, OpenMP with more threads than idle cores is
 than one thread (measured: 2 threads 7x slower at load average 13 on 2 cores): compare runs
 only at a similar, low loadavg_1m.
 
+--device cuda --dtype bfloat16 --sdpa runs the same code on a GPU (bench/gpu/run.sh): weights
+and images moved once, torch.cuda.synchronize() after every forward, and the plain blocks'
+attention through F.scaled_dot_product_attention (what a PyTorch user would write; the
+pruning blocks that need attention weights keep the explicit softmax).
+
 Usage: /usr/bin/python3 bench/eager_bench.py [--threads 2] [--batch-sizes 1,8,32]
        [--methods dense,dynamicvit,evit,tome,tnt] [--keep-rates 0.9,0.7,0.5]
-       [--seconds 3] [--out FILE]
+       [--seconds 3] [--out FILE] [--device cpu|cuda] [--dtype float32|bfloat16] [--sdpa]
 """
 
 import argparse
@@ -36,6 +41,8 @@ import make_golden  # noqa: E402  (weights with the timm key layout)
 import reference  # noqa: E402
 
 DEIT_S = reference.ViTConfig(embed_dim=384, depth=12, num_heads=6, num_classes=1000)
+#: --model tiny: DeiT-Tiny's shape (bench/gpu/run.sh --dry-run keeps its CPU steps short).
+DEIT_TI = reference.ViTConfig(embed_dim=192, depth=12, num_heads=3, num_classes=1000)
 #: ToMe's published operating point (DeiT-S / ViT-S r=13).
 TOME_PUBLISHED_R = 13
 
@@ -97,8 +104,23 @@ def macs(cfg: reference.ViTConfig, method: str, keep_rate: Optional[float], r: O
     return None  # EViT / TNT counts differ from the DynamicViT schedule; not modelled here
 
 
+def sdpa_plain_block(x, sd, i: int, cfg: reference.ViTConfig):
+    """reference.plain_block with the attention core fused (same math)."""
+    p = f"blocks.{i}."
+    q, k, v = reference._qkv(reference._ln(x, sd, p + "norm1"), sd, p, cfg)
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    b, _, n, _ = out.shape
+    x = x + reference._linear(out.transpose(1, 2).reshape(b, n, -1), sd, p + "attn.proj")
+    return x + reference._mlp(x, sd, p)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def time_config(
-    sd, cfg, images, method, keep_rate, tome_r, seconds: float, min_iters: int
+    sd, cfg, images, method, keep_rate, tome_r, seconds: float, min_iters: int, device: str = "cpu"
 ) -> Tuple[int, float]:
     """Warm up, then run for `seconds` (at least min_iters); returns (iters, elapsed)."""
 
@@ -109,6 +131,7 @@ def time_config(
             sd, cfg, images, name, 1.0 if keep_rate is None else keep_rate,
             tome_r=tome_r, attn_ratio=float(attn) if attn else 0.0, track_margins=False,
         )
+        sync(device)
 
     with torch.inference_mode():
         run()  # warm-up: allocator, OpenMP pool, first-call dispatch
@@ -133,12 +156,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--trilevel-attn-ratio", type=float, default=0.5,
                     help="extra Tri-Level rows with the attention level (0 = none)")
     ap.add_argument("--out", help="append JSON lines here instead of stdout")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--model", default="deit_s", choices=["deit_s", "tiny"])
+    ap.add_argument("--sdpa", action="store_true",
+                    help="plain blocks through F.scaled_dot_product_attention")
     args = ap.parse_args(argv)
+    dtype = getattr(torch, args.dtype)
+    # torch < 2.0 (Debian's 1.13, the dry run of bench/gpu/run.sh) has no SDPA.
+    sdpa = args.sdpa and hasattr(torch.nn.functional, "scaled_dot_product_attention")
+    if sdpa:
+        reference.plain_block = sdpa_plain_block
 
     torch.set_num_threads(args.threads)
-    cfg = DEIT_S
+    cfg = DEIT_TI if args.model == "tiny" else DEIT_S
     sd = build_weights(cfg, args.seed)
     svite_sd = half_pruned(sd, cfg) if "svite" in args.methods else None
+    sd = {k: v.to(args.device, dtype) for k, v in sd.items()}
+    if svite_sd is not None:
+        svite_sd = {k: v.to(args.device, dtype) for k, v in svite_sd.items()}
     methods = [m for m in args.methods.split(",") if m]
     for m in methods:
         if m not in ("dense", "dynamicvit", "evit", "tome", "tnt", "svite", "trilevel"):
@@ -150,11 +186,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         for batch in batches:
             images = torch.randn(batch, 3, cfg.image_size, cfg.image_size, generator=gen)
+            images = images.to(args.device, dtype)
             for method, kr, r in configs(methods, keep_rates, cfg, args.trilevel_attn_ratio):
                 load_1m = os.getloadavg()[0]  # a shared box skews eager numbers badly
                 weights = svite_sd if method == "svite" else sd
                 iters, elapsed = time_config(
-                    weights, cfg, images, method, kr, r, args.seconds, args.min_iters
+                    weights, cfg, images, method, kr, r, args.seconds, args.min_iters,
+                    args.device,
                 )
                 m = macs(cfg, method, kr, r)
                 rec = {
@@ -168,6 +206,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                     "threads": args.threads,
                     "gmacs": None if m is None else round(m / 1e9, 3),
                     "loadavg_1m": round(load_1m, 2),
+                    "device": args.device,
+                    "dtype": args.dtype,
+                    "sdpa": sdpa,
                 }
                 out.write(json.dumps(rec) + "\n")
                 out.flush()

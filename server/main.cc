@@ -61,6 +61,10 @@ ABSL_FLAG(std::string, tls_client_ca, "",
 ABSL_FLAG(int, metrics_port, 0,
           "Prometheus /metrics port on --host; 0 picks a free port (printed), -1 disables.");
 ABSL_FLAG(std::string, device, "cpu", "cpu | cuda | cuda:N");
+ABSL_FLAG(std::string, dtype, "",
+          "float32 | bfloat16 | float16 (cuda only); empty = float32 on cpu, bfloat16 on cuda");
+ABSL_FLAG(bool, cuda_graphs, true,
+          "cuda: capture a CUDA graph per (keep-rate, batch size) and replay it");
 // Default 1: the fastest setting measured on the 2-core Debian machine (DeiT-S dense 18.0
 // img/s at batch 1 vs 15.2 with 2 threads, which switch the GEMMs from oneDNN to ATen);
 // bench/results/threads-cpu.md.
@@ -180,6 +184,8 @@ int Run() {
 
   ModelLoadOptions load_options;
   load_options.device = absl::GetFlag(FLAGS_device);
+  load_options.dtype = absl::GetFlag(FLAGS_dtype);
+  load_options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   load_options.intra_op_threads = threads;  // set explicitly, never left to LibTorch
   PreprocessorOptions preprocess_options;
   preprocess_options.max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);

@@ -17,6 +17,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/model/svite_compaction.h"
+#ifdef VITSERVE_CUDA
+#include "server/model/cuda_inference_model.h"
+#endif
 #include "server/pruning/cost_model.h"
 
 namespace vitserve {
@@ -65,6 +68,7 @@ absl::StatusOr<torch::Device> ParseDevice(const std::string& device) {
 }
 
 absl::StatusOr<torch::ScalarType> ParseDtype(const std::string& dtype, const torch::Device& d) {
+  if (dtype.empty()) return d.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
   if (dtype == "float32") return torch::kFloat32;
   if (dtype == "bfloat16") return torch::kBFloat16;
   if (dtype == "float16") {
@@ -279,6 +283,13 @@ absl::StatusOr<std::unique_ptr<InferenceModel>> CreateInferenceModel(
     if (!ignored.ok()) return ignored.status();
     vit->to(*device, *dtype);
     vit->eval();
+#ifdef VITSERVE_CUDA
+    if (device->is_cuda()) {
+      return CreateCudaInferenceModel({spec, std::move(vit), *std::move(pruner), *device, *dtype,
+                                       opts.cuda_graphs,
+                                       compacted.ok() ? compacted->weight_zero_fraction : 0.0});
+    }
+#endif
     return std::unique_ptr<InferenceModel>(new VitInferenceModel(
         spec, std::move(vit), *std::move(pruner), *device, *dtype, opts.max_sub_batch,
         *std::move(ignored), compacted.ok() ? compacted->weight_zero_fraction : 0.0));

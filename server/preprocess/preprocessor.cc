@@ -11,9 +11,17 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#ifndef VITSERVE_NO_OPENCV
 #include "opencv2/core.hpp"
 #include "opencv2/imgcodecs.hpp"
 #include "opencv2/imgproc.hpp"
+#else
+// A build without OpenCV (-DVITSERVE_WITH_OPENCV=OFF, bench/gpu) takes tensor inputs
+// only; the spec is still validated with OpenCV's interpolation values.
+namespace cv {
+enum { INTER_LINEAR = 1, INTER_CUBIC = 2, INTER_AREA = 3 };
+}  // namespace cv
+#endif
 #include "server/preprocess/image_probe.h"
 
 namespace vitserve {
@@ -49,6 +57,7 @@ absl::StatusOr<int> ParseInterpolation(absl::string_view name) {
 
 std::string ShapeString(int c, int h, int w) { return absl::StrCat("[", c, ",", h, ",", w, "]"); }
 
+#ifndef VITSERVE_NO_OPENCV
 // Converts a decoded image (any of 1/2/3/4 channels, 8-bit) to 8-bit RGB or gray.
 absl::StatusOr<cv::Mat> ToTargetChannels(const cv::Mat& in, int target_channels) {
   cv::Mat rgb;
@@ -115,6 +124,7 @@ cv::Mat PilNearestResize(const cv::Mat& in, int width, int height) {
   }
   return out;
 }
+#endif  // VITSERVE_NO_OPENCV
 
 }  // namespace
 
@@ -196,6 +206,15 @@ absl::StatusOr<std::unique_ptr<Preprocessor>> Preprocessor::Create(
   return p;
 }
 
+#ifdef VITSERVE_NO_OPENCV
+absl::Status Preprocessor::WarmUp() const { return absl::OkStatus(); }
+
+absl::StatusOr<ImageTensor> Preprocessor::FromEncoded(absl::string_view bytes) const {
+  return absl::FailedPreconditionError(
+      "this vitserve was built without OpenCV (VITSERVE_WITH_OPENCV=OFF) and takes "
+      "preprocessed tensor inputs only");
+}
+#else
 absl::Status Preprocessor::WarmUp() const {
   const cv::Mat gray(image_size_, image_size_, CV_8UC1, cv::Scalar(128));
   for (const char* ext : {".png", ".jpg"}) {
@@ -317,6 +336,8 @@ absl::StatusOr<ImageTensor> Preprocessor::FromEncoded(absl::string_view bytes) c
                                             ImageFormatName(header->format), " image: ", e.what()));
   }
 }
+
+#endif  // VITSERVE_NO_OPENCV
 
 absl::StatusOr<ImageTensor> Preprocessor::FromTensor(const vitserve::v1::Tensor& t) const {
   const std::string expected = ShapeString(channels_, image_size_, image_size_);

@@ -28,6 +28,10 @@
 // Tensor input (FromTensor) skips all of that: the client sends the already normalised
 // tensor; only shape and finiteness are checked.
 //
+// Built with -DVITSERVE_WITH_OPENCV=OFF (the GPU build, bench/gpu/README.md) there is no
+// decoder: FromEncoded answers FAILED_PRECONDITION, WarmUp does nothing, FromTensor and the
+// spec validation are unchanged.
+//
 // Errors: INVALID_ARGUMENT for every input problem (empty, unknown format, too large,
 // undecodable, unsupported sample type, wrong tensor shape or non-finite values); the
 // message says what was wrong and what is accepted (a decoder exception on malformed data

@@ -13,6 +13,8 @@
 #include <dnnl.h>
 #endif
 
+#include "server/pruning/device_attention.h"
+
 namespace vitserve {
 namespace {
 
@@ -222,6 +224,7 @@ torch::Tensor FastLinear(const torch::Tensor& x, const torch::Tensor& weight,
 
 torch::Tensor FastAttention(const torch::Tensor& q, const torch::Tensor& kv, int64_t heads,
                             double scale, const torch::Tensor& key_bias, torch::Tensor* cls_probs) {
+  if (!q.is_cpu()) return DeviceAttention(q, kv, heads, scale, key_bias, cls_probs);
 #ifdef VITSERVE_HAVE_DNNL
   const bool fast = OneDnnProfitable() && IsPlainCpuFloat(q) && IsPlainCpuFloat(kv) &&
                     q.stride(2) == 1 && kv.stride(2) == 1 &&

@@ -58,8 +58,12 @@ class InferenceModel {
 };
 
 struct ModelLoadOptions {
-  std::string device = "cpu";     // "cpu" | "cuda" | "cuda:N"
-  std::string dtype = "float32";  // "float32" | "bfloat16" | "float16" (GPU)
+  std::string device = "cpu";  // "cpu" | "cuda" | "cuda:N"
+  // "float32" | "bfloat16" | "float16" (GPU only); "" = float32 on cpu, bfloat16 on cuda.
+  std::string dtype;
+  // CUDA only (VITSERVE_CUDA builds): capture one CUDA graph per (keep-rate, batch size)
+  // on first use and replay it afterwards (server/model/cuda_inference_model.h).
+  bool cuda_graphs = true;
   // Largest sub-batch run at once; bigger batches are split (CPU is memory-bound at
   // large batch, see bench/). 0 = no split.
   int max_sub_batch = 8;
