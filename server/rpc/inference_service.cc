@@ -17,6 +17,7 @@
 #include "server/budget/latency_sweep.h"
 #include "server/pruning/cost_model.h"
 #include "server/rpc/classify_logic.h"
+#include "server/rpc/grpc_deadline.h"
 #include "server/rpc/model_info.h"
 #include "server/rpc/status_util.h"
 
@@ -65,20 +66,6 @@ struct ModelState {
 };
 
 namespace {
-
-// Client deadlines further away than this are treated as "no deadline" (gRPC reports a
-// missing deadline as time_point::max()).
-constexpr absl::Duration kNoDeadlineHorizon = absl::Hours(24 * 365);
-
-absl::Time ClientDeadline(const grpc::CallbackServerContext* context) {
-  const auto deadline = context->deadline();
-  const auto now = std::chrono::system_clock::now();
-  if (deadline == std::chrono::system_clock::time_point::max() ||
-      deadline - now > absl::ToChronoSeconds(kNoDeadlineHorizon)) {
-    return absl::InfiniteFuture();
-  }
-  return absl::FromChrono(deadline);
-}
 
 // Metrics reason for a status that refused a request before compute; empty = none.
 const char* RejectReason(absl::StatusCode code) {
@@ -936,15 +923,39 @@ grpc::ServerBidiReactor<ClassifyRequest, ClassifyResponse>* InferenceServiceImpl
   return new ClassifyStreamReactor(this, ClientDeadline(context));
 }
 
+std::vector<vitserve::v1::ModelSummary> InferenceServiceImpl::ModelSummaries() const {
+  std::vector<vitserve::v1::ModelSummary> out;
+  for (const auto& state : models_) {
+    vitserve::v1::ModelSummary& summary = out.emplace_back();
+    summary.set_name(state->name);
+    summary.set_method(state->method);
+    summary.set_version(state->Current()->model->spec().version);
+    summary.set_ready(!draining_);
+  }
+  return out;
+}
+
+absl::StatusOr<vitserve::v1::ModelInfo> InferenceServiceImpl::DescribeModel(
+    const std::string& model) const {
+  absl::StatusOr<ModelState*> found = FindModel(model);
+  if (!found.ok()) return found.status();
+  vitserve::v1::ModelInfo info = (*found)->Info();
+  if ((*found)->latency != nullptr) {
+    const std::shared_ptr<const LatencyTable> table = (*found)->latency->Snapshot();
+    for (vitserve::v1::KeepRatePoint& point : *info.mutable_grid()) {
+      for (const auto& [batch, seconds] : table->SecondsByBatch(point.keep_rate())) {
+        (*point.mutable_latency_seconds_by_batch())[batch] = seconds;
+      }
+    }
+  }
+  return info;
+}
+
 grpc::ServerUnaryReactor* InferenceServiceImpl::ListModels(
     grpc::CallbackServerContext* context, const vitserve::v1::ListModelsRequest* /*request*/,
     vitserve::v1::ListModelsResponse* response) {
-  for (const auto& state : models_) {
-    vitserve::v1::ModelSummary* summary = response->add_models();
-    summary->set_name(state->name);
-    summary->set_method(state->method);
-    summary->set_version(state->Current()->model->spec().version);
-    summary->set_ready(!draining_);
+  for (vitserve::v1::ModelSummary& summary : ModelSummaries()) {
+    *response->add_models() = std::move(summary);
   }
   response->set_default_model(default_model_);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
@@ -956,20 +967,12 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::GetModelInfo(
     grpc::CallbackServerContext* context, const vitserve::v1::GetModelInfoRequest* request,
     vitserve::v1::ModelInfo* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<ModelState*> found = FindModel(request->model());
-  if (!found.ok()) {
-    reactor->Finish(ToGrpcStatus(found.status()));
+  absl::StatusOr<vitserve::v1::ModelInfo> info = DescribeModel(request->model());
+  if (!info.ok()) {
+    reactor->Finish(ToGrpcStatus(info.status()));
     return reactor;
   }
-  *response = (*found)->Info();
-  if ((*found)->latency != nullptr) {
-    const std::shared_ptr<const LatencyTable> table = (*found)->latency->Snapshot();
-    for (vitserve::v1::KeepRatePoint& point : *response->mutable_grid()) {
-      for (const auto& [batch, seconds] : table->SecondsByBatch(point.keep_rate())) {
-        (*point.mutable_latency_seconds_by_batch())[batch] = seconds;
-      }
-    }
-  }
+  *response = std::move(*info);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
