@@ -114,12 +114,12 @@ grpc::ServerUnaryReactor* OipGrpcService::ModelReady(grpc::CallbackServerContext
                                                      const inference::ModelReadyRequest* request,
                                                      inference::ModelReadyResponse* response) {
   absl::StatusOr<bool> ready = core_->ModelReady(request->name(), request->version());
-  absl::StatusOr<inference::ModelReadyResponse> out = ready.status();
-  if (ready.ok()) {
-    out = inference::ModelReadyResponse();
-    out->set_ready(*ready);
+  if (!ready.ok()) {
+    return Answer(context, absl::StatusOr<inference::ModelReadyResponse>(ready.status()), response);
   }
-  return Answer(context, std::move(out), response);
+  inference::ModelReadyResponse out;
+  out.set_ready(*ready);
+  return Answer(context, absl::StatusOr<inference::ModelReadyResponse>(out), response);
 }
 
 grpc::ServerUnaryReactor* OipGrpcService::ServerMetadata(
