@@ -8,8 +8,9 @@
 // CANCELLED when the client cancelled. On cancellation `on_cancel` runs once (e.g. to
 // cancel the started work); answers still arrive and are dropped.
 //
-// Used by ModelStreamInfer (oip_grpc_service.cc). All Start*/Finish calls are made without
-// mu_ held; Finish happens only when no read, write or answer is outstanding.
+// Used by ClassifyStream (inference_service.cc) and ModelStreamInfer (oip_grpc_service.cc).
+// All Start*/Finish calls are made without mu_ held; Finish happens only when no read,
+// write or answer is outstanding.
 #ifndef VITSERVE_SERVER_RPC_BOUNDED_STREAM_REACTOR_H_
 #define VITSERVE_SERVER_RPC_BOUNDED_STREAM_REACTOR_H_
 
