@@ -44,8 +44,9 @@
 namespace vitserve {
 
 // The Triton extensions vitserve serves (ServerMetadata.extensions).
+// binary_tensor_data is served by the REST front end only (gRPC is binary anyway).
 inline constexpr const char* kOipExtensions[] = {"classification", "model_configuration",
-                                                 "statistics", "parameters"};
+                                                 "statistics", "parameters", "binary_tensor_data"};
 
 struct OipCoreOptions {
   OipParseOptions parse;

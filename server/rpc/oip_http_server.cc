@@ -5,6 +5,7 @@
 #include <atomic>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -50,10 +51,23 @@ std::string Group(const httplib::Request& req, size_t i) {
   return req.matches.size() > i ? std::string(req.matches[i]) : std::string();
 }
 
+// Triton's binary tensor data extension (oip_json.h).
+constexpr char kHeaderLength[] = "Inference-Header-Content-Length";
+
 // Runs one inference on the worker thread and waits for the answer.
-absl::StatusOr<std::string> Infer(OipCore& core, const httplib::Request& req) {
+absl::StatusOr<HttpInferBody> Infer(OipCore& core, const httplib::Request& req) {
+  size_t header_length = 0;
+  if (req.has_header(kHeaderLength)) {
+    const std::string value = req.get_header_value(kHeaderLength);
+    uint64_t parsed = 0;
+    if (!absl::SimpleAtoi(value, &parsed)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(kHeaderLength, " must be a byte count, got '", value, "'"));
+    }
+    header_length = static_cast<size_t>(parsed);
+  }
   absl::StatusOr<inference::ModelInferRequest> request =
-      InferRequestFromJson(req.body, Group(req, 1), Group(req, 2));
+      InferRequestFromJson(req.body, Group(req, 1), Group(req, 2), header_length);
   if (!request.ok()) return request.status();
   absl::Notification answered;
   absl::StatusOr<inference::ModelInferResponse> response;
@@ -64,7 +78,7 @@ absl::StatusOr<std::string> Infer(OipCore& core, const httplib::Request& req) {
              });
   answered.WaitForNotification();
   if (!response.ok()) return response.status();
-  return InferResponseToJson(*response);
+  return InferResponseToHttp(*request, *response);
 }
 
 void AddRoutes(httplib::Server& server, OipCore* core) {
@@ -107,10 +121,16 @@ void AddRoutes(httplib::Server& server, OipCore* core) {
     auto stats = core->ModelStatistics(Group(req, 1), Group(req, 2));
     Reply(res, stats.ok() ? absl::StatusOr<std::string>(ProtoToJson(*stats)) : stats.status());
   });
-  server.Post(absl::StrCat(kModelPath, "/infer"),
-              [core](const httplib::Request& req, httplib::Response& res) {
-                Reply(res, Infer(*core, req));
-              });
+  server.Post(absl::StrCat(kModelPath, "/infer"), [core](const httplib::Request& req,
+                                                         httplib::Response& res) {
+    absl::StatusOr<HttpInferBody> body = Infer(*core, req);
+    if (!body.ok() || body->header_length == 0) {
+      Reply(res, body.ok() ? absl::StatusOr<std::string>(std::move(body->body)) : body.status());
+      return;
+    }
+    res.set_header(kHeaderLength, std::to_string(body->header_length));
+    res.set_content(std::move(body->body), "application/octet-stream");
+  });
 }
 
 }  // namespace

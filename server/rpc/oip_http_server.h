@@ -9,7 +9,8 @@
 //   GET  /v2/models/{name}[/versions/{v}]/ready 200 / 400
 //   GET  /v2/models/{name}[/versions/{v}]/config   Triton model configuration
 //   GET  /v2/models[/{name}[/versions/{v}]]/stats  Triton statistics
-//   POST /v2/models/{name}[/versions/{v}]/infer JSON tensors in and out
+//   POST /v2/models/{name}[/versions/{v}]/infer JSON tensors in and out, and Triton's
+//                                               binary tensor data extension
 // Errors are {"error": "<message>"} with the native message; the status code follows the
 // gRPC code (INVALID_ARGUMENT 400, NOT_FOUND 404, RESOURCE_EXHAUSTED 429, UNAVAILABLE
 // 503, DEADLINE_EXCEEDED 504, CANCELLED 499, others 500). Bodies over max_body_bytes are

@@ -7,6 +7,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -80,6 +81,34 @@ absl::Status DataFromJson(const json& j, const std::string& datatype,
                    "': accepted are numbers for FP32, strings or {\"b64\": \"...\"} for BYTES"));
 }
 
+constexpr char kBinaryDataSize[] = "binary_data_size";
+
+// Moves the binary data of the inputs that declare binary_data_size (in input order) from
+// `binary` into raw_input_contents; every byte must be used.
+absl::Status TakeBinaryInputs(absl::string_view binary, ModelInferRequest* request) {
+  size_t pos = 0;
+  for (const auto& input : request->inputs()) {
+    auto it = input.parameters().find(kBinaryDataSize);
+    if (it == input.parameters().end()) continue;
+    const auto& p = it->second;
+    const int64_t n = p.parameter_choice_case() == InferParameter::kInt64Param
+                          ? p.int64_param()
+                          : static_cast<int64_t>(p.uint64_param());
+    if (n < 0 || static_cast<size_t>(n) > binary.size() - pos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("input '", input.name(), "' declares binary_data_size ", n, " but only ",
+                       binary.size() - pos, " bytes follow the JSON header"));
+    }
+    request->add_raw_input_contents(std::string(binary.substr(pos, static_cast<size_t>(n))));
+    pos += static_cast<size_t>(n);
+  }
+  if (pos != binary.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        binary.size() - pos, " bytes after the JSON header belong to no input's binary_data_size"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status InputFromJson(const json& j, ModelInferRequest::InferInputTensor* input) {
   if (!j.is_object()) return TypeError("inputs[]", "an object");
   if (!j.contains("name") || !j["name"].is_string()) return TypeError("inputs[].name", "a string");
@@ -99,6 +128,11 @@ absl::Status InputFromJson(const json& j, ModelInferRequest::InferInputTensor* i
     absl::Status s =
         ParametersFromJson(j["parameters"], "inputs[].parameters", input->mutable_parameters());
     if (!s.ok()) return s;
+  }
+  // Binary tensor data extension: the data follows the JSON header.
+  if (input->parameters().count(kBinaryDataSize) > 0) {
+    if (j.contains("data")) return TypeError("inputs[].data", "absent with binary_data_size");
+    return absl::OkStatus();
   }
   if (!j.contains("data")) return TypeError("inputs[].data", "present");
   return DataFromJson(j["data"], input->datatype(), input->mutable_contents());
@@ -168,17 +202,65 @@ json ParametersToJson(const ParameterMap& parameters) {
 
 absl::StatusOr<ModelInferRequest> InferRequestFromJson(absl::string_view body,
                                                        const std::string& model,
-                                                       const std::string& version) {
+                                                       const std::string& version,
+                                                       size_t header_length) {
+  if (header_length > body.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("Inference-Header-Content-Length ",
+                                                   header_length, " exceeds the body (",
+                                                   body.size(), " bytes)"));
+  }
+  const absl::string_view header = header_length > 0 ? body.substr(0, header_length) : body;
   json j;
   try {
-    j = json::parse(body.begin(), body.end());
+    j = json::parse(header.begin(), header.end());
   } catch (const json::parse_error& e) {
     return absl::InvalidArgumentError(absl::StrCat("request body is not valid JSON: ", e.what()));
   }
-  return RequestFromParsed(j, model, version);
+  absl::StatusOr<ModelInferRequest> request = RequestFromParsed(j, model, version);
+  if (!request.ok()) return request.status();
+  if (absl::Status s = TakeBinaryInputs(body.substr(header.size()), &*request); !s.ok()) return s;
+  return request;
 }
 
-absl::StatusOr<std::string> InferResponseToJson(const inference::ModelInferResponse& response) {
+namespace {
+
+bool IsTrue(const ParameterMap& parameters, const char* name) {
+  auto it = parameters.find(name);
+  return it != parameters.end() &&
+         it->second.parameter_choice_case() == InferParameter::kBoolParam &&
+         it->second.bool_param();
+}
+
+// Whether output i goes as binary data: the request's binary_data_output, or its i-th
+// requested output's binary_data (outputs are answered in request order).
+bool BinaryOutput(const ModelInferRequest& request, int i) {
+  if (i < request.outputs_size() && request.outputs(i).parameters().count("binary_data") > 0) {
+    return IsTrue(request.outputs(i).parameters(), "binary_data");
+  }
+  return IsTrue(request.parameters(), "binary_data_output");
+}
+
+absl::StatusOr<json> OutputData(const inference::ModelInferResponse::InferOutputTensor& tensor,
+                                const std::string& raw) {
+  json data = json::array();
+  if (tensor.datatype() == "FP32") {
+    for (size_t pos = 0; pos + sizeof(float) <= raw.size(); pos += sizeof(float)) {
+      float v = 0;
+      std::memcpy(&v, raw.data() + pos, sizeof(float));
+      data.push_back(v);
+    }
+    return data;
+  }
+  absl::StatusOr<std::vector<std::string>> elements = DecodeRawBytes(raw);
+  if (!elements.ok()) return absl::InternalError(elements.status().message());
+  for (std::string& e : *elements) data.push_back(std::move(e));
+  return data;
+}
+
+}  // namespace
+
+absl::StatusOr<HttpInferBody> InferResponseToHttp(const ModelInferRequest& request,
+                                                  const inference::ModelInferResponse& response) {
   json out = {{"model_name", response.model_name()},
               {"model_version", response.model_version()},
               {"id", response.id()},
@@ -187,27 +269,35 @@ absl::StatusOr<std::string> InferResponseToJson(const inference::ModelInferRespo
   if (response.raw_output_contents_size() != response.outputs_size()) {
     return absl::InternalError("raw_output_contents do not match the outputs");
   }
+  std::string binary;
   for (int i = 0; i < response.outputs_size(); ++i) {
     const auto& tensor = response.outputs(i);
     const std::string& raw = response.raw_output_contents(i);
-    json data = json::array();
-    if (tensor.datatype() == "FP32") {
-      for (size_t pos = 0; pos + sizeof(float) <= raw.size(); pos += sizeof(float)) {
-        float v = 0;
-        std::memcpy(&v, raw.data() + pos, sizeof(float));
-        data.push_back(v);
-      }
+    json o = {
+        {"name", tensor.name()}, {"datatype", tensor.datatype()}, {"shape", json(tensor.shape())}};
+    if (BinaryOutput(request, i)) {
+      o["parameters"] = {{kBinaryDataSize, raw.size()}};
+      binary += raw;
     } else {
-      absl::StatusOr<std::vector<std::string>> elements = DecodeRawBytes(raw);
-      if (!elements.ok()) return absl::InternalError(elements.status().message());
-      for (std::string& e : *elements) data.push_back(std::move(e));
+      absl::StatusOr<json> data = OutputData(tensor, raw);
+      if (!data.ok()) return data.status();
+      o["data"] = *std::move(data);
     }
-    out["outputs"].push_back({{"name", tensor.name()},
-                              {"datatype", tensor.datatype()},
-                              {"shape", json(tensor.shape())},
-                              {"data", std::move(data)}});
+    out["outputs"].push_back(std::move(o));
   }
-  return Dump(out);
+  HttpInferBody body;
+  body.body = Dump(out);
+  if (!binary.empty()) {
+    body.header_length = body.body.size();
+    body.body += binary;
+  }
+  return body;
+}
+
+absl::StatusOr<std::string> InferResponseToJson(const inference::ModelInferResponse& response) {
+  absl::StatusOr<HttpInferBody> body = InferResponseToHttp(ModelInferRequest(), response);
+  if (!body.ok()) return body.status();
+  return std::move(body->body);
 }
 
 std::string ServerMetadataToJson(const inference::ServerMetadataResponse& metadata) {

@@ -16,6 +16,14 @@
 // [{"name", "datatype", "shape", "data"}]} with data decoded from raw_output_contents
 // (FP32 numbers, BYTES strings).
 //
+// Triton's binary tensor data extension: with header_length > 0 (the request's
+// Inference-Header-Content-Length) the body is that much JSON followed by the data of every
+// input whose parameters carry binary_data_size, in input order (the input then has no
+// "data"; BYTES elements as 4-byte little-endian length + bytes, FP32 little-endian);
+// every byte must belong to an input. An output goes as binary data after the JSON (its
+// "parameters" say binary_data_size, no "data") when its requested output says
+// "binary_data": true, or else the request says "binary_data_output": true.
+//
 // Thread-safety: free functions without shared state.
 #ifndef VITSERVE_SERVER_RPC_OIP_JSON_H_
 #define VITSERVE_SERVER_RPC_OIP_JSON_H_
@@ -31,9 +39,20 @@ namespace vitserve {
 // `model` / `version` come from the URL.
 absl::StatusOr<inference::ModelInferRequest> InferRequestFromJson(absl::string_view body,
                                                                   const std::string& model,
-                                                                  const std::string& version);
+                                                                  const std::string& version,
+                                                                  size_t header_length = 0);
 
-// INTERNAL when the raw contents do not match the outputs' datatypes and shapes.
+// A response body; header_length > 0 = JSON header length (binary data follows): the
+// value of the response's Inference-Header-Content-Length.
+struct HttpInferBody {
+  std::string body;
+  size_t header_length = 0;
+};
+
+// The REST answer to `request`. INTERNAL when the raw contents do not match the outputs.
+absl::StatusOr<HttpInferBody> InferResponseToHttp(const inference::ModelInferRequest& request,
+                                                  const inference::ModelInferResponse& response);
+// All outputs as JSON data.
 absl::StatusOr<std::string> InferResponseToJson(const inference::ModelInferResponse& response);
 
 std::string ServerMetadataToJson(const inference::ServerMetadataResponse& metadata);

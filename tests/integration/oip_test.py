@@ -242,7 +242,8 @@ class OipServerTest(unittest.TestCase):
         meta = self.oip.ServerMetadata(self.pb.ServerMetadataRequest())
         self.assertEqual(meta.name, "vitserve")
         self.assertEqual(sorted(meta.extensions),
-                         ["classification", "model_configuration", "parameters", "statistics"])
+                         ["binary_tensor_data", "classification", "model_configuration",
+                          "parameters", "statistics"])
         mm = self.oip.ModelMetadata(self.pb.ModelMetadataRequest(name=MODEL))
         self.assertEqual((mm.name, list(mm.versions), mm.platform), (MODEL, ["1"], "vitserve"))
         self.assertEqual([(t.name, t.datatype, list(t.shape)) for t in mm.inputs],
@@ -442,6 +443,32 @@ class OipServerTest(unittest.TestCase):
         self.assertEqual(status, 200, resp)
         self.assertEqual(resp["outputs"][0]["shape"], [1, 2])
         self.assertRegex(resp["outputs"][0]["data"][0], r"^[0-9.e-]+:\d+:class_\d+$")
+
+    def test_rest_binary_tensor_data(self):
+        """Triton's binary extension: a raw PNG in, raw FP32 logits and BYTES classes out."""
+        img = png(52)
+        header = json.dumps({
+            "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                        "parameters": {"binary_data_size": len(img) + 4}}],
+            "outputs": [{"name": "logits", "parameters": {"binary_data": True}},
+                        {"name": "logits", "parameters": {"classification": 2,
+                                                          "binary_data": False}}]}).encode()
+        req = urllib.request.Request(
+            f"{self.http}/v2/models/{MODEL}/infer", data=header + raw_bytes([img]),
+            headers={"Inference-Header-Content-Length": str(len(header)),
+                     "Content-Type": "application/octet-stream"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            n = int(resp.headers["Inference-Header-Content-Length"])
+            body = resp.read()
+        meta = json.loads(body[:n])
+        self.assertEqual(meta["outputs"][0]["parameters"]["binary_data_size"], 4 * N_CLASSES)
+        self.assertNotIn("data", meta["outputs"][0])
+        self.assertEqual(len(meta["outputs"][1]["data"]), 2)
+        logits = np.frombuffer(body[n:], dtype="<f4")
+        np.testing.assert_allclose(logits, self.native_logits(image=img).logits, rtol=1e-4,
+                                   atol=1e-4)
+        status, err = self.rest(f"/v2/models/{MODEL}/infer", header + b"xx")
+        self.assertEqual(status, 400)  # no Inference-Header-Content-Length: not JSON
 
     def test_rest_errors(self):
         status, err = self.rest(f"/v2/models/{MODEL}/infer", b'{"inputs": [')

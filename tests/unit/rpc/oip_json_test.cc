@@ -57,6 +57,48 @@ TEST(OipJson, BadJsonAndWrongTypesAreInvalidArgument) {
               HasSubstr("does not match datatype 'FP32'"));
 }
 
+TEST(OipJson, BinaryInputsFollowTheHeader) {
+  const std::string header = R"({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                                 "parameters": {"binary_data_size": 6}}]})";
+  const std::string binary = EncodeRawBytes({"ab"});
+  auto r = InferRequestFromJson(header + binary, "m", "", header.size());
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->raw_input_contents_size(), 1);
+  EXPECT_EQ(r->raw_input_contents(0), binary);
+  EXPECT_FALSE(r->inputs(0).has_contents());
+  EXPECT_THAT(
+      InferRequestFromJson(header + binary + "x", "m", "", header.size()).status().message(),
+      HasSubstr("1 bytes after the JSON header"));
+  EXPECT_THAT(InferRequestFromJson(header + "ab", "m", "", header.size()).status().message(),
+              HasSubstr("declares binary_data_size 6 but only 2 bytes"));
+  EXPECT_THAT(InferRequestFromJson(header, "m", "", header.size() + 1).status().message(),
+              HasSubstr("exceeds the body"));
+}
+
+TEST(OipJson, BinaryOutputsWhenRequested) {
+  inference::ModelInferResponse response;
+  auto* logits = response.add_outputs();
+  logits->set_name("logits");
+  logits->set_datatype("FP32");
+  logits->add_shape(1);
+  logits->add_shape(1);
+  response.add_raw_output_contents(std::string("\0\0\x80\x3f", 4));  // 1.0f
+  inference::ModelInferRequest request;
+  (*request.mutable_parameters())["binary_data_output"].set_bool_param(true);
+  auto body = InferResponseToHttp(request, response);
+  ASSERT_TRUE(body.ok()) << body.status();
+  ASSERT_GT(body->header_length, 0u);
+  auto j = nlohmann::json::parse(body->body.substr(0, body->header_length));
+  EXPECT_EQ(j["outputs"][0]["parameters"]["binary_data_size"], 4);
+  EXPECT_FALSE(j["outputs"][0].contains("data"));
+  EXPECT_EQ(body->body.substr(body->header_length), response.raw_output_contents(0));
+  request.add_outputs()->set_name("logits");
+  (*request.mutable_outputs(0)->mutable_parameters())["binary_data"].set_bool_param(false);
+  body = InferResponseToHttp(request, response);
+  ASSERT_TRUE(body.ok());
+  EXPECT_EQ(body->header_length, 0u);  // the output's own binary_data wins
+}
+
 TEST(OipJson, ResponseDecodesRawOutputs) {
   inference::ModelInferResponse response;
   response.set_model_name("m");
