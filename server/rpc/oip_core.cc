@@ -113,6 +113,12 @@ void OipCore::Finish(Call& call) {
   absl::StatusOr<ModelInferResponse> response = status.ok()
                                                     ? BuildInferResponse(call.plan, results)
                                                     : absl::StatusOr<ModelInferResponse>(status);
+  if (response.ok() && response->model_version().empty()) {
+    // The served version (the native response does not carry it; reload may change it).
+    for (const vitserve::v1::ModelSummary& model : service_->ModelSummaries()) {
+      if (model.name() == response->model_name()) response->set_model_version(model.version());
+    }
+  }
   const std::string model = response.ok() ? response->model_name() : call.plan.model;
   Record(model, response.status(), clock_->Now() - call.start, results);
   call.done(std::move(response));

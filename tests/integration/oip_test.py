@@ -290,7 +290,8 @@ class OipServerTest(unittest.TestCase):
         for shape, raw in (([3], False), ([3, 1], True)):
             resp = self.oip.ModelInfer(self.image_request(images, shape=shape, raw=raw,
                                                           vitserve_keep_rate=0.7), timeout=30)
-            self.assertEqual((resp.model_name, resp.id), (MODEL, "req-7"))
+            self.assertEqual((resp.model_name, resp.model_version, resp.id),
+                             (MODEL, "1", "req-7"))
             logits = self.logits_of(resp)
             self.assertEqual(logits.shape, (3, N_CLASSES))
             for i, img in enumerate(images):
