@@ -18,7 +18,8 @@
 //     (0 = most urgent .. 3), and Triton's `priority` (1 = most urgent .. 4, 0 = default;
 //     level p is vitserve priority p - 1) and `timeout` (microseconds: the request is
 //     answered DEADLINE_EXCEEDED if not done by then). `binary_data_output` (Triton's
-//     HTTP binary extension, handled by oip_json.h) is accepted and ignored here. Anything else is INVALID_ARGUMENT listing these.
+//     HTTP binary extension, handled by oip_json.h) is accepted and ignored here.
+//     Anything else is INVALID_ARGUMENT listing these.
 //   * Outputs: "logits" (FP32 [N, num_classes], raw); with the output parameter
 //     `classification` = k (Triton's classification extension) it becomes BYTES [N, k] of
 //     "score:index:label" (score = softmax probability, best first). No outputs
