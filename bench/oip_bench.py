@@ -11,7 +11,9 @@ ms per image on one core) so that the server, not the Python client, is the bott
 Both protocols send the same 16 PNG images (one image per request), ask for the logits and
 run at the model's default keep-rate under --scheduler=fixed. Each round measures both
 protocols for --seconds each, alternating which goes first; the report gives every
-round's images/s, the per-round ratio OIP/native, its median and spread (min..max).
+round's images/s (answers after the first --warmup seconds of each measurement), the
+per-round ratio OIP/native, its median and spread (min..max). On a noisy machine use many
+short rounds: the median of the per-round ratios is what to compare.
 """
 
 import argparse
@@ -54,9 +56,12 @@ def images(n, side):
     return out
 
 
-def closed_loop(call, requests, concurrency, seconds):
-    """Images/s answered by `concurrency` threads calling `call` back to back."""
-    stop = time.monotonic() + seconds
+def closed_loop(call, requests, concurrency, seconds, warmup=0.0):
+    """Images/s answered by `concurrency` threads calling `call` back to back, counting the
+    answers that arrive after the first `warmup` of `seconds` (the queue fills meanwhile)."""
+    start = time.monotonic()
+    begin = start + warmup
+    stop = start + seconds
     counts = [0] * concurrency
     errors = []
 
@@ -65,13 +70,13 @@ def closed_loop(call, requests, concurrency, seconds):
         while time.monotonic() < stop:
             try:
                 call(requests[k % len(requests)])
-                counts[i] += 1
+                if time.monotonic() >= begin:
+                    counts[i] += 1
             except Exception as e:  # noqa: BLE001 - any failure invalidates the run
                 errors.append(e)
                 return
             k += 1
 
-    start = time.monotonic()
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
     for t in threads:
         t.start()
@@ -79,7 +84,7 @@ def closed_loop(call, requests, concurrency, seconds):
         t.join()
     if errors:
         raise RuntimeError(f"requests failed: {errors[0]}")
-    return sum(counts) / (time.monotonic() - start)
+    return sum(counts) / (time.monotonic() - begin)
 
 
 def cpu_info():
@@ -96,6 +101,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--warmup", type=float, default=1.0,
+                    help="seconds at the start of each measurement not counted")
     ap.add_argument("--out", default="")
     ap.add_argument("--model", choices=["bench_evit", "deit_tiny"], default="deit_tiny",
                     help="bench_evit: make_scheduler_bench_model.py's 64x64 model (~2 ms per "
@@ -146,9 +153,10 @@ def main():
                 oip_reqs.append(r)
             runs = {
                 "native": lambda: closed_loop(lambda r: native.Classify(r, timeout=60),
-                                              native_reqs, args.concurrency, args.seconds),
+                                              native_reqs, args.concurrency, args.seconds,
+                                              args.warmup),
                 "oip": lambda: closed_loop(lambda r: oip.ModelInfer(r, timeout=60), oip_reqs,
-                                           args.concurrency, args.seconds),
+                                           args.concurrency, args.seconds, args.warmup),
             }
             for name in ("native", "oip"):  # warm-up, not reported
                 closed_loop(lambda r: native.Classify(r, timeout=60) if name == "native"
@@ -178,7 +186,7 @@ def main():
         f"- CPU: {model} ({os.cpu_count()} cores visible, shared with other work); ISA: {avx}",
         f"- Command: `bench/oip_bench.py --vitserve={os.path.relpath(args.vitserve, ROOT)} "
         f"--model={args.model} --rounds={args.rounds} --seconds={args.seconds:g} "
-        f"--concurrency={args.concurrency}`",
+        f"--warmup={args.warmup:g} --concurrency={args.concurrency}`",
         f"- Server: `{' '.join(os.path.basename(a) if a.startswith('/') else a for a in server_cmd)}`",
         f"- Model: {args.model} (EViT at keep-rate 0.7, random weights; "
         f"{model_repo.IMAGE_SIZE}x{model_repo.IMAGE_SIZE} RGB, width {model_repo.EMBED_DIM}, "
