@@ -342,9 +342,6 @@ def dockerfile_instructions(path):
 def check_dockerfiles(root):
     """Multi-stage, non-root, health-checked with vitclient, the documented ports."""
     problems = []
-    for path, rt in kserve_docs(root).get("ClusterServingRuntime", []):
-        for c in (rt.get("spec") or {}).get("containers") or []:
-            out.append((rel(root, path), c.get("args", [])))
     for name in ("Dockerfile.cpu", "Dockerfile.cuda"):
         path = os.path.join(root, "deploy", "docker", name)
         lines = dockerfile_instructions(path)
@@ -413,6 +410,9 @@ def server_args(root):
         for c in containers(doc):
             if str(c.get("image", "")).startswith("vitserve:"):
                 out.append((rel(root, path), c.get("args", [])))
+    for path, rt in kserve_docs(root).get("ClusterServingRuntime", []):
+        for c in (rt.get("spec") or {}).get("containers") or []:
+            out.append((rel(root, path), c.get("args", [])))
     for name in ("Dockerfile.cpu", "Dockerfile.cuda"):
         for l in dockerfile_instructions(os.path.join(root, "deploy", "docker", name)):
             if l.startswith("CMD "):
