@@ -10,6 +10,8 @@ PACKAGES=(
   # grpc.health.v1 + grpc.reflection.v1alpha protos for the integration tests' stubs
   grpc-proto
   libtorch-dev libopencv-dev prometheus-cpp-dev zlib1g-dev
+  # the Open Inference Protocol's REST endpoint (--http_port): HTTP server and JSON
+  libcpp-httplib-dev nlohmann-json3-dev
   # oneDNN sgemm: AVX-512 GEMMs for the linear layers (OpenBLAS picks its Haswell kernel here)
   libdnnl-dev
   # without it Debian's LibTorch falls back to reference BLAS (~11x slower matmul)

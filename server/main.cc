@@ -2,7 +2,8 @@
 // options, load models, start metrics, service and server, wait for SIGTERM/SIGINT, drain.
 //
 // Startup prints exactly one line `vitserve listening on <host>:<port>` on stdout (and
-// `vitserve metrics on <host>:<port>` when metrics are on) once the models are loaded,
+// `vitserve metrics on <host>:<port>` when metrics are on, `vitserve http on <host>:<port>`
+// with --http_port, the Open Inference Protocol's REST form) once the models are loaded,
 // warmed up and health is SERVING. Errors go to stderr with a non-zero exit status.
 // With --scheduler=budget (the default) each model's latency sweep runs while the service
 // is created, before the port opens (bounded by --sweep_time_cap_s per model); its summary
@@ -39,6 +40,9 @@
 #include "server/rpc/inference_service.h"
 #include "server/rpc/metrics_http_server.h"
 #include "server/rpc/model_loader.h"
+#include "server/rpc/oip_core.h"
+#include "server/rpc/oip_grpc_service.h"
+#include "server/rpc/oip_http_server.h"
 #include "server/runtime/cli_usage.h"
 #include "server/runtime/clock.h"
 #include "server/runtime/malloc_tuning.h"
@@ -60,6 +64,12 @@ ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle; set -> mutual TLS: clients must present a certificate it signed.");
 ABSL_FLAG(int, metrics_port, 0,
           "Prometheus /metrics port on --host; 0 picks a free port (printed), -1 disables.");
+ABSL_FLAG(int, http_port, -1,
+          "Open Inference Protocol (KServe v2) REST port on --host; 0 picks a free port "
+          "(printed), -1 disables (docs/oip.md). Its gRPC form is always on --port.");
+ABSL_FLAG(int64_t, http_max_body_bytes, 64 << 20,
+          "Largest accepted REST request body (bytes); larger ones get 413.");
+ABSL_FLAG(int, http_threads, 16, "REST worker threads (each holds one request until answered).");
 ABSL_FLAG(std::string, device, "cpu", "cpu | cuda | cuda:N");
 ABSL_FLAG(std::string, dtype, "",
           "float32 | bfloat16 | float16 (cuda only); empty = float32 on cpu, bfloat16 on cuda");
@@ -216,18 +226,46 @@ int Run() {
       InferenceServiceImpl::Create(std::move(*models), service_options, &clock, metrics->get());
   if (!service.ok()) return Fail("cannot create the service", service.status());
 
+  // The Open Inference Protocol over the same service: gRPC on --port, REST on --http_port.
+  OipCoreOptions oip_options;
+  oip_options.server_version = VITSERVE_VERSION;
+  OipCore oip(service->get(), &clock, oip_options);
+  OipGrpcService oip_grpc(&oip);
+
   GrpcServerOptions server_options;
   server_options.host = host;
   server_options.port = absl::GetFlag(FLAGS_port);
   server_options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   server_options.credentials = *credentials;
+  server_options.extra_services.push_back(&oip_grpc);
   absl::StatusOr<std::unique_ptr<GrpcServer>> server =
       GrpcServer::Start(service->get(), server_options);
   if (!server.ok()) return Fail("cannot start the gRPC server", server.status());
 
   if (absl::Status warm = (*service)->WarmUp(); !warm.ok()) return Fail("warm-up failed", warm);
+  std::unique_ptr<OipHttpServer> http_server;
+  if (absl::GetFlag(FLAGS_http_port) >= 0) {
+    OipHttpOptions http_options;
+    http_options.host = host;
+    http_options.port = absl::GetFlag(FLAGS_http_port);
+    http_options.max_body_bytes =
+        static_cast<size_t>(std::max<int64_t>(1, absl::GetFlag(FLAGS_http_max_body_bytes)));
+    http_options.threads = absl::GetFlag(FLAGS_http_threads);
+    absl::StatusOr<std::unique_ptr<OipHttpServer>> started =
+        OipHttpServer::Start(&oip, http_options);
+    if (!started.ok()) return Fail("cannot start the REST endpoint", started.status());
+    http_server = std::move(*started);
+  }
   (*server)->SetServing(true);
+  oip.SetReady(true);
   std::cout << "vitserve listening on " << (*server)->address() << "\n";
+  if (http_server != nullptr) {
+    std::cout << "vitserve http on "
+              << (host.find(':') != std::string::npos
+                      ? absl::StrCat("[", host, "]:", http_server->port())
+                      : absl::StrCat(host, ":", http_server->port()))
+              << "\n";
+  }
   if (metrics_server != nullptr) {
     std::cout << "vitserve metrics on "
               << (metrics_host.find(':') != std::string::npos
@@ -265,8 +303,10 @@ int Run() {
   std::cerr << "vitserve: " << (signal_number == SIGTERM ? "SIGTERM" : "SIGINT") << ", draining"
             << std::endl;
   (*server)->SetServing(false);
+  oip.SetReady(false);
   (*service)->StartDraining();
   (*server)->Shutdown(absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s)));
+  if (http_server != nullptr) http_server->Stop();
   (*service)->Shutdown();
   if (metrics_server != nullptr) metrics_server->Stop();
   std::cerr << "vitserve: stopped" << std::endl;

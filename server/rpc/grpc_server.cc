@@ -49,6 +49,10 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(grpc::Service* ser
       options.credentials != nullptr ? options.credentials : grpc::InsecureServerCredentials(),
       &selected_port);
   builder.RegisterService(service);
+  for (grpc::Service* extra : options.extra_services) {
+    if (extra == nullptr) return absl::InvalidArgumentError("extra_services holds a null service");
+    builder.RegisterService(extra);
+  }
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, ToMillisArg(options.keepalive_time));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ToMillisArg(options.keepalive_timeout));

@@ -27,6 +27,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -58,6 +59,8 @@ struct GrpcServerOptions {
   bool enable_reflection = true;
   // Transport security (server/tls/tls_credentials.h); null = plaintext.
   std::shared_ptr<grpc::ServerCredentials> credentials;
+  // More services on the same port (e.g. inference.GRPCInferenceService); not owned.
+  std::vector<grpc::Service*> extra_services;
 };
 
 class GrpcServer {

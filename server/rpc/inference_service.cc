@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -16,7 +15,9 @@
 #include "server/budget/budget_policy.h"
 #include "server/budget/latency_sweep.h"
 #include "server/pruning/cost_model.h"
+#include "server/rpc/bounded_stream_reactor.h"
 #include "server/rpc/classify_logic.h"
+#include "server/rpc/grpc_deadline.h"
 #include "server/rpc/model_info.h"
 #include "server/rpc/status_util.h"
 
@@ -65,20 +66,6 @@ struct ModelState {
 };
 
 namespace {
-
-// Client deadlines further away than this are treated as "no deadline" (gRPC reports a
-// missing deadline as time_point::max()).
-constexpr absl::Duration kNoDeadlineHorizon = absl::Hours(24 * 365);
-
-absl::Time ClientDeadline(const grpc::CallbackServerContext* context) {
-  const auto deadline = context->deadline();
-  const auto now = std::chrono::system_clock::now();
-  if (deadline == std::chrono::system_clock::time_point::max() ||
-      deadline - now > absl::ToChronoSeconds(kNoDeadlineHorizon)) {
-    return absl::InfiniteFuture();
-  }
-  return absl::FromChrono(deadline);
-}
 
 // Metrics reason for a status that refused a request before compute; empty = none.
 const char* RejectReason(absl::StatusCode code) {
@@ -172,164 +159,6 @@ class ClassifyReactor final : public grpc::ServerUnaryReactor {
   InferenceServiceImpl* const service_;
   ClassifyResponse* const response_;
   std::atomic<bool> cancelled_{false};
-};
-
-// ClassifyStream: reads requests while fewer than max_stream_in_flight are unanswered,
-// writes responses one at a time in completion order, finishes once the client has
-// half-closed (or gone) and every admitted request has been answered.
-//
-// All Start*/Finish calls are made without mu_ held; `reading_` / `writing_` make sure at
-// most one read and one write are outstanding, and Finish happens only when neither is,
-// and no task is in flight (tasks' callbacks point at this reactor).
-class ClassifyStreamReactor final
-    : public grpc::ServerBidiReactor<ClassifyRequest, ClassifyResponse> {
- public:
-  ClassifyStreamReactor(InferenceServiceImpl* service, absl::Time client_deadline)
-      : service_(service),
-        client_deadline_(client_deadline),
-        max_in_flight_(service->max_stream_in_flight()) {
-    {
-      absl::MutexLock lock(&mu_);
-      reading_ = true;
-    }
-    StartRead(&request_);
-  }
-
-  void OnReadDone(bool ok) override {
-    if (ok) AdmitCurrent();
-    Actions actions;
-    {
-      absl::MutexLock lock(&mu_);
-      reading_ = false;
-      if (!ok) reads_done_ = true;
-      actions = NextActionsLocked();
-    }
-    Execute(actions);
-  }
-
-  void OnWriteDone(bool ok) override {
-    Actions actions;
-    {
-      absl::MutexLock lock(&mu_);
-      writing_ = false;
-      --pending_;
-      if (!ok) {
-        // The client is gone: drop what is still to be written.
-        write_failed_ = true;
-        pending_ -= static_cast<int>(write_queue_.size());
-        write_queue_.clear();
-      }
-      actions = NextActionsLocked();
-    }
-    Execute(actions);
-  }
-
-  void OnCancel() override {
-    cancelled_ = true;
-    service_->KickScheduler();
-    Actions actions;
-    {
-      absl::MutexLock lock(&mu_);
-      reads_done_ = true;
-      actions = NextActionsLocked();
-    }
-    Execute(actions);
-  }
-
-  void OnDone() override { delete this; }
-
- private:
-  struct Actions {
-    const ClassifyResponse* write = nullptr;
-    bool read = false;
-    bool finish = false;
-    grpc::Status finish_status;
-  };
-
-  void AdmitCurrent() {
-    const std::string request_id = request_.request_id();
-    {
-      absl::MutexLock lock(&mu_);
-      ++pending_;
-      ++tasks_in_flight_;
-    }
-    absl::Status status =
-        service_->Admit(request_, client_deadline_, &cancelled_,
-                        [this, request_id](absl::StatusOr<ClassifyResponse> result) {
-                          OnTaskDone(request_id, std::move(result));
-                        });
-    if (status.ok()) return;
-    absl::MutexLock lock(&mu_);
-    --tasks_in_flight_;
-    if (write_failed_) {
-      --pending_;  // the client is gone; nothing will be written
-    } else {
-      write_queue_.push_back(ErrorResponse(request_id, status));
-    }
-  }
-
-  void OnTaskDone(const std::string& request_id, absl::StatusOr<ClassifyResponse> result) {
-    ClassifyResponse response =
-        result.ok() ? std::move(*result) : ErrorResponse(request_id, result.status());
-    Actions actions;
-    {
-      absl::MutexLock lock(&mu_);
-      --tasks_in_flight_;
-      if (write_failed_) {
-        --pending_;
-      } else {
-        write_queue_.push_back(std::move(response));
-      }
-      actions = NextActionsLocked();
-    }
-    Execute(actions);
-  }
-
-  Actions NextActionsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    Actions a;
-    if (finished_) return a;
-    if (!writing_ && !write_queue_.empty()) {
-      current_write_ = std::move(write_queue_.front());
-      write_queue_.pop_front();
-      writing_ = true;
-      a.write = &current_write_;
-    }
-    if (!reading_ && !reads_done_ && pending_ < max_in_flight_) {
-      reading_ = true;
-      a.read = true;
-    }
-    if (reads_done_ && !reading_ && !writing_ && tasks_in_flight_ == 0 && write_queue_.empty()) {
-      finished_ = true;
-      a.finish = true;
-      a.finish_status = cancelled_ ? grpc::Status::CANCELLED : grpc::Status::OK;
-    }
-    return a;
-  }
-
-  // Finish last: after it the reactor may be deleted at any moment.
-  void Execute(const Actions& a) {
-    if (a.write != nullptr) StartWrite(a.write);
-    if (a.read) StartRead(&request_);
-    if (a.finish) Finish(a.finish_status);
-  }
-
-  InferenceServiceImpl* const service_;
-  const absl::Time client_deadline_;
-  const int max_in_flight_;
-  std::atomic<bool> cancelled_{false};
-  ClassifyRequest request_;  // only touched by the one outstanding read
-
-  absl::Mutex mu_;
-  bool reading_ ABSL_GUARDED_BY(mu_) = false;
-  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  // Admitted requests not yet written (queued, running, or waiting in write_queue_).
-  int pending_ ABSL_GUARDED_BY(mu_) = 0;
-  int tasks_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
-  std::deque<ClassifyResponse> write_queue_ ABSL_GUARDED_BY(mu_);
-  ClassifyResponse current_write_;  // owned by the outstanding write
 };
 
 }  // namespace
@@ -933,18 +762,61 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::Classify(grpc::CallbackServerCon
 
 grpc::ServerBidiReactor<ClassifyRequest, ClassifyResponse>* InferenceServiceImpl::ClassifyStream(
     grpc::CallbackServerContext* context) {
-  return new ClassifyStreamReactor(this, ClientDeadline(context));
+  // Requests are admitted as they are read; a refusal is answered at once as an error
+  // response (BoundedStreamReactor keeps at most max_stream_in_flight unanswered).
+  using Reactor = BoundedStreamReactor<ClassifyRequest, ClassifyResponse>;
+  const absl::Time deadline = ClientDeadline(context);
+  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  return new Reactor(
+      options_.max_stream_in_flight,
+      [this, deadline, cancelled](const ClassifyRequest& request, Reactor::Answer answer) {
+        const std::string id = request.request_id();
+        absl::Status status =
+            Admit(request, deadline, cancelled.get(),
+                  [answer, id, cancelled](absl::StatusOr<ClassifyResponse> r) {
+                    answer(r.ok() ? *std::move(r) : ErrorResponse(id, r.status()));
+                  });
+        if (!status.ok()) answer(ErrorResponse(id, status));
+      },
+      [this, cancelled] {
+        *cancelled = true;
+        KickScheduler();
+      });
+}
+
+std::vector<vitserve::v1::ModelSummary> InferenceServiceImpl::ModelSummaries() const {
+  std::vector<vitserve::v1::ModelSummary> out;
+  for (const auto& state : models_) {
+    vitserve::v1::ModelSummary& summary = out.emplace_back();
+    summary.set_name(state->name);
+    summary.set_method(state->method);
+    summary.set_version(state->Current()->model->spec().version);
+    summary.set_ready(!draining_);
+  }
+  return out;
+}
+
+absl::StatusOr<vitserve::v1::ModelInfo> InferenceServiceImpl::DescribeModel(
+    const std::string& model) const {
+  absl::StatusOr<ModelState*> found = FindModel(model);
+  if (!found.ok()) return found.status();
+  vitserve::v1::ModelInfo info = (*found)->Info();
+  if ((*found)->latency != nullptr) {
+    const std::shared_ptr<const LatencyTable> table = (*found)->latency->Snapshot();
+    for (vitserve::v1::KeepRatePoint& point : *info.mutable_grid()) {
+      for (const auto& [batch, seconds] : table->SecondsByBatch(point.keep_rate())) {
+        (*point.mutable_latency_seconds_by_batch())[batch] = seconds;
+      }
+    }
+  }
+  return info;
 }
 
 grpc::ServerUnaryReactor* InferenceServiceImpl::ListModels(
     grpc::CallbackServerContext* context, const vitserve::v1::ListModelsRequest* /*request*/,
     vitserve::v1::ListModelsResponse* response) {
-  for (const auto& state : models_) {
-    vitserve::v1::ModelSummary* summary = response->add_models();
-    summary->set_name(state->name);
-    summary->set_method(state->method);
-    summary->set_version(state->Current()->model->spec().version);
-    summary->set_ready(!draining_);
+  for (vitserve::v1::ModelSummary& summary : ModelSummaries()) {
+    *response->add_models() = std::move(summary);
   }
   response->set_default_model(default_model_);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
@@ -956,20 +828,12 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::GetModelInfo(
     grpc::CallbackServerContext* context, const vitserve::v1::GetModelInfoRequest* request,
     vitserve::v1::ModelInfo* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<ModelState*> found = FindModel(request->model());
-  if (!found.ok()) {
-    reactor->Finish(ToGrpcStatus(found.status()));
+  absl::StatusOr<vitserve::v1::ModelInfo> info = DescribeModel(request->model());
+  if (!info.ok()) {
+    reactor->Finish(ToGrpcStatus(info.status()));
     return reactor;
   }
-  *response = (*found)->Info();
-  if ((*found)->latency != nullptr) {
-    const std::shared_ptr<const LatencyTable> table = (*found)->latency->Snapshot();
-    for (vitserve::v1::KeepRatePoint& point : *response->mutable_grid()) {
-      for (const auto& [batch, seconds] : table->SecondsByBatch(point.keep_rate())) {
-        (*point.mutable_latency_seconds_by_batch())[batch] = seconds;
-      }
-    }
-  }
+  *response = std::move(*info);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -211,6 +211,13 @@ class InferenceServiceImpl final : public vitserve::v1::InferenceService::Callba
   // Makes the scheduler look at its queues now (a client cancelled).
   void KickScheduler();
 
+  // For other protocol front ends (server/rpc/oip_service.h), the answers of ListModels
+  // and GetModelInfo without a gRPC call: every served model (ready = not draining), and
+  // one model's ModelInfo ("" = default; NOT_FOUND lists the served models).
+  std::vector<vitserve::v1::ModelSummary> ModelSummaries() const;
+  absl::StatusOr<vitserve::v1::ModelInfo> DescribeModel(const std::string& model) const;
+  const InferenceServiceOptions& options() const { return options_; }
+
   int max_stream_in_flight() const { return options_.max_stream_in_flight; }
 
  private:

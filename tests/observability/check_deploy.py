@@ -4,8 +4,8 @@ no cluster needed). Each check is one CTest test:
 
     check_deploy.py REPO_ROOT CHECK [VITSERVE_BINARY]
 
-CHECK is one of: parse, kubernetes, dashboards, metric_names, dockerfiles, compose_files,
-flags. Exits non-zero with the list of problems when a check fails.
+CHECK is one of: parse, kubernetes, kserve, dashboards, metric_names, dockerfiles,
+compose_files, flags. Exits non-zero with the list of problems when a check fails.
 """
 
 import glob
@@ -141,6 +141,98 @@ def check_kubernetes(root):
             problems.append(f"HPA targets Deployment {target}, which no manifest defines")
     if server_deployments < 2:
         problems.append(f"expected a CPU and a GPU server Deployment, found {server_deployments}")
+    return problems
+
+
+def kserve_docs(root):
+    out = {}
+    for path in sorted(glob.glob(os.path.join(root, "deploy", "kserve", "*.yaml"))):
+        for doc in load_yaml_docs(path):
+            out.setdefault(doc.get("kind"), []).append((path, doc))
+    return out
+
+
+def arg_value(args, flag):
+    for a in args:
+        if a.startswith(f"--{flag}="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def check_kserve(root):
+    """deploy/kserve: a ClusterServingRuntime for vitserve (model format, protocolVersions v2
+    and grpc-v2, ports that match the server's flags, Prometheus annotations on the metrics
+    port, /v2/health probes), an InferenceService that selects it, and an HPA on the
+    predictor Deployment with metrics the prometheus-adapter rules define."""
+    problems = []
+    docs = kserve_docs(root)
+    runtimes = docs.get("ClusterServingRuntime", [])
+    services = docs.get("InferenceService", [])
+    if len(runtimes) != 1 or not services:
+        return [f"expected one ClusterServingRuntime and an InferenceService in deploy/kserve, "
+                f"found {len(runtimes)} and {len(services)}"]
+    path, rt = runtimes[0]
+    where = f"{rel(root, path)} (ClusterServingRuntime)"
+    spec = rt.get("spec") or {}
+    if rt.get("apiVersion") != "serving.kserve.io/v1alpha1":
+        problems.append(f"{where}: apiVersion must be serving.kserve.io/v1alpha1")
+    formats = {f.get("name") for f in spec.get("supportedModelFormats") or []}
+    if not formats:
+        problems.append(f"{where}: no supportedModelFormats")
+    if not {"v2", "grpc-v2"} <= set(spec.get("protocolVersions") or []):
+        problems.append(f"{where}: protocolVersions must list v2 and grpc-v2")
+    c = (spec.get("containers") or [{}])[0]
+    args = c.get("args") or []
+    if not str(c.get("image", "")).startswith("vitserve:"):
+        problems.append(f"{where}: container image is not vitserve")
+    ports = {p.get("name"): p.get("containerPort") for p in c.get("ports") or []}
+    wanted = {"http1": arg_value(args, "http_port"), "h2c": arg_value(args, "port"),
+              "metrics": arg_value(args, "metrics_port")}
+    for name, flag in wanted.items():
+        if flag is None or str(ports.get(name)) != flag:
+            problems.append(f"{where}: port {name} ({ports.get(name)}) does not match the "
+                            f"server flag ({flag})")
+    annotations = spec.get("annotations") or {}
+    if str(annotations.get("prometheus.kserve.io/port")) != str(wanted["metrics"]):
+        problems.append(f"{where}: prometheus.kserve.io/port must be the --metrics_port")
+    if annotations.get("prometheus.kserve.io/path") != "/metrics":
+        problems.append(f"{where}: prometheus.kserve.io/path must be /metrics")
+    for probe, path_ in (("readinessProbe", "/v2/health/ready"), ("livenessProbe", "/v2/health/live")):
+        got = ((c.get(probe) or {}).get("httpGet") or {})
+        if got.get("path") != path_ or str(got.get("port")) != str(wanted["http1"]):
+            problems.append(f"{where}: {probe} must GET {path_} on the HTTP port")
+    predictors = set()
+    for path, isvc in services:
+        w = f"{rel(root, path)} (InferenceService {isvc['metadata'].get('name')})"
+        model = ((isvc.get("spec") or {}).get("predictor") or {}).get("model") or {}
+        if (model.get("modelFormat") or {}).get("name") not in formats:
+            problems.append(f"{w}: modelFormat is not one the runtime supports")
+        if model.get("runtime") != rt["metadata"]["name"]:
+            problems.append(f"{w}: runtime is not {rt['metadata']['name']}")
+        if model.get("protocolVersion", "v1") not in (spec.get("protocolVersions") or []):
+            problems.append(f"{w}: protocolVersion is not one the runtime speaks")
+        mode = (isvc["metadata"].get("annotations") or {}).get("serving.kserve.io/deploymentMode")
+        if mode != "RawDeployment":
+            problems.append(f"{w}: needs RawDeployment (two ports, external HPA)")
+        predictors.add(f"{isvc['metadata']['name']}-predictor")
+    adapter = set()
+    for _, doc in k8s_docs(root):
+        if doc.get("kind") == "ConfigMap" and "config.yaml" in (doc.get("data") or {}):
+            rules = yaml.safe_load(doc["data"]["config.yaml"]).get("rules") or []
+            adapter |= {r["name"]["as"] for r in rules}
+    hpas = docs.get("HorizontalPodAutoscaler", [])
+    if not hpas:
+        problems.append("deploy/kserve: no HorizontalPodAutoscaler for the predictor")
+    for path, hpa in hpas:
+        w = f"{rel(root, path)} (HorizontalPodAutoscaler)"
+        if hpa["spec"]["scaleTargetRef"]["name"] not in predictors:
+            problems.append(f"{w}: does not target an InferenceService predictor {predictors}")
+        names = [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m.get("type") == "Pods"]
+        if not names:
+            problems.append(f"{w}: no Pods metrics")
+        for n in names:
+            if n not in adapter:
+                problems.append(f"{w}: metric {n} is not defined by the prometheus-adapter rules")
     return problems
 
 
@@ -318,6 +410,9 @@ def server_args(root):
         for c in containers(doc):
             if str(c.get("image", "")).startswith("vitserve:"):
                 out.append((rel(root, path), c.get("args", [])))
+    for path, rt in kserve_docs(root).get("ClusterServingRuntime", []):
+        for c in (rt.get("spec") or {}).get("containers") or []:
+            out.append((rel(root, path), c.get("args", [])))
     for name in ("Dockerfile.cpu", "Dockerfile.cuda"):
         for l in dockerfile_instructions(os.path.join(root, "deploy", "docker", name)):
             if l.startswith("CMD "):
@@ -359,6 +454,7 @@ def check_flags(root, binary):
 CHECKS = {
     "parse": check_parse,
     "kubernetes": check_kubernetes,
+    "kserve": check_kserve,
     "dashboards": check_dashboards,
     "metric_names": check_metric_names,
     "dockerfiles": check_dockerfiles,
