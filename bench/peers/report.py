@@ -16,7 +16,7 @@ import json
 import os
 import statistics
 
-IMPLS = ("vitserve", "ort", "eager")
+IMPLS = ("vitserve", "ort", "eager", "base")
 
 
 def load(runs: str):
@@ -30,7 +30,7 @@ def load(runs: str):
             r = json.loads(line)
             key = (impl, model, r["method"], int(r["threads"]), int(r["batch"]))
             ips[key].append(float(r["images_per_s"]))
-            if impl == "vitserve":
+            if impl in ("vitserve", "base"):
                 gmacs[(model, r["method"])] = float(r["gmacs"])
             if r.get("tome_r") is not None:
                 tome_r[(impl, model)] = r["tome_r"]
@@ -71,7 +71,8 @@ def main() -> None:
     print(f"- Command: `{a.command}`")
     print(f"- ONNX Runtime {a.ort} (onnxruntime-node, CPU EP, intra-op threads = threads, "
           f"sequential, all graph optimisations); PyTorch eager {a.torch} (Debian); "
-          "vitserve = bench/vitserve_bench, single stream.")
+          "vitserve = bench/vitserve_bench, single stream; base (if present) = BASELINE_BENCH, "
+          "the same benchmark built from an earlier commit.")
     print("- deit_s: DeiT-S 224, random weights (fixed seed; vitserve_bench draws its own, speed "
           "does not depend on values). fashion-vit: models/fashion-vit (ORT/eager: its weights; "
           "vitserve_bench --config: its architecture and locations, random weights).")
@@ -93,9 +94,11 @@ def main() -> None:
         print(f"\n## {model}\n")
         if rs:
             print(f"ToMe r: {rs}\n")
+        base = any(k[0] == "base" and k[1] == model for k in ips)
         print("| method | threads | batch | vitserve img/s | ORT img/s | eager img/s | vitserve/ORT |"
-              " vitserve/ORT dense | vitserve % peak | ORT % peak | eager % peak |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+              " vitserve/ORT dense | vitserve % peak | ORT % peak | eager % peak |"
+              + (" base img/s | base/ORT | vitserve/base |" if base else ""))
+        print("|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if base else ""))
         keys = sorted({k[2:] for k in ips if k[1] == model},
                       key=lambda k: (k[0] != "dense", k[0], k[1], k[2]))
         for method, t, b in keys:
@@ -109,13 +112,15 @@ def main() -> None:
             print(f"| {method} | {t} | {b} | {cell(v['vitserve'])} | {cell(v['ort'])} | "
                   f"{cell(v['eager'])} | {ratio(med(v['vitserve']), med(v['ort']))} | "
                   f"{'-' if method == 'dense' else ratio(med(v['vitserve']), ort_dense)} | "
-                  + " | ".join(pct) + " |")
+                  + " | ".join(pct) + " |"
+                  + (f" {cell(v['base'])} | {ratio(med(v['base']), med(v['ort']))} |"
+                     f" {ratio(med(v['vitserve']), med(v['base']))} |" if base else ""))
         threads = sorted({k[3] for k in ips if k[1] == model})
         if len(threads) >= 2:
             lo, hi = threads[0], threads[-1]
             print(f"\n{model}: one batch on {hi} threads / {lo} thread (median img/s ratio)\n")
-            print("| method | batch | vitserve | ORT | eager |")
-            print("|---|---|---|---|---|")
+            print("| method | batch | vitserve | ORT | eager | base |")
+            print("|---|---|---|---|---|---|")
             for method, b in sorted({(k[2], k[4]) for k in ips if k[1] == model}):
                 row = [ratio(med(ips.get((i, model, method, hi, b), [])),
                              med(ips.get((i, model, method, lo, b), []))) for i in IMPLS]

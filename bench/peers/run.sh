@@ -9,7 +9,9 @@
 # Environment: ROUNDS (3), SECONDS_PER_CELL (0.5), THREADS (1,2), BATCHES (1,8),
 #   METHODS (dense,dynamicvit,evit,tome), KEEP (0.7), MODELS (deit_s,fashion-vit),
 #   OUT (bench/results/peers-cpu.md), LABEL (free text put in the results header, e.g.
-#   "ONEDNN_MAX_CPU_ISA=AVX2"). Anything else in the environment (ONEDNN_MAX_CPU_ISA,
+#   "ONEDNN_MAX_CPU_ISA=AVX2"), BASELINE_BENCH (a second vitserve_bench binary, e.g. one
+#   built from an earlier commit: measured in the same rounds as the column "base").
+#   Anything else in the environment (ONEDNN_MAX_CPU_ISA,
 #   VITSERVE_*) reaches every process.
 # Models: deit_s = DeiT-S 224 with random weights from a fixed seed (vitserve_bench draws its
 # own random weights; speed does not depend on the values, token counts are fixed by the
@@ -52,10 +54,11 @@ done
 run_impl() {  # impl model threads round
   local impl=$1 model=$2 t=$3 r=$4 f="${TMP}/runs/$1.$2.t$3.r$4.jsonl"
   case "${impl}" in
-    vitserve)
-      local config=()
+    vitserve|base)
+      local config=() bin="${BENCH}"
+      [[ ${impl} == base ]] && bin="${BASELINE_BENCH}"
       [[ ${model} == deit_s ]] || config=(--config="${ROOT}/models/${model}/config.pbtxt")
-      OMP_NUM_THREADS=${t} "${BENCH}" --threads="${t}" --streams=1 --batch_sizes="${BATCHES}" \
+      OMP_NUM_THREADS=${t} "${bin}" --threads="${t}" --streams=1 --batch_sizes="${BATCHES}" \
         --keep_rates="${KEEP}" --methods="${METHODS}" --seconds="${SECONDS_PER_CELL}" \
         --tome_published_r=0 "${config[@]}" --json_out="${f}" > /dev/null 2>> "${TMP}/stderr.log" ;;
     ort)
@@ -71,6 +74,7 @@ run_impl() {  # impl model threads round
 
 mkdir -p "${TMP}/runs"
 impls=(vitserve ort eager)
+[[ -n "${BASELINE_BENCH:-}" ]] && impls+=(base)
 for ((r = 0; r < ROUNDS; ++r)); do
   for t in "${thread_list[@]}"; do
     OMP_NUM_THREADS=${t} OPENBLAS_NUM_THREADS=${t} "${PYTHON}" "${PEERS}/sgemm_peak.py" \
