@@ -70,6 +70,12 @@ class GemmPlan {
 // and keeps the faster; with oneDNN not compiled in every shape gets kAten, untimed.
 GemmPlan ChooseGemmKernels(const std::vector<GemmShape>& shapes, const GemmTimer& timer);
 
+// ChooseGemmKernels with WallClockGemmTimer(2), memoised for the process per (shape,
+// intra-op thread count): every model loaded in one process runs a shape with the same
+// kernel, so two loads of the same weights give bitwise equal results, and a later load
+// times only shapes not seen before. Thread-safe (loads are serialised while timing).
+GemmPlan ChooseGemmKernelsOnce(const std::vector<GemmShape>& shapes);
+
 // Makes `plan` (may be null: none) current on this thread for the guard's lifetime.
 class ScopedGemmPlan {
  public:
