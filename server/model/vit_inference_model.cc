@@ -21,6 +21,7 @@
 #include "server/model/cuda_inference_model.h"
 #endif
 #include "server/pruning/cost_model.h"
+#include "server/pruning/gemm_plan.h"
 
 namespace vitserve {
 namespace {
@@ -87,7 +88,8 @@ class VitInferenceModel : public InferenceModel {
  public:
   VitInferenceModel(ModelSpec spec, Vit vit, std::unique_ptr<TokenPruner> pruner,
                     torch::Device device, torch::ScalarType dtype, int max_sub_batch,
-                    std::vector<std::string> ignored_keys, double weight_zero_fraction)
+                    std::vector<std::string> ignored_keys, double weight_zero_fraction,
+                    GemmPlan gemm_plan)
       : spec_(std::move(spec)),
         vit_(std::move(vit)),
         blocks_(BlockShapesOf(vit_->options())),
@@ -96,7 +98,8 @@ class VitInferenceModel : public InferenceModel {
         device_(device),
         dtype_(dtype),
         max_sub_batch_(max_sub_batch),
-        ignored_keys_(std::move(ignored_keys)) {}
+        ignored_keys_(std::move(ignored_keys)),
+        gemm_plan_(std::move(gemm_plan)) {}
 
   const ModelSpec& spec() const override { return spec_; }
 
@@ -105,6 +108,8 @@ class VitInferenceModel : public InferenceModel {
   double weight_zero_fraction() const override { return weight_zero_fraction_; }
 
   std::string device() const override { return device_.str(); }
+
+  std::vector<std::string> kernel_choices() const override { return gemm_plan_.Describe(); }
 
   absl::StatusOr<std::vector<ImageResult>> Run(absl::Span<const ImageTensor* const> images,
                                                float keep_rate) override;
@@ -127,6 +132,7 @@ class VitInferenceModel : public InferenceModel {
   const torch::ScalarType dtype_;
   const int max_sub_batch_;
   const std::vector<std::string> ignored_keys_;
+  const GemmPlan gemm_plan_;  // CPU GEMM kernel per linear shape, chosen at load
 };
 
 absl::Status VitInferenceModel::Validate(absl::Span<const ImageTensor* const> images,
@@ -163,6 +169,7 @@ absl::StatusOr<std::vector<ImageResult>> VitInferenceModel::Run(
   const int64_t per_image = static_cast<int64_t>(a.in_chans) * a.image_size * a.image_size;
   try {
     c10::InferenceMode guard;
+    ScopedGemmPlan gemm_plan(&gemm_plan_);
     const int64_t step = max_sub_batch_ > 0 ? std::min<int64_t>(max_sub_batch_, batch) : batch;
     // One sub-batch's input buffer, refilled right before each forward: a batch of 32 at
     // 224² would otherwise copy 19 MB up front and read it back cold.
@@ -197,6 +204,25 @@ absl::StatusOr<std::vector<ImageResult>> VitInferenceModel::Run(
         absl::StrCat("failure running model '", spec_.name, "': ", e.what()));
   }
   return results;
+}
+
+// The GEMM shapes a forward runs through FastLinear: every linear layer and the patch
+// embedding (one GEMM), at the token count of one image and of a full sub-batch.
+std::vector<GemmShape> LinearShapes(VitImpl& vit, int max_sub_batch) {
+  const VitOptions& o = vit.options();
+  const int64_t tokens = o.num_prefix_tokens() + o.num_patches();
+  std::vector<std::pair<int64_t, int64_t>> nk;  // (n, k)
+  nk.emplace_back(o.embed_dim, static_cast<int64_t>(o.in_chans) * o.patch_size * o.patch_size);
+  for (const auto& item : vit.named_modules()) {
+    if (const auto* linear = item.value()->as<torch::nn::Linear>()) {
+      nk.emplace_back(linear->weight.size(0), linear->weight.size(1));
+    }
+  }
+  std::vector<GemmShape> shapes;
+  for (int64_t m : {tokens, tokens * (max_sub_batch > 0 ? max_sub_batch : 8)}) {
+    for (const auto& [n, k] : nk) shapes.push_back({m, n, k});
+  }
+  return shapes;
 }
 
 }  // namespace
@@ -290,9 +316,14 @@ absl::StatusOr<std::unique_ptr<InferenceModel>> CreateInferenceModel(
                                        compacted.ok() ? compacted->weight_zero_fraction : 0.0});
     }
 #endif
+    GemmPlan gemm_plan;
+    if (opts.time_gemm_kernels && device->is_cpu() && *dtype == torch::kFloat32) {
+      gemm_plan = ChooseGemmKernelsOnce(LinearShapes(*vit, opts.max_sub_batch));
+    }
     return std::unique_ptr<InferenceModel>(new VitInferenceModel(
         spec, std::move(vit), *std::move(pruner), *device, *dtype, opts.max_sub_batch,
-        *std::move(ignored), compacted.ok() ? compacted->weight_zero_fraction : 0.0));
+        *std::move(ignored), compacted.ok() ? compacted->weight_zero_fraction : 0.0,
+        std::move(gemm_plan)));
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("LibTorch failure building model '", spec.name,
                                             "': ", e.what_without_backtrace()));

@@ -11,6 +11,19 @@ torch::Tensor Linear(const torch::nn::Linear& l, const torch::Tensor& x) {
   return FastLinear(x, l->weight, l->bias);
 }
 
+// Epilogues fused into FastLinear (cpu_kernels.h).
+LinearEpilogue Residual(const torch::Tensor& r) {
+  LinearEpilogue e;
+  e.residual = r;
+  return e;
+}
+
+LinearEpilogue Gelu() {
+  LinearEpilogue e;
+  e.gelu = true;
+  return e;
+}
+
 }  // namespace
 
 torch::Tensor ApplyNorm(const torch::nn::LayerNorm& norm, const torch::Tensor& x) {
@@ -54,14 +67,13 @@ torch::Tensor AttentionResidual(BlockImpl& block, const torch::Tensor& x,
   }
   torch::Tensor merged = FastAttention(qkv.narrow(2, 0, a), qkv.narrow(2, a, 2 * a), heads,
                                        attn.scale(), key_bias, cls_probs_out);
-  return Linear(attn.proj, merged).add_(x);
+  return FastLinear(merged, attn.proj->weight, attn.proj->bias, Residual(x));
 }
 
 torch::Tensor MlpResidual(BlockImpl& block, torch::Tensor x) {
   MlpImpl& mlp = *block.mlp;
-  torch::Tensor h = Linear(mlp.fc1, ApplyNorm(block.norm2, x));
-  FastGelu_(h);
-  return x.add_(Linear(mlp.fc2, h));
+  torch::Tensor h = FastLinear(ApplyNorm(block.norm2, x), mlp.fc1->weight, mlp.fc1->bias, Gelu());
+  return FastLinear(h, mlp.fc2->weight, mlp.fc2->bias, Residual(x));
 }
 
 torch::Tensor DenseBlock(BlockImpl& block, const torch::Tensor& x) {
@@ -81,13 +93,14 @@ torch::Tensor PrefixOnlyBlock(BlockImpl& block, const torch::Tensor& x, int64_t 
   torch::Tensor kv = FastLinear(h, w.narrow(0, a, 2 * a), bias.narrow(0, a, 2 * a));
   torch::Tensor merged =
       FastAttention(q, kv, attn.num_heads(), attn.scale(), key_bias, /*cls_probs=*/nullptr);
-  torch::Tensor y = Linear(attn.proj, merged).add_(x.narrow(1, 0, rows));
+  torch::Tensor y =
+      FastLinear(merged, attn.proj->weight, attn.proj->bias, Residual(x.narrow(1, 0, rows)));
   return MlpResidual(block, y);
 }
 
 torch::Tensor PredictorKeepScores(ScorePredictorImpl& predictor, const torch::Tensor& x) {
-  torch::Tensor h = Linear(predictor.in_fc, ApplyNorm(predictor.in_norm, x));  // [B, N, C]
-  FastGelu_(h);
+  torch::Tensor h = FastLinear(ApplyNorm(predictor.in_norm, x), predictor.in_fc->weight,
+                               predictor.in_fc->bias, Gelu());  // [B, N, C]
   const int64_t c = h.size(-1);
   const int64_t half = c / 2;
   // out_fc0(cat(local, global)) = (local · W[:, :half]ᵀ + b) + global · W[:, half:]ᵀ; the
@@ -100,8 +113,7 @@ torch::Tensor PredictorKeepScores(ScorePredictorImpl& predictor, const torch::Te
                                predictor.out_fc0->bias);
   y.add_(per_image.unsqueeze(1));
   FastGelu_(y);
-  y = Linear(predictor.out_fc2, y);
-  FastGelu_(y);
+  y = FastLinear(y, predictor.out_fc2->weight, predictor.out_fc2->bias, Gelu());
   return at::log_softmax(Linear(predictor.out_fc4, y), -1).select(-1, 0);
 }
 

@@ -32,8 +32,8 @@ torch::Tensor AttentionResidual(BlockImpl& block, const torch::Tensor& x,
                                 torch::Tensor* cls_probs_out = nullptr,
                                 torch::Tensor* keys_out = nullptr);
 
-// The MLP half: x + fc2(gelu(fc1(norm2(x)))). Adds into `x` in place and returns it, so
-// `x` must be a tensor the caller owns (not a view of something still needed).
+// The MLP half: x + fc2(gelu(fc1(norm2(x)))) as a new tensor (GELU and the residual are
+// fused into the GEMMs' epilogues); `x` is not modified.
 torch::Tensor MlpResidual(BlockImpl& block, torch::Tensor x);
 
 // One whole block: MlpResidual(AttentionResidual(x)).

@@ -7,7 +7,11 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <vector>
+
+#include "server/pruning/gemm_plan.h"
+#include "server/pruning/task_pool.h"
 
 #ifdef VITSERVE_HAVE_DNNL
 #include <dnnl.h>
@@ -18,10 +22,19 @@
 namespace vitserve {
 namespace {
 
-// Work per at::parallel_for task of the element-wise kernels (only matters with more
-// than one intra-op thread).
+// Work per ParallelTasks task of the element-wise kernels (only matters with more than
+// one intra-op thread).
 constexpr int64_t kRowsPerTask = 64;
 constexpr int64_t kValuesPerTask = 16384;
+
+// Intra-op threads for this call's ParallelTasks (1 inside an ATen parallel region).
+int Threads() { return at::in_parallel_region() ? 1 : at::get_num_threads(); }
+
+// ParallelTasks over [0, n) in chunks of `grain`: fn(begin, end) per chunk.
+void ParallelRanges(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  const int64_t chunks = (n + grain - 1) / grain;
+  ParallelTasks(chunks, Threads(), [&](int64_t i) { fn(i * grain, std::min(n, (i + 1) * grain)); });
+}
 
 bool IsPlainCpuFloat(const torch::Tensor& t) {
   return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32;
@@ -137,10 +150,44 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void GeluInPlace(fl
   }
 }
 
-// Debian's oneDNN sgemm collapses with more than one intra-op thread on the 2-core
-// machine (dense DeiT-S batch 1: 17.3 img/s at 1 thread, 1.4 at 2), while ATen's GEMMs
-// scale (10.3 -> 15.6); bench/results/threads-cpu.md. So oneDNN runs only single-threaded.
-[[maybe_unused]] bool OneDnnProfitable() { return at::get_num_threads() == 1; }
+#ifdef VITSERVE_HAVE_DNNL
+// y[m, n] = x[m, k] · w[n, k]ᵀ + b[n] (+ residual[m, n]) (then GELU) through oneDNN's
+// sgemm. With more than one intra-op thread the weight rows (output columns) are split into
+// one block per thread, run by ParallelTasks (task_pool.h), and each block's sgemm runs
+// single-threaded: oneDNN's own multi-threaded sgemm collapsed here (Debian's
+// build: dense DeiT-S batch 1 17.3 img/s at 1 thread, 1.4 at 2;
+// bench/results/threads-cpu.md), the per-thread blocks do not. Blocks are multiples of 16
+// columns (one AVX-512 vector). The epilogue runs on each block while it is in cache:
+// the bias (and residual) initialise y, sgemm accumulates into it (beta = 1), GELU last.
+void SgemmLinear(const float* x, const float* w, const float* b, const float* residual, bool gelu,
+                 float* y, int64_t m, int64_t n, int64_t k) {
+  const int64_t threads = Threads();
+  const int64_t cols = std::max<int64_t>(16, ((n + threads - 1) / threads + 15) / 16 * 16);
+  const int64_t blocks = (n + cols - 1) / cols;
+  ParallelRanges(blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t n0 = blk * cols;
+      const int64_t nb = std::min(cols, n - n0);
+      for (int64_t r = 0; r < m; ++r) {
+        float* yr = y + r * n + n0;
+        if (residual == nullptr) {
+          std::memcpy(yr, b + n0, nb * sizeof(float));
+        } else {
+          const float* rr = residual + r * n + n0;
+#pragma omp simd
+          for (int64_t j = 0; j < nb; ++j) yr[j] = rr[j] + b[n0 + j];
+        }
+      }
+      const dnnl_status_t st =
+          dnnl_sgemm('N', 'T', m, nb, k, 1.0f, x, k, w + n0 * k, k, 1.0f, y + n0, n);
+      TORCH_CHECK(st == dnnl_success, "dnnl_sgemm failed with status ", static_cast<int>(st));
+      if (gelu) {
+        for (int64_t r = 0; r < m; ++r) GeluInPlace(y + r * n + n0, nb);
+      }
+    }
+  });
+}
+#endif
 
 }  // namespace
 
@@ -170,14 +217,14 @@ torch::Tensor FastLayerNorm(const torch::Tensor& x, const torch::Tensor& weight,
   const float* bp = bias.data_ptr<float>();
   float* yp = y.data_ptr<float>();
   if (x.is_contiguous()) {
-    at::parallel_for(0, x.numel() / c, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    ParallelRanges(x.numel() / c, kRowsPerTask, [&](int64_t begin, int64_t end) {
       LayerNormRows(xp + begin * c, wp, bp, yp + begin * c, end - begin, c,
                     static_cast<float>(eps));
     });
   } else {
     const int64_t n = x.size(1);
     const int64_t image_stride = x.stride(0);
-    at::parallel_for(0, x.size(0), 1, [&](int64_t begin, int64_t end) {
+    ParallelRanges(x.size(0), 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         LayerNormRows(xp + i * image_stride, wp, bp, yp + i * n * c, n, c, static_cast<float>(eps));
       }
@@ -192,16 +239,21 @@ void FastGelu_(torch::Tensor& x) {
     return;
   }
   float* xp = x.data_ptr<float>();
-  at::parallel_for(0, x.numel(), kValuesPerTask,
-                   [&](int64_t begin, int64_t end) { GeluInPlace(xp + begin, end - begin); });
+  ParallelRanges(x.numel(), kValuesPerTask,
+                 [&](int64_t begin, int64_t end) { GeluInPlace(xp + begin, end - begin); });
 }
 
 torch::Tensor FastLinear(const torch::Tensor& x, const torch::Tensor& weight,
-                         const torch::Tensor& bias) {
+                         const torch::Tensor& bias, const LinearEpilogue& epilogue) {
+  const torch::Tensor& residual = epilogue.residual;
 #ifdef VITSERVE_HAVE_DNNL
-  if (OneDnnProfitable() && IsPlainCpuFloat(x) && IsPlainCpuFloat(weight) &&
-      IsPlainCpuFloat(bias) && weight.is_contiguous() && bias.is_contiguous() &&
-      x.stride(-1) == 1) {
+  const GemmPlan* plan = CurrentGemmPlan();
+  const int64_t rows = x.size(-1) > 0 ? x.numel() / x.size(-1) : 0;
+  const bool aten_chosen =
+      plan != nullptr && plan->Lookup(rows, weight.size(0), x.size(-1)) == GemmKernel::kAten;
+  if (!aten_chosen && IsPlainCpuFloat(x) && IsPlainCpuFloat(weight) && IsPlainCpuFloat(bias) &&
+      weight.is_contiguous() && bias.is_contiguous() && x.stride(-1) == 1 &&
+      (!residual.defined() || IsPlainCpuFloat(residual))) {
     const int64_t k = x.size(-1);
     const int64_t n = weight.size(0);
     TORCH_CHECK(weight.size(1) == k, "FastLinear: weight ", weight.sizes(), " vs input ",
@@ -210,25 +262,31 @@ torch::Tensor FastLinear(const torch::Tensor& x, const torch::Tensor& weight,
     const int64_t m = x2.numel() / k;
     std::vector<int64_t> out_shape = x2.sizes().vec();
     out_shape.back() = n;
+    torch::Tensor r2;
+    if (residual.defined()) {
+      TORCH_CHECK(residual.numel() == m * n && residual.size(-1) == n, "FastLinear: residual ",
+                  residual.sizes(), " vs output ", out_shape);
+      r2 = residual.is_contiguous() ? residual : residual.contiguous();
+    }
     torch::Tensor y = at::empty(out_shape, x2.options());
-    y.view({m, n}).copy_(bias.unsqueeze(0).expand({m, n}));
-    at::init_num_threads();  // oneDNN (OpenMP) uses this thread's OpenMP thread count
-    const dnnl_status_t st = dnnl_sgemm('N', 'T', m, n, k, 1.0f, x2.data_ptr<float>(), k,
-                                        weight.data_ptr<float>(), k, 1.0f, y.data_ptr<float>(), n);
-    TORCH_CHECK(st == dnnl_success, "dnnl_sgemm failed with status ", static_cast<int>(st));
+    SgemmLinear(x2.data_ptr<float>(), weight.data_ptr<float>(), bias.data_ptr<float>(),
+                r2.defined() ? r2.data_ptr<float>() : nullptr, epilogue.gelu, y.data_ptr<float>(),
+                m, n, k);
     return y;
   }
 #endif
-  return at::linear(x, weight, bias);
+  torch::Tensor y = at::linear(x, weight, bias);
+  if (residual.defined()) y.add_(residual.reshape(y.sizes()));
+  if (epilogue.gelu) FastGelu_(y);
+  return y;
 }
 
 torch::Tensor FastAttention(const torch::Tensor& q, const torch::Tensor& kv, int64_t heads,
                             double scale, const torch::Tensor& key_bias, torch::Tensor* cls_probs) {
   if (!q.is_cpu()) return DeviceAttention(q, kv, heads, scale, key_bias, cls_probs);
 #ifdef VITSERVE_HAVE_DNNL
-  const bool fast = OneDnnProfitable() && IsPlainCpuFloat(q) && IsPlainCpuFloat(kv) &&
-                    q.stride(2) == 1 && kv.stride(2) == 1 &&
-                    (!key_bias.defined() || IsPlainCpuFloat(key_bias));
+  const bool fast = IsPlainCpuFloat(q) && IsPlainCpuFloat(kv) && q.stride(2) == 1 &&
+                    kv.stride(2) == 1 && (!key_bias.defined() || IsPlainCpuFloat(key_bias));
   if (fast) {
     const int64_t b = q.size(0);
     const int64_t nq = q.size(1);
@@ -247,11 +305,11 @@ torch::Tensor FastAttention(const torch::Tensor& q, const torch::Tensor& kv, int
     float* clsp = cls_probs != nullptr ? cls_probs->data_ptr<float>() : nullptr;
     const int64_t q_bs = q.stride(0), q_rs = q.stride(1);
     const int64_t kv_bs = kv.stride(0), kv_rs = kv.stride(1);
-    at::init_num_threads();
-    at::parallel_for(0, b * heads, 1, [&](int64_t begin, int64_t end) {
-      // Logits and probabilities of one (image, head): nq x n each.
-      std::vector<float> logits(static_cast<size_t>(nq * n));
-      std::vector<float> probs(static_cast<size_t>(nq * n));
+    ParallelRanges(b * heads, 1, [&](int64_t begin, int64_t end) {
+      // Logits and probabilities of one (image, head): nq x n each, reused per thread.
+      thread_local std::vector<float> logits, probs;
+      logits.resize(static_cast<size_t>(nq * n));
+      probs.resize(static_cast<size_t>(nq * n));
       float* lp = logits.data();
       float* pp = probs.data();
       for (int64_t task = begin; task < end; ++task) {
@@ -260,8 +318,7 @@ torch::Tensor FastAttention(const torch::Tensor& q, const torch::Tensor& kv, int
         const float* qh = qp + bi * q_bs + h * d;
         const float* kh = kvp + bi * kv_bs + h * d;
         const float* vh = kvp + bi * kv_bs + c + h * d;
-        // logits = scale · q kᵀ   (nq x d) · (d x n); inside a parallel region oneDNN
-        // runs single-threaded.
+        // logits = scale · q kᵀ   (nq x d) · (d x n); oneDNN runs single-threaded in tasks.
         (void)dnnl_sgemm('N', 'T', nq, n, d, static_cast<float>(scale), qh, q_rs, kh, kv_rs, 0.0f,
                          lp, n);
         SoftmaxRows(lp, biasp != nullptr ? biasp + bi * n : nullptr, pp, nq, n);

@@ -18,7 +18,9 @@
 // float32 on the CPU. Results agree with ATen to float32 rounding (tests compare against
 // the ATen path).
 // Thread-safety: stateless; may be called from many threads. Parallelism follows
-// at::get_num_threads(). Errors: c10::Error on bad shapes.
+// at::get_num_threads(): ATen's OpenMP threads each run oneDNN single-threaded on their
+// share (GEMM column blocks, (image, head) attention tasks, rows). Errors: c10::Error on bad
+// shapes.
 #ifndef VITSERVE_SERVER_PRUNING_CPU_KERNELS_H_
 #define VITSERVE_SERVER_PRUNING_CPU_KERNELS_H_
 
@@ -40,9 +42,19 @@ torch::Tensor FastLayerNorm(const torch::Tensor& x, const torch::Tensor& weight,
 // non-CPU-float32 x goes through at::gelu_.
 void FastGelu_(torch::Tensor& x);
 
-// y = x · weightᵀ + bias for x [..., K], weight [N, K], bias [N] -> [..., N].
+// What FastLinear does to each output block while it is in cache.
+struct LinearEpilogue {
+  // Added to the output: [..., N] with the output's shape (a copy is made if it is not
+  // contiguous). The sum is (residual + bias) + x · weightᵀ.
+  torch::Tensor residual;
+  // Then GELU (FastGelu_'s erf form) on the sum.
+  bool gelu = false;
+};
+
+// y = x · weightᵀ + bias (+ epilogue) for x [..., K], weight [N, K], bias [N] -> [..., N].
+// With more than one intra-op thread the output columns are split across the threads.
 torch::Tensor FastLinear(const torch::Tensor& x, const torch::Tensor& weight,
-                         const torch::Tensor& bias);
+                         const torch::Tensor& bias, const LinearEpilogue& epilogue = {});
 
 // Multi-head attention core on a fused qkv projection.
 //   q:   [B, Nq, C] queries (a view is fine if its last dim is contiguous)

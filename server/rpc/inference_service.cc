@@ -174,6 +174,7 @@ absl::StatusOr<vitserve::v1::ModelInfo> ServedModelInfo(const InferenceModel& mo
     return absl::InvalidArgumentError(
         absl::StrCat("model '", spec.name, "': ", info.status().message()));
   }
+  for (const std::string& choice : model.kernel_choices()) info->add_kernel_choices(choice);
   for (vitserve::v1::KeepRatePoint& point : *info->mutable_grid()) {
     if (point.expected_accuracy() == 0.0) {
       point.set_expected_accuracy(
@@ -390,6 +391,11 @@ InferenceServiceImpl::~InferenceServiceImpl() { Shutdown(); }
 absl::Status InferenceServiceImpl::WarmUp() {
   for (const auto& state : models_) {
     const ServedModel& served = *state->Current();
+    if (options_.log) {
+      for (const std::string& choice : served.model->kernel_choices()) {
+        options_.log(absl::StrCat("model '", state->name, "': gemm ", choice));
+      }
+    }
     if (absl::Status s =
             WarmUpModel(*served.model, 1, served.model->spec().pruning.default_keep_rate);
         !s.ok()) {

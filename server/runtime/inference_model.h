@@ -46,6 +46,11 @@ class InferenceModel {
   // unstructured sparsity); 0 when not measured.
   virtual double weight_zero_fraction() const { return 0.0; }
 
+  // The kernels chosen for this machine at load time, one line per choice (e.g. the CPU
+  // GEMM kernel per linear-layer shape, with the timings it was chosen by); empty when
+  // nothing was chosen by measurement.
+  virtual std::vector<std::string> kernel_choices() const { return {}; }
+
   // Runs all `images` as one batch at `keep_rate` in (0, 1] (1 = dense schedule of the
   // method). Every image must have the model's input shape. Returns one result per
   // image, in order. Errors: INVALID_ARGUMENT (shape / keep-rate), INTERNAL (LibTorch
@@ -70,6 +75,9 @@ struct ModelLoadOptions {
   // LibTorch intra-op threads (at::set_num_threads; process-wide, so the last model
   // loaded with a value > 0 wins). 0 = leave LibTorch's current setting.
   int intra_op_threads = 0;
+  // CPU float32: time the GEMM kernels per linear-layer shape at load and run the faster
+  // (server/pruning/gemm_plan.h); false = oneDNN everywhere, nothing timed.
+  bool time_gemm_kernels = true;
 };
 
 // Loads <spec.weights_path> (safetensors or PyTorch zip checkpoint), validates the keys

@@ -30,6 +30,30 @@ TEST(CpuKernelsTest, FastLinearEqualsAtenLinear) {
             1e-4f);
 }
 
+TEST(CpuKernelsTest, FastLinearEpiloguesAndThreadSplitEqualAten) {
+  torch::manual_seed(2);
+  const int threads_before = at::get_num_threads();
+  for (int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    // n = 40 splits into column blocks of 32 and 8 with two threads.
+    for (int64_t n : {40, 7, 384}) {
+      torch::Tensor x = torch::randn({3, 11, 32});
+      torch::Tensor w = torch::randn({n, 32});
+      torch::Tensor b = torch::randn({n});
+      torch::Tensor big = torch::randn({3, 13, n});
+      torch::Tensor residual = big.narrow(1, 1, 11);  // not contiguous
+      torch::Tensor plain = at::linear(x, w, b);
+      EXPECT_LE(MaxDiff(FastLinear(x, w, b), plain), 1e-4f) << threads << " threads, n " << n;
+      LinearEpilogue both;
+      both.residual = residual;
+      both.gelu = true;
+      EXPECT_LE(MaxDiff(FastLinear(x, w, b, both), at::gelu(plain + residual)), 1e-4f)
+          << threads << " threads, n " << n;
+    }
+  }
+  at::set_num_threads(threads_before);
+}
+
 TEST(CpuKernelsTest, FastLayerNormEqualsAtenLayerNorm) {
   torch::manual_seed(3);
   // Against a float64 reference: within 3e-5 of it, or within twice ATen's own float32 error
@@ -114,6 +138,22 @@ TEST(CpuKernelsTest, FastAttentionEqualsReferenceOnQkvViews) {
   EXPECT_LE(MaxDiff(FastAttention(q2, kv, heads, scale, {}, nullptr),
                     ReferenceAttention(q2, kv, heads, scale, {}, nullptr)),
             1e-5f);
+}
+
+TEST(CpuKernelsTest, FastAttentionWithTwoThreadsEqualsReference) {
+  torch::manual_seed(5);
+  const int threads_before = at::get_num_threads();
+  at::set_num_threads(2);
+  const int64_t b = 2, n = 9, c = 24, heads = 3;
+  torch::Tensor qkv = torch::randn({b, n, 3 * c});
+  torch::Tensor cls, want_cls;
+  torch::Tensor got =
+      FastAttention(qkv.narrow(2, 0, c), qkv.narrow(2, c, 2 * c), heads, 0.3, {}, &cls);
+  torch::Tensor want =
+      ReferenceAttention(qkv.narrow(2, 0, c), qkv.narrow(2, c, 2 * c), heads, 0.3, {}, &want_cls);
+  at::set_num_threads(threads_before);
+  EXPECT_LE(MaxDiff(got, want), 1e-5f);
+  EXPECT_LE(MaxDiff(cls, want_cls), 1e-6f);
 }
 
 }  // namespace

@@ -1,0 +1,96 @@
+// Per-machine choice of the GEMM kernel behind FastLinear (cpu_kernels.h), made when a
+// model loads by timing the candidates, per layer shape, on the machine that runs it.
+//
+// Candidates: kOneDnn (oneDNN's sgemm, JIT for AVX-512 or AVX2, its output columns split
+// across the intra-op threads) and kAten (at::linear: Debian's OpenBLAS with its own
+// threading). Which wins depends on the ISA (on an AVX-512 machine OpenBLAS runs its AVX2
+// "Haswell" kernel), the core count and the shape; the developers' machine, CI and users'
+// machines differ, so it is measured rather than assumed.
+//
+// A GemmPlan is immutable once made. FastLinear consults the plan made current on the
+// calling thread by a ScopedGemmPlan (VitInferenceModel::Run does that around a forward)
+// and runs oneDNN for shapes the plan does not list or when no plan is current.
+// Thread-safety: plans are read-only; the current plan is per thread.
+#ifndef VITSERVE_SERVER_PRUNING_GEMM_PLAN_H_
+#define VITSERVE_SERVER_PRUNING_GEMM_PLAN_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace vitserve {
+
+enum class GemmKernel { kOneDnn, kAten };
+
+// "onednn" | "aten".
+const char* GemmKernelName(GemmKernel kernel);
+
+// An [m, k] x [k, n] product (a linear layer on m rows).
+struct GemmShape {
+  int64_t m = 0;  // rows: tokens x images
+  int64_t n = 0;  // output features
+  int64_t k = 0;  // input features
+};
+
+struct GemmChoice {
+  GemmShape shape;
+  GemmKernel kernel = GemmKernel::kOneDnn;
+  double onednn_seconds = 0;  // 0 when not measured (oneDNN not compiled in)
+  double aten_seconds = 0;
+};
+
+// Seconds one call of `run` takes with `kernel` on `shape`. The real timer runs it a few
+// times; tests inject one that returns chosen numbers.
+using GemmTimer = std::function<double(GemmKernel kernel, const GemmShape& shape,
+                                       const std::function<void()>& run)>;
+
+// Best wall time of `repeats` runs after one warm-up run.
+GemmTimer WallClockGemmTimer(int repeats);
+
+class GemmPlan {
+ public:
+  GemmPlan() = default;
+  explicit GemmPlan(std::vector<GemmChoice> choices) : choices_(std::move(choices)) {}
+
+  // The kernel for an m x n x k product: the choice for the same (n, k) whose m is
+  // closest on a log scale; kOneDnn when (n, k) is not in the plan.
+  GemmKernel Lookup(int64_t m, int64_t n, int64_t k) const;
+
+  const std::vector<GemmChoice>& choices() const { return choices_; }
+
+  // One line per choice: "197x1152x384 onednn (onednn 1.234 ms, aten 2.345 ms)".
+  std::vector<std::string> Describe() const;
+
+ private:
+  std::vector<GemmChoice> choices_;
+};
+
+// Times both candidates on random float32 inputs of each shape (duplicates measured once)
+// and keeps the faster; with oneDNN not compiled in every shape gets kAten, untimed.
+GemmPlan ChooseGemmKernels(const std::vector<GemmShape>& shapes, const GemmTimer& timer);
+
+// ChooseGemmKernels with WallClockGemmTimer(2), memoised for the process per (shape,
+// intra-op thread count): every model loaded in one process runs a shape with the same
+// kernel, so two loads of the same weights give bitwise equal results, and a later load
+// times only shapes not seen before. Thread-safe (loads are serialised while timing).
+GemmPlan ChooseGemmKernelsOnce(const std::vector<GemmShape>& shapes);
+
+// Makes `plan` (may be null: none) current on this thread for the guard's lifetime.
+class ScopedGemmPlan {
+ public:
+  explicit ScopedGemmPlan(const GemmPlan* plan);
+  ~ScopedGemmPlan();
+  ScopedGemmPlan(const ScopedGemmPlan&) = delete;
+  ScopedGemmPlan& operator=(const ScopedGemmPlan&) = delete;
+
+ private:
+  const GemmPlan* previous_;
+};
+
+// The plan current on this thread, or null.
+const GemmPlan* CurrentGemmPlan();
+
+}  // namespace vitserve
+
+#endif  // VITSERVE_SERVER_PRUNING_GEMM_PLAN_H_

@@ -1,0 +1,88 @@
+#include "server/pruning/gemm_plan.h"
+
+#include <torch/torch.h>
+
+#include <map>
+#include <utility>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "server/pruning/cpu_kernels.h"
+
+namespace vitserve {
+namespace {
+
+// A timer that runs nothing and returns the seconds listed per (kernel, n): the choice
+// must follow the timings, whatever this machine is.
+GemmTimer FakeTimer(std::map<std::pair<GemmKernel, int64_t>, double> seconds, int* calls) {
+  return [seconds = std::move(seconds), calls](GemmKernel kernel, const GemmShape& shape,
+                                               const std::function<void()>&) {
+    ++*calls;
+    return seconds.at({kernel, shape.n});
+  };
+}
+
+TEST(GemmPlanTest, ChoosesTheFasterKernelPerShape) {
+  if (!FastCpuKernelsAvailable()) GTEST_SKIP() << "oneDNN not compiled in";
+  int calls = 0;
+  const GemmTimer timer = FakeTimer({{{GemmKernel::kOneDnn, 48}, 2e-3},
+                                     {{GemmKernel::kAten, 48}, 1e-3},
+                                     {{GemmKernel::kOneDnn, 64}, 1e-3},
+                                     {{GemmKernel::kAten, 64}, 3e-3}},
+                                    &calls);
+  // The (5, 48, 32) duplicate is timed once.
+  const GemmPlan plan =
+      ChooseGemmKernels({{5, 48, 32}, {5, 48, 32}, {40, 64, 32}, {400, 64, 32}}, timer);
+  EXPECT_EQ(calls, 6);
+  ASSERT_EQ(plan.choices().size(), 3u);
+  EXPECT_EQ(plan.Lookup(5, 48, 32), GemmKernel::kAten);
+  EXPECT_EQ(plan.Lookup(40, 64, 32), GemmKernel::kOneDnn);
+  // Other m: the nearest measured m of the same (n, k); unknown (n, k): oneDNN.
+  EXPECT_EQ(plan.Lookup(7, 48, 32), GemmKernel::kAten);
+  EXPECT_EQ(plan.Lookup(1000, 64, 32), GemmKernel::kOneDnn);
+  EXPECT_EQ(plan.Lookup(5, 48, 33), GemmKernel::kOneDnn);
+  const std::vector<std::string> lines = plan.Describe();
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0], "5x48x32 aten (onednn 2.000 ms, aten 1.000 ms)");
+}
+
+TEST(GemmPlanTest, LookupPicksTheClosestMeasuredRowCount) {
+  GemmChoice small{{10, 8, 8}, GemmKernel::kAten, 1e-3, 5e-4};
+  GemmChoice large{{1000, 8, 8}, GemmKernel::kOneDnn, 1e-3, 2e-3};
+  const GemmPlan plan({small, large});
+  EXPECT_EQ(plan.Lookup(50, 8, 8), GemmKernel::kAten);     // log-closer to 10
+  EXPECT_EQ(plan.Lookup(200, 8, 8), GemmKernel::kOneDnn);  // log-closer to 1000
+}
+
+TEST(GemmPlanTest, FastLinearFollowsTheCurrentPlanAndBothKernelsAgree) {
+  torch::manual_seed(4);
+  const torch::Tensor x = torch::randn({6, 32});
+  const torch::Tensor w = torch::randn({40, 32});
+  const torch::Tensor b = torch::randn({40});
+  const torch::Tensor r = torch::randn({6, 40});
+  LinearEpilogue epilogue;
+  epilogue.residual = r;
+  epilogue.gelu = true;
+  const torch::Tensor expected = at::gelu(at::linear(x, w, b) + r);
+  for (GemmKernel kernel : {GemmKernel::kOneDnn, GemmKernel::kAten}) {
+    GemmChoice choice;
+    choice.shape = {6, 40, 32};
+    choice.kernel = kernel;
+    const GemmPlan plan({choice});
+    ScopedGemmPlan scope(&plan);
+    EXPECT_EQ(CurrentGemmPlan(), &plan);
+    EXPECT_LE((FastLinear(x, w, b, epilogue) - expected).abs().max().item<float>(), 1e-4f)
+        << GemmKernelName(kernel);
+  }
+  EXPECT_EQ(CurrentGemmPlan(), nullptr);
+}
+
+TEST(GemmPlanTest, WallClockTimerRunsWarmUpPlusRepeats) {
+  int runs = 0;
+  const double seconds = WallClockGemmTimer(3)(GemmKernel::kOneDnn, {1, 1, 1}, [&] { ++runs; });
+  EXPECT_EQ(runs, 4);
+  EXPECT_GE(seconds, 0.0);
+}
+
+}  // namespace
+}  // namespace vitserve
