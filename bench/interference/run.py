@@ -9,12 +9,15 @@ Per repeat, on a fresh server each time (so no run inherits another's learned st
        2x-hog   the same with a one-thread CPU hog from 10 s into the run
        0.5x     Python client at 0.5 x capacity
        vitclient  `vitclient bench` at 2 x capacity, same budget, the PNG images
+     A condition ending in -noguard (e.g. 2x-noguard) runs the server with
+     --budget_miss_target=0: no latency guard, the scheduler as before issue #24.
 The server's vitserve_latency_budget_total and vitserve_rejections_total are scraped before and
 after each run (cross-check of the client's counts). Each run records the 1-minute load average
 and the busy CPU fraction: the machine is shared, and that is interference too.
 
 Usage: bench/interference/run.py --build BUILD_DIR [--repeats 3] [--duration_s 20]
          [--conditions 2x,2x-hog,0.5x,vitclient] [--out_dir DIR] [--server_flags "..."]
+         [--capacity_rps R --budget_ms B]   (pin the load instead of measuring it)
 Prints a markdown table; every run's JSON lands in --out_dir.
 """
 
@@ -107,9 +110,15 @@ def run_vitclient(build, server, rate, budget_ms, duration_s, seed, out_json):
 
 
 def one_run(args, condition, repeat, plan, log_prefix):
-    server = Server(os.path.join(args.build, "server", "vitserve"), shlex.split(args.server_flags),
-                    log_prefix)
+    flags = shlex.split(args.server_flags)
+    if condition.endswith("-noguard"):  # the same without the latency guard (the "before")
+        flags.append("--budget_miss_target=0")
+        condition = condition[: -len("-noguard")]
+    server = Server(os.path.join(args.build, "server", "vitserve"), flags, log_prefix)
     try:
+        if plan is None and args.capacity_rps:  # pinned (A/B comparisons at one load)
+            plan = {"capacity_rps": args.capacity_rps, "light_ms": args.budget_ms / 4,
+                    "budget_ms": args.budget_ms}
         if plan is None:  # first run of the repeat: measure capacity and light latency here
             cap = client("capacity", server.address, "--concurrency=8", "--seconds=5")
             light = client("light", server.address)
@@ -137,7 +146,8 @@ def one_run(args, condition, repeat, plan, log_prefix):
                                                              "vitserve_budget_miss_ratio")}
         result["loadavg_before"] = float(load_before)
         result["loadavg_after"] = float(open("/proc/loadavg").read().split()[0])
-        result.update({"condition": condition, "repeat": repeat, "rate": rate, "plan": plan})
+        result.update({"condition": os.path.basename(log_prefix).rsplit("-", 1)[0],
+                       "repeat": repeat, "rate": rate, "plan": plan, "server_flags": flags})
         with open(out_json, "w") as f:
             json.dump(result, f, indent=1)
         return result, plan
@@ -172,6 +182,9 @@ def main():
     parser.add_argument("--hog_at_s", type=float, default=10.0)
     parser.add_argument("--conditions", default="2x,2x-hog,0.5x,vitclient")
     parser.add_argument("--server_flags", default="")
+    parser.add_argument("--capacity_rps", type=float,
+                        help="skip the measurement: use this capacity and --budget_ms")
+    parser.add_argument("--budget_ms", type=float)
     parser.add_argument("--out_dir", default=tempfile.mkdtemp(prefix="interference_"))
     args = parser.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
