@@ -60,6 +60,12 @@ void LatencyGuard::ObserveRequest(absl::Time at, bool met) {
   log_boost_ = std::clamp(log_boost_, 0.0, std::log(options_.max_factor));
 }
 
+void LatencyGuard::ObserveRefusal(absl::Time at) {
+  (void)at;  // the boost is counted per request, not per unit of time
+  absl::MutexLock lock(&mu_);
+  log_boost_ = std::max(0.0, log_boost_ - options_.miss_step);
+}
+
 double LatencyGuard::FactorLocked() const {
   const double gap = predicted_sum_ > 0.0 ? observed_sum_ / predicted_sum_ : 1.0;
   return std::min(options_.max_factor, std::max(1.0, gap) * std::exp(log_boost_));

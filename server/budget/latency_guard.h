@@ -22,6 +22,10 @@
 //            while misses exceed the target (each miss +miss_step, ~5 %) and falls when they
 //            are below it; with no misses at all, one miss is undone by (1 − target)/target
 //            met requests (199 at 0.5 %), i.e. seconds to tens of seconds. b in [1, max_factor].
+//            A request the policy refuses at once moves log(b) by −miss_step: a refusal
+//            costs the client as much as a miss, so b rises only while misses outnumber
+//            refusals. Without this, misses a larger factor cannot prevent (stalls of the
+//            whole machine) drove b to its maximum and the policy refused most requests.
 //   F = min(max_factor, max(1, g) × b).
 //
 // It also keeps the recent miss ratio for metrics: misses / requests, both sums decayed with
@@ -80,6 +84,9 @@ class LatencyGuard {
   // One admitted request with a budget, answered at `at`: met or missed (a request that
   // expired in the queue missed).
   void ObserveRequest(absl::Time at, bool met);
+
+  // One budgeted request the policy refused at once (budget judged unmeetable), at `at`.
+  void ObserveRefusal(absl::Time at);
 
   // F, the multiplier for predicted compute times.
   double Factor() const;

@@ -756,6 +756,11 @@ absl::Status InferenceServiceImpl::Admit(
   if (metrics_ != nullptr) metrics_->AddInFlight(1);
   absl::Status scheduled = scheduler_->Schedule(key, &task);
   if (!scheduled.ok()) {
+    // Refused on arrival by the policy (DEADLINE_EXCEEDED before the deadline).
+    if (model->guard != nullptr && scheduled.code() == absl::StatusCode::kDeadlineExceeded &&
+        clock_->Now() < deadline) {
+      model->guard->ObserveRefusal(clock_->Now());
+    }
     --model->queued;
     if (metrics_ != nullptr) metrics_->AddInFlight(-1);
     return refuse(scheduled);
@@ -918,12 +923,14 @@ void InferenceServiceImpl::ObserveBudget(const InferenceTask& task,
   if (result.ok()) {
     guard->ObserveRequest(
         now, result->timing().total_seconds() <= absl::ToDoubleSeconds(task.attrs.latency_budget));
-  } else if (result.status().code() == absl::StatusCode::kDeadlineExceeded &&
-             now >= task.attrs.deadline) {
-    guard->ObserveRequest(now, /*met=*/false);  // expired in the queue
+  } else if (result.status().code() == absl::StatusCode::kDeadlineExceeded) {
+    if (now >= task.attrs.deadline) {
+      guard->ObserveRequest(now, /*met=*/false);  // expired in the queue
+    } else {
+      guard->ObserveRefusal(now);  // the policy refused it at once (rule 1b)
+    }
   }
-  // Other failures (the policy's early refusals, cancellations, errors) say nothing about
-  // the predictions.
+  // Other failures (cancellations, errors) say nothing about the predictions.
 }
 
 void InferenceServiceImpl::Answer(std::unique_ptr<InferenceTask> task,

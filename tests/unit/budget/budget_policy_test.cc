@@ -735,8 +735,8 @@ struct SimulationSetup {
   // times as long (the latency table is not refined: only a guard can correct).
   double slowdown = 1.0;
   absl::Duration slow_from = absl::ZeroDuration();
-  // Fed like the service feeds it: every batch (predicted vs taken) and every admitted
-  // request that ran (met or missed) or expired in the queue. Null = none.
+  // Fed like the service feeds it: every batch (predicted vs taken), every admitted
+  // request that ran (met or missed) or expired in the queue, every refusal. Null = none.
   LatencyGuard* guard = nullptr;
 };
 
@@ -789,6 +789,9 @@ SimulationResult Simulate(const BatchPolicy& policy, const LatencyTable& table,
     std::vector<bool> gone(queue.size(), false);
     for (const auto& reject : d.reject) gone[reject.first] = true;
     result.rejected += static_cast<int>(d.reject.size());
+    for (size_t r = 0; setup.guard != nullptr && r < d.reject.size(); ++r) {
+      setup.guard->ObserveRefusal(now);
+    }
     absl::Time free_at = now;
     if (!d.batch.empty()) {
       const absl::Duration predicted = table.Predict(d.keep_rate, static_cast<int>(d.batch.size()));
@@ -826,6 +829,7 @@ SimulationResult Simulate(const BatchPolicy& policy, const LatencyTable& table,
         queue.push_back(arrival);
       } else {
         ++result.rejected;
+        if (setup.guard != nullptr) setup.guard->ObserveRefusal(arrival.enqueue_time);
       }
     }
     if (!d.batch.empty() || !d.reject.empty()) {

@@ -124,6 +124,27 @@ TEST(LatencyGuardTest, RelaxesSlowlyWhenMissesStop) {
   EXPECT_LT(guard->GetState().miss_ratio, 1e-3);
 }
 
+// A refusal costs the client as much as a miss: the boost rises only while misses
+// outnumber refusals, so misses a larger factor cannot prevent do not drive the policy into
+// refusing everything.
+TEST(LatencyGuardTest, RefusalsOffsetMisses) {
+  FakeClock clock;
+  auto guard = MakeGuard();
+  RunRequests(*guard, clock, 10, absl::Milliseconds(5), 1);  // 10 misses: e^0.5
+  EXPECT_NEAR(guard->Factor(), std::exp(0.5), 1e-9);
+  for (int i = 0; i < 4; ++i) guard->ObserveRefusal(clock.Now());
+  EXPECT_NEAR(guard->Factor(), std::exp(0.3), 1e-9);
+  // As many refusals as misses: no net rise (met requests then pull it down).
+  for (int i = 0; i < 100; ++i) {
+    clock.Advance(absl::Milliseconds(5));
+    guard->ObserveRequest(clock.Now(), /*met=*/false);
+    guard->ObserveRefusal(clock.Now());
+  }
+  EXPECT_NEAR(guard->Factor(), std::exp(0.3), 1e-9);
+  for (int i = 0; i < 20; ++i) guard->ObserveRefusal(clock.Now());
+  EXPECT_EQ(guard->Factor(), 1.0);  // never below 1
+}
+
 TEST(LatencyGuardTest, MissesAtTheTargetHoldTheBoostSteady) {
   FakeClock clock;
   auto guard = MakeGuard();
