@@ -115,6 +115,10 @@ ABSL_FLAG(double, budget_target_utilization, 0.8,
           "--scheduler=budget: the load cap. The policy serves no keep-rate at which the "
           "recent arrival rate would take more than this fraction of the device's time "
           "(full batches, predicted); in [0, 1], 0 = off.");
+ABSL_FLAG(double, budget_miss_target, 0.005,
+          "--scheduler=budget: target ratio of admitted budgeted requests that miss their "
+          "budget; predictions are inflated while misses or batch times exceed it "
+          "(docs/scheduler.md, \"Interference\"). In [0, 1); 0 = no such correction.");
 ABSL_FLAG(int, drain_timeout_s, 30,
           "On SIGTERM, how long in-flight requests may take before they are cancelled.");
 
@@ -156,6 +160,12 @@ int Run() {
   if (!(target_utilization >= 0.0 && target_utilization <= 1.0)) {
     std::cerr << "vitserve: --budget_target_utilization must be in [0, 1], got "
               << target_utilization << std::endl;
+    return 2;
+  }
+  const double miss_target = absl::GetFlag(FLAGS_budget_miss_target);
+  if (!(miss_target >= 0.0 && miss_target < 1.0)) {
+    std::cerr << "vitserve: --budget_miss_target must be in [0, 1), got " << miss_target
+              << std::endl;
     return 2;
   }
   const int threads = absl::GetFlag(FLAGS_threads) > 0
@@ -219,6 +229,7 @@ int Run() {
   service_options.safety_fraction = safety_fraction;
   service_options.safety_margin = absl::Microseconds(std::llround(1e3 * safety_margin_ms));
   service_options.target_utilization = target_utilization;
+  service_options.guard_miss_target = miss_target;
   service_options.log = [](const std::string& line) {
     std::cerr << "vitserve: " << line << std::endl;
   };

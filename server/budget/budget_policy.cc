@@ -56,7 +56,8 @@ float LoadCapKeepRate(const LatencyTable& table, double arrival_rate, double tar
 }
 
 absl::StatusOr<std::unique_ptr<BudgetPolicy>> BudgetPolicy::Create(
-    const Options& options, std::shared_ptr<const LatencyModel> latency_model) {
+    const Options& options, std::shared_ptr<const LatencyModel> latency_model,
+    std::shared_ptr<const LatencyGuard> guard) {
   if (options.max_batch_size < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_batch_size must be >= 1, got ", options.max_batch_size));
@@ -86,36 +87,38 @@ absl::StatusOr<std::unique_ptr<BudgetPolicy>> BudgetPolicy::Create(
         absl::StrCat("parallel_batches must be >= 1, got ", options.parallel_batches));
   }
   if (latency_model == nullptr) return absl::InvalidArgumentError("latency_model is required");
-  return std::unique_ptr<BudgetPolicy>(new BudgetPolicy(options, std::move(latency_model)));
+  return std::unique_ptr<BudgetPolicy>(
+      new BudgetPolicy(options, std::move(latency_model), std::move(guard)));
 }
 
 absl::Duration BudgetPolicy::GuardedCompute(const LatencyTable& table, float keep_rate,
-                                            int batch_size) const {
-  return table.Predict(keep_rate, batch_size) * (1.0 + options_.safety_fraction) +
+                                            int batch_size, double safety_factor) const {
+  return table.Predict(keep_rate, batch_size) * (safety_factor * (1.0 + options_.safety_fraction)) +
          options_.safety_margin;
 }
 
 BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now) const {
   const std::shared_ptr<const LatencyTable> table = latency_model_->Snapshot();
-  return Decide(queue, now, *table);
+  return Decide(queue, now, *table, SafetyFactor());
 }
 
 BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
-                                   const LatencyTable& table) const {
-  return DecideFrom(queue, now, now, /*rejects_only=*/false, table);
+                                   const LatencyTable& table, double safety_factor) const {
+  return DecideFrom(queue, now, now, /*rejects_only=*/false, table, safety_factor);
 }
 
 absl::Status BudgetPolicy::Admit(const QueueSnapshot& queue, absl::Time now,
                                  absl::Time free_at) const {
   const std::shared_ptr<const LatencyTable> table = latency_model_->Snapshot();
-  return Admit(queue, now, free_at, *table);
+  return Admit(queue, now, free_at, *table, SafetyFactor());
 }
 
 absl::Status BudgetPolicy::Admit(const QueueSnapshot& queue, absl::Time now, absl::Time free_at,
-                                 const LatencyTable& table) const {
+                                 const LatencyTable& table, double safety_factor) const {
   if (queue.tasks.empty()) return absl::OkStatus();
   const size_t last = queue.tasks.size() - 1;
-  BatchDecision d = DecideFrom(queue, now, std::max(now, free_at), /*rejects_only=*/true, table);
+  BatchDecision d =
+      DecideFrom(queue, now, std::max(now, free_at), /*rejects_only=*/true, table, safety_factor);
   for (auto& [index, status] : d.reject) {
     if (index == last) return status;
   }
@@ -124,7 +127,7 @@ absl::Status BudgetPolicy::Admit(const QueueSnapshot& queue, absl::Time now, abs
 
 BatchDecision BudgetPolicy::DecideFrom(const QueueSnapshot& queue, absl::Time now,
                                        absl::Time scan_start, bool rejects_only,
-                                       const LatencyTable& table) const {
+                                       const LatencyTable& table, double safety_factor) const {
   BatchDecision decision;
   const std::vector<float>& levels = table.keep_rate_levels();  // highest first
 
@@ -134,7 +137,8 @@ BatchDecision BudgetPolicy::DecideFrom(const QueueSnapshot& queue, absl::Time no
   std::vector<absl::Duration> grid(levels.size() * max_n);
   for (size_t l = 0; l < levels.size(); ++l) {
     for (size_t n = 1; n <= max_n; ++n) {
-      grid[l * max_n + n - 1] = GuardedCompute(table, levels[l], static_cast<int>(n));
+      grid[l * max_n + n - 1] =
+          GuardedCompute(table, levels[l], static_cast<int>(n), safety_factor);
     }
   }
   auto guarded = [&](float rate, int n) -> absl::Duration {
@@ -143,7 +147,7 @@ BatchDecision BudgetPolicy::DecideFrom(const QueueSnapshot& queue, absl::Time no
         if (levels[l] == rate) return grid[l * max_n + static_cast<size_t>(n) - 1];
       }
     }
-    return GuardedCompute(table, rate, n);  // a fixed keep-rate off the grid
+    return GuardedCompute(table, rate, n, safety_factor);  // a fixed keep-rate off the grid
   };
   // 2c. The load cap: the highest level at which the offered load fits the device. Set
   // below, after admission's early return (rule 1b does not use it).
@@ -271,7 +275,8 @@ BatchDecision BudgetPolicy::DecideFrom(const QueueSnapshot& queue, absl::Time no
             " exceeds the remaining budget ", absl::FormatDuration(t.bound - now))));
   }
   if (rejects_only) return decision;
-  cap = LoadCapKeepRate(table, queue.arrival_rate, options_.target_utilization,
+  // The guard's factor scales predicted times, so it scales the load they make too.
+  cap = LoadCapKeepRate(table, queue.arrival_rate * safety_factor, options_.target_utilization,
                         options_.max_batch_size, options_.parallel_batches);
 
   struct Candidate {

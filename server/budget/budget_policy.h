@@ -89,8 +89,14 @@
 // Batching key: the caller uses one key per model (not per keep-rate); every batch this
 // policy returns has members that all run at BatchDecision::keep_rate.
 //
-// Thread-safety: Decide() is const and thread-safe; it reads one LatencyModel snapshot per
-// call. Decide(queue, now, table) is a pure function of its arguments (deterministic).
+// Interference (a LatencyGuard, optional): every prediction above (G and the load cap) is
+// multiplied by the guard's safety factor F >= 1, read once per decision; F grows when
+// batches run longer than predicted or admitted requests miss their budgets
+// (latency_guard.h). Without a guard F = 1.
+//
+// Thread-safety: Decide() is const and thread-safe; it reads one LatencyModel snapshot and
+// one guard factor per call. Decide(queue, now, table, factor) is a pure function of its
+// arguments (deterministic).
 #ifndef VITSERVE_SERVER_BUDGET_BUDGET_POLICY_H_
 #define VITSERVE_SERVER_BUDGET_BUDGET_POLICY_H_
 
@@ -99,6 +105,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/budget/latency_guard.h"
 #include "server/budget/latency_model.h"
 #include "server/scheduler/batch_policy.h"
 
@@ -141,26 +148,32 @@ class BudgetPolicy : public BatchPolicy {
     int parallel_batches = 1;
   };
 
-  // `latency_model` is shared with whoever calls Observe(); not null. INVALID_ARGUMENT for
+  // `latency_model` is shared with whoever calls Observe(); not null. `guard` (may be null
+  // = factor 1) is shared with whoever feeds it observations. INVALID_ARGUMENT for
   // out-of-range options or a null model.
   static absl::StatusOr<std::unique_ptr<BudgetPolicy>> Create(
-      const Options& options, std::shared_ptr<const LatencyModel> latency_model);
+      const Options& options, std::shared_ptr<const LatencyModel> latency_model,
+      std::shared_ptr<const LatencyGuard> guard = nullptr);
 
-  // Decide(queue, now, *latency_model->Snapshot()).
+  // Decide(queue, now, *latency_model->Snapshot(), guard->Factor()).
   BatchDecision Decide(const QueueSnapshot& queue, absl::Time now) const override;
 
-  // The rule in the file comment, against a fixed table.
-  BatchDecision Decide(const QueueSnapshot& queue, absl::Time now, const LatencyTable& table) const;
+  // The rule in the file comment, against a fixed table, every prediction multiplied by
+  // `safety_factor` (>= 1; the LatencyGuard's F) in G and in the load cap.
+  BatchDecision Decide(const QueueSnapshot& queue, absl::Time now, const LatencyTable& table,
+                       double safety_factor = 1.0) const;
 
   // Rule 1b for the new (last) task with the backlog scan starting at free_at: the
   // running batch's predicted end. DEADLINE_EXCEEDED (message as in rule 1b) when the
   // scan loses it; INVALID_ARGUMENT for an unreachable min_keep_rate; OK otherwise.
   absl::Status Admit(const QueueSnapshot& queue, absl::Time now, absl::Time free_at) const override;
   absl::Status Admit(const QueueSnapshot& queue, absl::Time now, absl::Time free_at,
-                     const LatencyTable& table) const;
+                     const LatencyTable& table, double safety_factor = 1.0) const;
 
-  // G(k, n): the guarded compute time used in every deadline check.
-  absl::Duration GuardedCompute(const LatencyTable& table, float keep_rate, int batch_size) const;
+  // G(k, n): the guarded compute time used in every deadline check,
+  // predicted × safety_factor × (1 + safety_fraction) + safety_margin.
+  absl::Duration GuardedCompute(const LatencyTable& table, float keep_rate, int batch_size,
+                                double safety_factor = 1.0) const;
 
   const Options& options() const { return options_; }
 
@@ -169,13 +182,18 @@ class BudgetPolicy : public BatchPolicy {
   // `rejects_only`, stops after rule 1b (no batch is formed) and reports only the last
   // task's rejection (admission of a newcomer).
   BatchDecision DecideFrom(const QueueSnapshot& queue, absl::Time now, absl::Time scan_start,
-                           bool rejects_only, const LatencyTable& table) const;
+                           bool rejects_only, const LatencyTable& table,
+                           double safety_factor) const;
+  // The guard's factor now (1 without a guard).
+  double SafetyFactor() const { return guard_ == nullptr ? 1.0 : guard_->Factor(); }
 
-  BudgetPolicy(const Options& options, std::shared_ptr<const LatencyModel> latency_model)
-      : options_(options), latency_model_(std::move(latency_model)) {}
+  BudgetPolicy(const Options& options, std::shared_ptr<const LatencyModel> latency_model,
+               std::shared_ptr<const LatencyGuard> guard)
+      : options_(options), latency_model_(std::move(latency_model)), guard_(std::move(guard)) {}
 
   const Options options_;
   const std::shared_ptr<const LatencyModel> latency_model_;
+  const std::shared_ptr<const LatencyGuard> guard_;
 };
 
 }  // namespace vitserve

@@ -203,6 +203,8 @@ struct ModelMetrics {
   Gauge* queue_depth = nullptr;
   std::atomic<Gauge*> arrival_rate{nullptr};  // budget scheduler only: created on first use
   std::atomic<Gauge*> keep_rate_cap{nullptr};
+  std::atomic<Gauge*> safety_factor{nullptr};  // budget scheduler with a guard only
+  std::atomic<Gauge*> miss_ratio{nullptr};
   // [method index][grpc code]
   std::array<std::array<std::atomic<Counter*>, kNumGrpcCodes>, kNumMethods + 1> requests{};
   std::array<std::atomic<Counter*>, kBudgetOutcomes.size()> budget{};
@@ -264,6 +266,12 @@ class ServerMetricsImpl : public ServerMetrics {
         keep_rate_cap_(Build<prometheus::Gauge>(
             "vitserve_keep_rate_cap",
             "Highest keep-rate (ratio 0-1) the budget scheduler serves at the current load.")),
+        safety_factor_(Build<prometheus::Gauge>(
+            "vitserve_latency_safety_factor",
+            "Multiplier (>= 1) the budget scheduler applies to predicted compute times.")),
+        miss_ratio_(Build<prometheus::Gauge>(
+            "vitserve_budget_miss_ratio",
+            "Recent ratio (0-1) of admitted budgeted requests that missed their budget.")),
         in_flight_(Build<prometheus::Gauge>("vitserve_in_flight_requests",
                                             "Requests admitted and not yet answered.")),
         model_info_(Build<prometheus::Gauge>(
@@ -410,6 +418,16 @@ class ServerMetricsImpl : public ServerMetrics {
     }).Set(static_cast<double>(keep_rate_cap));
   }
 
+  void SetLatencyGuard(const std::string& model, double safety_factor, double miss_ratio) override {
+    ModelMetrics& m = Model(model);
+    Lazy(m.safety_factor, [&]() -> Gauge& {
+      return safety_factor_.Add({{"model", m.label}});
+    }).Set(safety_factor);
+    Lazy(m.miss_ratio, [&]() -> Gauge& {
+      return miss_ratio_.Add({{"model", m.label}});
+    }).Set(miss_ratio);
+  }
+
   void AddInFlight(int64_t delta) override {
     in_flight_gauge_->Increment(static_cast<double>(delta));
   }
@@ -535,6 +553,8 @@ class ServerMetricsImpl : public ServerMetrics {
   Family<Gauge>& queue_depth_;
   Family<Gauge>& arrival_rate_;
   Family<Gauge>& keep_rate_cap_;
+  Family<Gauge>& safety_factor_;
+  Family<Gauge>& miss_ratio_;
   Family<Gauge>& in_flight_;
   Family<Gauge>& model_info_;
   Family<Histogram>& latency_abs_error_;

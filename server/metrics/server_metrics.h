@@ -99,6 +99,11 @@ class ServerMetrics {
   //   vitserve_arrival_rate{model}   requests per second offered recently (admitted or not)
   //   vitserve_keep_rate_cap{model}  the highest keep-rate that load leaves (rule 2c)
   virtual void SetLoad(const std::string& model, double arrival_rate, float keep_rate_cap) = 0;
+  // The budget scheduler's interference guard (server/budget/latency_guard.h), per model:
+  //   vitserve_latency_safety_factor{model}  multiplier on predicted compute (>= 1)
+  //   vitserve_budget_miss_ratio{model}      recent missed / admitted budgeted requests (0-1)
+  virtual void SetLatencyGuard(const std::string& model, double safety_factor,
+                               double miss_ratio) = 0;
   // vitserve_in_flight_requests: admitted and not yet answered, all models.
   virtual void AddInFlight(int64_t delta) = 0;
   // vitserve_model_info{model,method,version} = 1. Announces the model (see the label rules

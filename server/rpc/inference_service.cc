@@ -55,6 +55,8 @@ struct ModelState {
   std::atomic<int64_t> queued{0};  // admitted, not yet in a running batch
   // kBudget: the model's latency model (shared with its BudgetPolicy); null under kFixed.
   std::shared_ptr<LatencyModel> latency;
+  // kBudget with guard_miss_target > 0: the model's LatencyGuard (shared with its policy).
+  std::shared_ptr<LatencyGuard> guard;
   // Pruned images seen, for deterministic shadow sampling.
   std::atomic<uint64_t> shadow_seen{0};
 
@@ -368,8 +370,15 @@ absl::StatusOr<std::unique_ptr<BatchPolicy>> InferenceServiceImpl::MakeBudgetPol
     policy_options.rescue_batching = true;
     policy_options.target_utilization = options_.target_utilization;
     policy_options.parallel_batches = options_.num_batch_threads;
+    if (options_.guard_miss_target > 0.0) {
+      LatencyGuard::Options guard_options;
+      guard_options.target_miss_ratio = options_.guard_miss_target;
+      absl::StatusOr<std::unique_ptr<LatencyGuard>> guard = LatencyGuard::Create(guard_options);
+      if (!guard.ok()) return in_model(guard.status());
+      state->guard = std::move(*guard);
+    }
     absl::StatusOr<std::unique_ptr<BudgetPolicy>> policy =
-        BudgetPolicy::Create(policy_options, state->latency);
+        BudgetPolicy::Create(policy_options, state->latency, state->guard);
     if (!policy.ok()) return in_model(policy.status());
     policies.emplace(state->name, std::move(*policy));
   }
@@ -582,6 +591,11 @@ absl::Status InferenceServiceImpl::Admit(
   if (metrics_ != nullptr) metrics_->AddInFlight(1);
   absl::Status scheduled = scheduler_->Schedule(key, &task);
   if (!scheduled.ok()) {
+    // Refused on arrival by the policy (DEADLINE_EXCEEDED before the deadline).
+    if (model->guard != nullptr && scheduled.code() == absl::StatusCode::kDeadlineExceeded &&
+        clock_->Now() < deadline) {
+      model->guard->ObserveRefusal(clock_->Now());
+    }
     --model->queued;
     if (metrics_ != nullptr) metrics_->AddInFlight(-1);
     return refuse(scheduled);
@@ -614,16 +628,22 @@ void InferenceServiceImpl::ProcessBatch(float keep_rate,
   const double compute_seconds = absl::ToDoubleSeconds(end - start);
   if (model->latency != nullptr && results.ok()) {
     model->latency->Observe(keep_rate, batch_size, end - start).IgnoreError();
+    if (model->guard != nullptr) model->guard->ObserveBatch(end, predicted, end - start);
   }
   if (metrics_ != nullptr) {
     metrics_->OnBatch(model->name, batch_size, keep_rate, compute_seconds);
     if (options_.scheduler == SchedulerKind::kBudget && model->latency != nullptr) {
       // What rule 2c saw for this queue (the budget scheduler keys queues by model name).
       const double arrival_rate = scheduler_->ArrivalRate(model->name);
-      metrics_->SetLoad(
-          model->name, arrival_rate,
-          LoadCapKeepRate(*model->latency->Snapshot(), arrival_rate, options_.target_utilization,
-                          options_.max_batch_size, options_.num_batch_threads));
+      const double factor = model->guard != nullptr ? model->guard->Factor() : 1.0;
+      metrics_->SetLoad(model->name, arrival_rate,
+                        LoadCapKeepRate(*model->latency->Snapshot(), arrival_rate * factor,
+                                        options_.target_utilization, options_.max_batch_size,
+                                        options_.num_batch_threads));
+      if (model->guard != nullptr) {
+        const LatencyGuard::State guard = model->guard->GetState();
+        metrics_->SetLatencyGuard(model->name, guard.factor, guard.miss_ratio);
+      }
     }
     if (model->latency != nullptr && results.ok()) {
       metrics_->OnLatencyPrediction(model->name, absl::ToDoubleSeconds(predicted), compute_seconds);
@@ -730,8 +750,27 @@ void InferenceServiceImpl::Reject(std::unique_ptr<InferenceTask> task, absl::Sta
   Answer(std::move(task), std::move(status));
 }
 
+void InferenceServiceImpl::ObserveBudget(const InferenceTask& task,
+                                         const absl::StatusOr<ClassifyResponse>& result) {
+  LatencyGuard* guard = task.model->guard.get();
+  if (guard == nullptr || task.attrs.deadline == absl::InfiniteFuture()) return;
+  const absl::Time now = clock_->Now();
+  if (result.ok()) {
+    guard->ObserveRequest(
+        now, result->timing().total_seconds() <= absl::ToDoubleSeconds(task.attrs.latency_budget));
+  } else if (result.status().code() == absl::StatusCode::kDeadlineExceeded) {
+    if (now >= task.attrs.deadline) {
+      guard->ObserveRequest(now, /*met=*/false);  // expired in the queue
+    } else {
+      guard->ObserveRefusal(now);  // the policy refused it at once (rule 1b)
+    }
+  }
+  // Other failures (cancellations, errors) say nothing about the predictions.
+}
+
 void InferenceServiceImpl::Answer(std::unique_ptr<InferenceTask> task,
                                   absl::StatusOr<ClassifyResponse> result) {
+  ObserveBudget(*task, result);
   if (metrics_ != nullptr) {
     RequestRecord record;
     record.model = task->model->name;

@@ -17,7 +17,10 @@
 //         run at the model's default keep-rate);
 //         hopeless budgets are answered DEADLINE_EXCEEDED at once with the predicted time.
 //         Every batch's compute time refines the latency model (Observe) and is reported
-//         with the prediction (ServerMetrics::OnLatencyPrediction). GetModelInfo's grid
+//         with the prediction (ServerMetrics::OnLatencyPrediction); with a LatencyGuard
+//         (guard_miss_target > 0) it and every answered budgeted request (met or missed;
+//         not the policy's early refusals) feed the guard's safety factor
+//         (ServerMetrics::SetLatencyGuard). GetModelInfo's grid
 //         carries latency_seconds_by_batch from the current latency table.
 //   * min_keep_rate (0 = the model's minimum) must lie within the model's
 //     [min_keep_rate, max_keep_rate]; priority must be < kNumPriorityLevels (0 = most
@@ -112,6 +115,10 @@ struct InferenceServiceOptions {
   // kBudget only: BudgetPolicy::Options::target_utilization (the load cap, rule 2c);
   // 0 = off.
   double target_utilization = 0.8;
+  // kBudget only: the LatencyGuard's target miss ratio (latency_guard.h): per model, the
+  // policy's predictions are multiplied by a factor that grows when batches run longer than
+  // predicted or admitted requests miss their budgets. In [0, 1); 0 = no guard.
+  double guard_miss_target = 0.005;
   // Accuracy proxy: fraction of pruned images (keep-rate < 1) also run dense after their
   // batch was answered, comparing top-1 and KL(dense || pruned). Sampled deterministically
   // (every 1/fraction-th image). Runs only when no request of the model is waiting, so it
@@ -236,6 +243,10 @@ class InferenceServiceImpl final : public vitserve::v1::InferenceService::Callba
   void WarmUpBatchThread();
   // A full zero batch (max_batch_size) of `model` at its highest and lowest keep-rate.
   absl::Status WarmUpFullBatches(InferenceModel& model) const;
+  // kBudget with a guard: tells the model's LatencyGuard whether an admitted, budgeted
+  // request that ran or expired met its budget.
+  void ObserveBudget(const InferenceTask& task,
+                     const absl::StatusOr<vitserve::v1::ClassifyResponse>& result);
   // Records metrics for a finished request and calls its `done`.
   void Answer(std::unique_ptr<InferenceTask> task,
               absl::StatusOr<vitserve::v1::ClassifyResponse> result);

@@ -313,6 +313,45 @@ TEST_F(BudgetSchedulerTest, HopelessBudgetIsRejectedAtOnceWithThePredictedTime) 
   EXPECT_TRUE(saw_prediction) << "no early rejection naming the predicted time";
 }
 
+// End-to-end budgets: gRPC sends the client's remaining time (grpc-timeout) when the call
+// starts, so time the client spent before sending counts. A deadline set 1 s ahead and used
+// only when 0.8 x the guarded minimum-keep-rate time is left is refused at once with the
+// prediction, although latency_budget_ms alone (5 s) would have been ample.
+TEST_F(BudgetSchedulerTest, ClientDeadlineCountsTimeBeforeTheRequestReachedTheServer) {
+  double dense_ms = 0, min_ms = 0;
+  GuardedTimesMs(&dense_ms, &min_ms);
+  ClassifyRequest request;
+  *request.mutable_tensor() = RandomTensor(300);
+  request.set_latency_budget_ms(5000.0f);
+  {
+    grpc::ClientContext ctx;  // control: the same request with the time left
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+    ClassifyResponse response;
+    grpc::Status status = Stub()->Classify(&ctx, request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+  bool saw_prediction = false;
+  std::string message;
+  for (int attempt = 0; attempt < 5 && !saw_prediction; ++attempt) {
+    grpc::ClientContext ctx;
+    const absl::Time deadline = absl::Now() + absl::Seconds(1);
+    ctx.set_deadline(absl::ToChronoTime(deadline));
+    absl::SleepFor(deadline - absl::Now() - absl::Microseconds(std::lround(800 * min_ms)));
+    ClassifyResponse response;
+    grpc::Status status = Stub()->Classify(&ctx, request, &response);
+    ASSERT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << status.error_message();
+    message = status.error_message();
+    // Else the client's own deadline fired first (a loaded machine): try again.
+    saw_prediction = message.find("predicted compute time") != std::string::npos;
+  }
+  ASSERT_TRUE(saw_prediction) << "no early rejection; last: " << message;
+  // The remaining budget the server judged by is the client's, not latency_budget_ms.
+  const std::string remaining = message.substr(message.rfind(' ') + 1);
+  absl::Duration seen;
+  ASSERT_TRUE(absl::ParseDuration(remaining, &seen)) << message;
+  EXPECT_LT(seen, absl::Milliseconds(min_ms)) << message;
+}
+
 TEST_F(BudgetSchedulerTest, MinKeepRateAndPriorityAreValidated) {
   ClassifyRequest request;
   *request.mutable_tensor() = RandomTensor(3);

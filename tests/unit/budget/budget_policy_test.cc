@@ -415,6 +415,52 @@ TEST(BudgetPolicyTest, SafetyMarginMakesTheChoiceMoreConservative) {
   EXPECT_FLOAT_EQ(Decide(*safe, tasks, now, /*draining=*/true).keep_rate, 0.8f);
 }
 
+TEST(BudgetPolicyTest, SafetyFactorScalesEveryPrediction) {
+  BudgetPolicy::Options options = ExactOptions();
+  options.safety_fraction = 0.1;
+  options.safety_margin = absl::Milliseconds(1);
+  auto policy = MakePolicy(options);
+  auto table = GpuModel()->Snapshot();
+  // 10 ms × 1.5 × 1.1 + 1 ms.
+  EXPECT_EQ(policy->GuardedCompute(*table, 1.0f, 1, 1.5), absl::Microseconds(17500));
+  // 25 ms budget: factor 1 fits 1.0 (12 ms); factor 2 needs 23 ms at 1.0 (fits), factor 2.5
+  // 28.5 ms at 1.0 and 23 ms at 0.8; factor 4 fits nothing (27.4 ms at 0.6): refused.
+  std::vector<QueuedTask> tasks = {Flexible(kT0, absl::Milliseconds(25))};
+  const QueueSnapshot queue{"model", tasks, /*draining=*/true};
+  EXPECT_FLOAT_EQ(policy->Decide(queue, kT0, *table, 1.0).keep_rate, 1.0f);
+  EXPECT_FLOAT_EQ(policy->Decide(queue, kT0, *table, 2.0).keep_rate, 1.0f);
+  EXPECT_FLOAT_EQ(policy->Decide(queue, kT0, *table, 2.5).keep_rate, 0.8f);
+  BatchDecision refused = policy->Decide(queue, kT0, *table, 4.0);
+  EXPECT_THAT(refused.batch, IsEmpty());
+  ASSERT_EQ(refused.reject.size(), 1u);
+  EXPECT_EQ(refused.reject[0].second.code(), absl::StatusCode::kDeadlineExceeded);
+  // The load cap sees the scaled times: 200 tasks/s fits 1.0 (3.25 ms per task at batch 4,
+  // 65 % of the device) but not at factor 1.5 (97.5 %): the cap drops to the lowest level.
+  options = ExactOptions();
+  auto capped = MakePolicy(options);
+  std::vector<QueuedTask> one = {Flexible(kT0, absl::Milliseconds(100))};
+  const QueueSnapshot loaded{"model", one, false, 200.0};
+  EXPECT_FLOAT_EQ(capped->Decide(loaded, kT0 + kDelay, *table, 1.0).keep_rate, 1.0f);
+  EXPECT_FLOAT_EQ(capped->Decide(loaded, kT0 + kDelay, *table, 1.5).keep_rate, 0.6f);
+}
+
+TEST(BudgetPolicyTest, PolicyReadsItsGuardsFactorAtEveryDecision) {
+  auto guard = std::shared_ptr<LatencyGuard>(std::move(*LatencyGuard::Create({})));
+  auto policy = BudgetPolicy::Create(ExactOptions(), GpuModel(), guard);
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  // 11.5 ms: 1.0 (10 ms) fits until the guard's factor passes 1.15.
+  std::vector<QueuedTask> tasks = {Flexible(kT0, absl::Microseconds(11500))};
+  EXPECT_FLOAT_EQ(Decide(**policy, tasks, kT0, /*draining=*/true).keep_rate, 1.0f);
+  for (int i = 0; i < 4; ++i) guard->ObserveRequest(kT0, /*met=*/false);  // e^0.2 = 1.22
+  EXPECT_FLOAT_EQ(Decide(**policy, tasks, kT0, /*draining=*/true).keep_rate, 0.8f);
+  // Admission uses it too: behind a running batch ending at +3 ms, 0.6 (6 ms × 1.22) misses.
+  std::vector<QueuedTask> arrival = {Flexible(kT0, absl::Microseconds(9500))};
+  EXPECT_EQ((*policy)
+                ->Admit(QueueSnapshot{"model", arrival, false}, kT0, kT0 + absl::Milliseconds(3))
+                .code(),
+            absl::StatusCode::kDeadlineExceeded);
+}
+
 TEST(BudgetPolicyTest, MinKeepRateIsRespectedByRejectingRatherThanServingBelowIt) {
   auto policy = MakePolicy(ExactOptions());
   // 7 ms: 0.6 (6 ms) would fit, but the request allows no less than 0.7 -> level 0.8.
@@ -685,6 +731,13 @@ struct SimulationSetup {
   // The device takes predicted × (1 + u), u uniform in [0, jitter) (seeded): a real
   // device's noise around the latency table. 0 = exactly the prediction.
   double jitter = 0.0;
+  // Interference: from `slow_from` after the first arrival on, the device takes `slowdown`
+  // times as long (the latency table is not refined: only a guard can correct).
+  double slowdown = 1.0;
+  absl::Duration slow_from = absl::ZeroDuration();
+  // Fed like the service feeds it: every batch (predicted vs taken), every admitted
+  // request that ran (met or missed) or expired in the queue, every refusal. Null = none.
+  LatencyGuard* guard = nullptr;
 };
 
 // One device, Poisson arrivals with the setup's budgets, the scheduler's expiry rule; the
@@ -725,6 +778,9 @@ SimulationResult Simulate(const BatchPolicy& policy, const LatencyTable& table,
                                [&](const QueuedTask& q) { return q.attributes.deadline <= now; }),
                 queue.end());
     result.expired += static_cast<int>(before - queue.size());
+    for (size_t e = queue.size(); setup.guard != nullptr && e < before; ++e) {
+      setup.guard->ObserveRequest(now, /*met=*/false);
+    }
     if (queue.empty()) {
       if (next < arrivals.size()) now = arrivals[next].enqueue_time;
       continue;
@@ -733,15 +789,24 @@ SimulationResult Simulate(const BatchPolicy& policy, const LatencyTable& table,
     std::vector<bool> gone(queue.size(), false);
     for (const auto& reject : d.reject) gone[reject.first] = true;
     result.rejected += static_cast<int>(d.reject.size());
+    for (size_t r = 0; setup.guard != nullptr && r < d.reject.size(); ++r) {
+      setup.guard->ObserveRefusal(now);
+    }
     absl::Time free_at = now;
     if (!d.batch.empty()) {
-      free_at = now + table.Predict(d.keep_rate, static_cast<int>(d.batch.size())) *
-                          (1.0 + (setup.jitter > 0.0 ? noise(rng) : 0.0));
+      const absl::Duration predicted = table.Predict(d.keep_rate, static_cast<int>(d.batch.size()));
+      const double slow =
+          now >= arrivals.front().enqueue_time + setup.slow_from ? setup.slowdown : 1.0;
+      free_at = now + predicted * slow * (1.0 + (setup.jitter > 0.0 ? noise(rng) : 0.0));
+      if (setup.guard != nullptr) setup.guard->ObserveBatch(free_at, predicted, free_at - now);
       result.ran += static_cast<int>(d.batch.size());
       result.keep_rate_sum += d.keep_rate * static_cast<double>(d.batch.size());
       for (size_t i : d.batch) {
         gone[i] = true;
         if (free_at <= queue[i].attributes.deadline) ++result.on_time;
+        if (setup.guard != nullptr) {
+          setup.guard->ObserveRequest(free_at, free_at <= queue[i].attributes.deadline);
+        }
       }
     }
     std::vector<QueuedTask> rest;
@@ -764,6 +829,7 @@ SimulationResult Simulate(const BatchPolicy& policy, const LatencyTable& table,
         queue.push_back(arrival);
       } else {
         ++result.rejected;
+        if (setup.guard != nullptr) setup.guard->ObserveRefusal(arrival.enqueue_time);
       }
     }
     if (!d.batch.empty() || !d.reject.empty()) {
@@ -902,6 +968,51 @@ TEST(BudgetPolicyTest, OverloadSimulationLoadCapRefusesFewer) {
       << with_cap.rejected << " vs " << cap_off.rejected;
   EXPECT_EQ(rate_unknown.rejected, cap_off.rejected);  // no rate: the cap is off
   EXPECT_LT(with_cap.mean_keep_rate(), cap_off.mean_keep_rate());
+}
+
+// Interference: halfway through, the device becomes 1.6x slower than the latency table
+// (which, unlike the server's, is not refined here) on top of 0-30 % jitter. Without a guard
+// the policy keeps admitting on the old predictions and admitted requests miss; with the
+// guard fed as the service feeds it, the factor follows within a fraction of a second.
+TEST(BudgetPolicyTest, InterferenceSimulationGuardKeepsAdmittedRequestsInTime) {
+  std::shared_ptr<LatencyModel> model =
+      SyntheticModel({1.0f, 0.9f, 0.8f, 0.7f, 0.6f, 0.5f, 0.4f, 0.3f},
+                     [](float k, int b) { return 0.3 + b * (0.2 + 0.6 * k); });
+  auto table = model->Snapshot();
+  auto guard = std::shared_ptr<LatencyGuard>(std::move(*LatencyGuard::Create({})));
+  auto guarded = BudgetPolicy::Create(BudgetPolicy::Options(), model, guard);
+  ASSERT_TRUE(guarded.ok());
+  auto unguarded = MakePolicy(BudgetPolicy::Options(), model);
+  constexpr double kDenseCapacity = 8.0 / 0.0067;  // batch 8 at 1.0: 6.7 ms
+  constexpr int kRequests = 6000;                  // 5 s at dense capacity
+  SimulationSetup setup;
+  setup.budgets_ms = {20};
+  setup.arrival_rate = true;
+  setup.jitter = 0.3;
+  setup.slowdown = 1.6;
+  setup.slow_from = absl::Milliseconds(2500);
+  const SimulationResult without = Simulate(*unguarded, *table, kDenseCapacity, kRequests, setup);
+  setup.guard = guard.get();
+  const SimulationResult with = Simulate(**guarded, *table, kDenseCapacity, kRequests, setup);
+  std::printf(
+      "interference: in time of admitted %.4f with the guard (%d refused, keep %.3f), "
+      "%.4f without (%d refused, keep %.3f); factor %.2f\n",
+      with.admitted_on_time(), with.rejected, with.mean_keep_rate(), without.admitted_on_time(),
+      without.rejected, without.mean_keep_rate(), guard->Factor());
+  EXPECT_GE(with.admitted_on_time(), 0.99);
+  EXPECT_LT(without.admitted_on_time(), 0.95);
+  EXPECT_LT(with.rejected, kRequests / 50);
+  EXPECT_GT(guard->Factor(), 1.3);
+
+  // Light load, no interference: the guard stays out of the way (full keep-rate).
+  auto light_guard = std::shared_ptr<LatencyGuard>(std::move(*LatencyGuard::Create({})));
+  auto light_policy = BudgetPolicy::Create(BudgetPolicy::Options(), model, light_guard);
+  setup.guard = light_guard.get();
+  setup.slowdown = 1.0;
+  const SimulationResult light =
+      Simulate(**light_policy, *table, kDenseCapacity / 2, kRequests / 2, setup);
+  EXPECT_EQ(light.rejected + light.expired, 0);
+  EXPECT_GE(light.mean_keep_rate(), 0.9);
 }
 
 // Not a test: prints the simulation table of docs/scheduler.md ("What it buys"). Run with

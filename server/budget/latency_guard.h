@@ -1,0 +1,114 @@
+// LatencyGuard: notices when the budget scheduler's latency predictions run short on a
+// shared machine, and widens the scheduler's safety within seconds; relaxes slowly once
+// budgets are met again.
+//
+// The latency model (latency_model.h) predicts a batch's compute time from what it has
+// measured, and the policy inflates it by a fixed safety fraction and margin. Under
+// interference (other processes on the cores, a heavy client on the same machine) batches
+// take longer than predicted and time outside the measured compute (thread wake-ups,
+// decoding on the gRPC threads) grows: admitted requests miss their budgets. The guard
+// watches two signals and turns them into one safety factor F >= 1 that multiplies every
+// prediction the budget policy uses (its deadline checks and its load cap):
+//
+//   gap g    observed / predicted compute over recent batches: the ratio of two sums
+//            decayed with time constant gap_window (so a long batch weighs more), each
+//            observation first clipped to max_observation_ratio × its prediction. Reacts
+//            from the first slow batches, before budgets are missed. Only g > 1 is used:
+//            the model's own refinement handles over-prediction.
+//   boost b  integral control on the miss ratio of admitted, budgeted requests: every
+//            such request moves log(b) by +miss_step when it missed its budget and by
+//            −miss_step × target/(1 − target) when it met it. Over N requests with miss
+//            ratio r, log(b) changes by miss_step × N × (r − target) / (1 − target): b rises
+//            while misses exceed the target (each miss +miss_step, ~5 %) and falls when they
+//            are below it; with no misses at all, one miss is undone by (1 − target)/target
+//            met requests (199 at 0.5 %), i.e. seconds to tens of seconds. b in [1, max_factor].
+//            A request the policy refuses at once moves log(b) by −miss_step: a refusal
+//            costs the client as much as a miss, so b rises only while misses outnumber
+//            refusals. Without this, misses a larger factor cannot prevent (stalls of the
+//            whole machine) drove b to its maximum and the policy refused most requests.
+//   F = min(max_factor, max(1, g) × b).
+//
+// It also keeps the recent miss ratio for metrics: misses / requests, both sums decayed with
+// time constant miss_window.
+//
+// Time is passed in by the caller (the service's injected Clock), never read here, so the
+// guard is deterministic and unit-tested with made-up times and observations. Times earlier
+// than the last one count as the last one.
+//
+// Thread-safety: all methods are thread-safe (one internal mutex; the budget policy reads
+// Factor() once per decision).
+#ifndef VITSERVE_SERVER_BUDGET_LATENCY_GUARD_H_
+#define VITSERVE_SERVER_BUDGET_LATENCY_GUARD_H_
+
+#include <memory>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace vitserve {
+
+class LatencyGuard {
+ public:
+  struct Options {
+    // The miss ratio the boost steers toward, in (0, 1). Half of the 1 % the product
+    // target allows, so noise around it stays inside.
+    double target_miss_ratio = 0.005;
+    // log(boost) added per missed budget, > 0.
+    double miss_step = 0.05;
+    // Time constant of the prediction gap, > 0.
+    absl::Duration gap_window = absl::Seconds(1);
+    // Each batch's observed time is clipped to this multiple of its prediction, >= 1.
+    double max_observation_ratio = 2.0;
+    // Time constant of the exported miss ratio, > 0.
+    absl::Duration miss_window = absl::Seconds(2);
+    // Upper bound of the factor (and of the boost alone), >= 1.
+    double max_factor = 3.0;
+  };
+
+  struct State {
+    double factor = 1.0;      // F
+    double gap = 1.0;         // g (1 before any batch)
+    double boost = 1.0;       // b
+    double miss_ratio = 0.0;  // recent misses / admitted budgeted requests (0 before any)
+  };
+
+  // INVALID_ARGUMENT for out-of-range options.
+  static absl::StatusOr<std::unique_ptr<LatencyGuard>> Create(const Options& options);
+
+  // One executed batch, finished at `at`: its predicted compute (the latency model's,
+  // before safety terms) and the measured one. Ignored when either is not positive.
+  void ObserveBatch(absl::Time at, absl::Duration predicted, absl::Duration observed);
+
+  // One admitted request with a budget, answered at `at`: met or missed (a request that
+  // expired in the queue missed).
+  void ObserveRequest(absl::Time at, bool met);
+
+  // One budgeted request the policy refused at once (budget judged unmeetable), at `at`.
+  void ObserveRefusal(absl::Time at);
+
+  // F, the multiplier for predicted compute times.
+  double Factor() const;
+  State GetState() const;
+
+ private:
+  explicit LatencyGuard(const Options& options) : options_(options) {}
+  // exp(-(at - last) / window), advancing `last` to `at` (never backwards).
+  static double Decay(absl::Time at, absl::Duration window, absl::Time& last);
+  double FactorLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Options options_;
+  mutable absl::Mutex mu_;
+  double observed_sum_ ABSL_GUARDED_BY(mu_) = 0.0;   // decayed seconds
+  double predicted_sum_ ABSL_GUARDED_BY(mu_) = 0.0;  // decayed seconds
+  absl::Time last_batch_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  double log_boost_ ABSL_GUARDED_BY(mu_) = 0.0;
+  double misses_ ABSL_GUARDED_BY(mu_) = 0.0;    // decayed count
+  double requests_ ABSL_GUARDED_BY(mu_) = 0.0;  // decayed count
+  absl::Time last_request_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+};
+
+}  // namespace vitserve
+
+#endif  // VITSERVE_SERVER_BUDGET_LATENCY_GUARD_H_
