@@ -36,7 +36,10 @@ cd "$dest"
 rm -f ./*.deb
 # apt-get download runs as the _apt user when it can; a root-owned folder is fine for it
 # only with the sandbox off.
-apt-get -q -o APT::Sandbox::User=root download "${packages[@]}" >/dev/null
+download() { apt-get -q -o APT::Sandbox::User=root download "${packages[@]}" >/dev/null; }
+# A machine whose packages were all installed long ago may have no package lists: refresh
+# them once and try again.
+download || { apt-get update -qq && download; }
 # The commit the run measures: the GPU machine gets the tree without .git.
 git -C "$here" rev-parse HEAD > COMMIT 2>/dev/null || echo unknown > COMMIT
 git -C "$here" status --porcelain 2>/dev/null | grep -q . && echo "(with uncommitted changes)" >> COMMIT

@@ -45,7 +45,7 @@ PYEOF
 }
 
 step_unpack() {  # the .debs into $PREFIX (never over /)
-  local debs=$ROOT/bench/gpu/debs n=0
+  local debs=${DEBS_DIR:-$ROOT/bench/gpu/debs} n=0
   ls "$debs"/*.deb >/dev/null || { echo "no .debs in $debs: run bench/gpu/fetch_debs.sh"; return 1; }
   mkdir -p "$PREFIX"
   for f in "$debs"/*.deb; do
