@@ -184,10 +184,20 @@ std::string ModelInfoText(const vitserve::v1::ModelInfo& info) {
         static_cast<int64_t>(std::floor(a.image_size() / static_cast<double>(p.crop_pct()))),
         " (image_size / crop_pct ", p.crop_pct(), ")");
   }
-  absl::StrAppendFormat(&out, "preprocessing  resize %s %s, crop %d, mean [%s], std [%s]%s%s\n",
-                        resize, p.interpolation().empty() ? "bicubic" : p.interpolation(),
-                        a.image_size(), absl::StrJoin(p.mean(), ", "), absl::StrJoin(p.std(), ", "),
-                        p.grayscale() ? ", grayscale" : "", p.invert() ? ", inverted" : "");
+  if (p.skip_resize()) {
+    resize = "none";
+  } else if (p.resize_height() > 0) {
+    resize = absl::StrCat("squash ", p.resize_width(), "x", p.resize_height());
+  }
+  const std::string crop = p.crop().empty() ? "center" : p.crop();
+  const std::string rescale = p.rescale_factor() == 0.0 || p.rescale_factor() == 1.0 / 255.0
+                                  ? ""
+                                  : absl::StrCat(", rescale ", p.rescale_factor());
+  absl::StrAppendFormat(
+      &out, "preprocessing  resize %s %s, crop %d (%s), mean [%s], std [%s]%s%s%s\n", resize,
+      p.interpolation().empty() ? "bicubic" : p.interpolation(), a.image_size(), crop,
+      absl::StrJoin(p.mean(), ", "), absl::StrJoin(p.std(), ", "), rescale,
+      p.grayscale() ? ", grayscale" : "", p.invert() ? ", inverted" : "");
   absl::StrAppendFormat(&out, "keep-rate      default %g, range [%g, %g]\n",
                         info.default_keep_rate(), info.min_keep_rate(), info.max_keep_rate());
   absl::StrAppendFormat(&out, "dense          %s GMACs\n", FormatGmacs(info.dense_macs()));
@@ -238,6 +248,12 @@ std::string ModelInfoText(const vitserve::v1::ModelInfo& info) {
       absl::StrAppendFormat(&out, "  %-12s %-9.3f %7.2f%% %9.2f%% %9s\n", c.method(), c.keep_rate(),
                             c.top1() * kPercent, c.agreement() * kPercent,
                             c.macs() > 0 ? FormatGmacs(c.macs()) : "-");
+    }
+  }
+  if (info.sources_size() > 0) {
+    out += "\nsettings from\n";
+    for (const auto& src : info.sources()) {
+      absl::StrAppendFormat(&out, "  %-36s %s\n", src.setting(), src.source());
     }
   }
   out.pop_back();

@@ -23,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ALL_TARGETS=(fuzz_image_probe fuzz_safetensors_header fuzz_unpickler fuzz_model_spec
-             fuzz_classify_request fuzz_preprocess)
+             fuzz_classify_request fuzz_preprocess fuzz_hf_config)
 declare -A DICT=(
   [fuzz_image_probe]=image.dict [fuzz_preprocess]=image.dict
   [fuzz_safetensors_header]=safetensors.dict [fuzz_unpickler]=pickle.dict

@@ -10,7 +10,8 @@ PACKAGES=(
   # grpc.health.v1 + grpc.reflection.v1alpha protos for the integration tests' stubs
   grpc-proto
   libtorch-dev libopencv-dev prometheus-cpp-dev zlib1g-dev
-  # the Open Inference Protocol's REST endpoint (--http_port): HTTP server and JSON
+  # the Open Inference Protocol's REST endpoint (--http_port): HTTP server; JSON for it and
+  # for Hugging Face config.json / preprocessor_config.json (server/checkpoint/hf_config.cc)
   libcpp-httplib-dev nlohmann-json3-dev
   # oneDNN sgemm: AVX-512 GEMMs for the linear layers (OpenBLAS picks its Haswell kernel here)
   libdnnl-dev
@@ -19,6 +20,8 @@ PACKAGES=(
   # tests: GoogleTest, golden references and fixtures (python3-torch), real Prometheus,
   # compose validation, the Fashion-MNIST data set the default model is trained on
   googletest libgtest-dev libgmock-dev python3 python3-torch python3-numpy python3-grpcio
+  # Pillow: the reference for the PIL-exact resize (tests/unit/preprocess/pil_parity_test.py)
+  python3-pil
   python3-yaml prometheus docker-compose dataset-fashion-mnist curl openssl
 )
 

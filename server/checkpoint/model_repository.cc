@@ -17,6 +17,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "server/checkpoint/hf_model_dir.h"
+#include "server/checkpoint/small_file.h"
 #include "vitserve/v1/inference.pb.h"
 
 namespace vitserve {
@@ -26,10 +28,9 @@ namespace fs = std::filesystem;
 
 constexpr absl::string_view kConfigFile = "config.pbtxt";
 constexpr absl::string_view kDefaultVersion = "1";
-constexpr std::array<absl::string_view, 4> kInterpolations = {"bicubic", "bilinear", "nearest",
-                                                              "area"};
-// A labels / calibration file larger than this is certainly not one (guards memory).
-constexpr uintmax_t kMaxSideFileBytes = 64ull << 20;
+constexpr std::array<absl::string_view, 7> kInterpolations = {
+    "bicubic", "bilinear", "lanczos", "box", "hamming", "nearest", "area"};
+constexpr std::array<absl::string_view, 3> kCrops = {"center", "center_floor", "none"};
 
 absl::Status Invalid(absl::string_view where, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(where, ": ", what));
@@ -59,20 +60,6 @@ absl::Status ParseText(const std::string& text, const std::string& where,
     return Invalid(where, errors.error().empty() ? "cannot parse" : errors.error());
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<std::string> ReadSmallFile(const std::string& path, absl::string_view what) {
-  std::error_code ec;
-  const uintmax_t size = fs::file_size(path, ec);
-  if (ec) return absl::NotFoundError(absl::StrCat(what, " '", path, "' not found"));
-  if (size > kMaxSideFileBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " '", path, "' is too large"));
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", what, " '", path, "'"));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 // A model-relative file name from config.pbtxt: not absolute, no '..' component, and
@@ -153,6 +140,43 @@ absl::Status FillArchitecture(const v1::Architecture& a, Architecture* out) {
   return absl::OkStatus();
 }
 
+// Squash size, crop rule, rescale factor and skip_resize (the Hugging Face options).
+absl::Status FillGeometry(const v1::Preprocessing& p, const Architecture& arch,
+                          PreprocessSpec* out) {
+  out->resize_height = static_cast<int>(p.resize_height());
+  out->resize_width = static_cast<int>(p.resize_width());
+  out->skip_resize = p.skip_resize();
+  if ((out->resize_height == 0) != (out->resize_width == 0) || out->resize_height < 0 ||
+      out->resize_width < 0) {
+    return Invalid("preprocessing.resize_height",
+                   "resize_height and resize_width are set together (a squash) or not at all");
+  }
+  if (!p.crop().empty()) out->crop = p.crop();
+  if (std::find(kCrops.begin(), kCrops.end(), out->crop) == kCrops.end()) {
+    return Invalid("preprocessing.crop",
+                   absl::StrCat("unknown '", p.crop(), "'; accepted: center, center_floor, none"));
+  }
+  const bool squash = out->resize_height != 0;
+  const bool exact = out->resize_height == arch.image_size && out->resize_width == arch.image_size;
+  if (squash && (out->crop == "none" ? !exact
+                                     : (out->resize_height < arch.image_size ||
+                                        out->resize_width < arch.image_size))) {
+    return Invalid("preprocessing.resize_height",
+                   absl::StrCat("a squash to ", out->resize_width, "x", out->resize_height,
+                                " does not give image_size ", arch.image_size, " with crop '",
+                                out->crop, "'"));
+  }
+  if (out->crop == "none" && !squash && !out->skip_resize) {
+    return Invalid("preprocessing.crop",
+                   "'none' needs a squash (resize_height / resize_width) or skip_resize");
+  }
+  if (p.rescale_factor() != 0.0) out->rescale_factor = p.rescale_factor();
+  if (!(std::isfinite(out->rescale_factor) && out->rescale_factor > 0.0)) {
+    return Invalid("preprocessing.rescale_factor", "must be finite and positive");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status FillPreprocess(const v1::Preprocessing& p, const Architecture& arch,
                             PreprocessSpec* out) {
   out->resize = static_cast<int>(p.resize());
@@ -169,8 +193,10 @@ absl::Status FillPreprocess(const v1::Preprocessing& p, const Architecture& arch
       kInterpolations.end()) {
     return Invalid("preprocessing.interpolation",
                    absl::StrCat("unknown '", p.interpolation(),
-                                "'; accepted: bicubic, bilinear, nearest, area"));
+                                "'; accepted: bicubic, bilinear, lanczos, box, hamming, nearest, "
+                                "area"));
   }
+  if (absl::Status s = FillGeometry(p, arch, out); !s.ok()) return s;
   out->grayscale = p.grayscale();
   out->invert = p.invert();
   if (out->grayscale != (arch.in_chans == 1)) {
@@ -358,6 +384,45 @@ absl::Status ValidateModelName(const std::string& name) {
   return absl::OkStatus();
 }
 
+absl::Status FillWeightsAndLabels(const v1::ModelConfig& config, ModelSpec* spec) {
+  if (config.weights().empty()) {
+    return Invalid("weights", "missing: name the .safetensors / .pth file in the model directory");
+  }
+  absl::StatusOr<std::string> weights = ResolveFile(spec->dir, config.weights(), "weights");
+  if (!weights.ok()) return weights.status();
+  spec->weights_path = *weights;
+  if (config.labels().empty()) return absl::OkStatus();
+  absl::StatusOr<std::string> labels = ResolveFile(spec->dir, config.labels(), "labels");
+  if (!labels.ok()) return labels.status();
+  spec->labels_path = *labels;
+  absl::StatusOr<std::vector<std::string>> lines = ReadLabels(spec->labels_path);
+  if (!lines.ok()) return lines.status();
+  if (static_cast<int>(lines->size()) != spec->arch.num_classes) {
+    return Invalid("labels",
+                   absl::StrCat("'", config.labels(), "' has ", lines->size(),
+                                " labels, architecture.num_classes is ", spec->arch.num_classes));
+  }
+  spec->labels = *std::move(lines);
+  return absl::OkStatus();
+}
+
+// A Hugging Face directory (config.json, no weights in config.pbtxt): the architecture,
+// preprocessing, labels and weights come from its files; config.pbtxt may only add name,
+// version, pruning and calibration.
+absl::Status FillFromHf(const v1::ModelConfig& config, ModelSpec* spec) {
+  const char* owned = config.has_architecture()    ? "architecture"
+                      : config.has_preprocessing() ? "preprocessing"
+                      : !config.labels().empty()   ? "labels"
+                                                   : nullptr;
+  if (owned != nullptr) {
+    return Invalid(owned,
+                   absl::StrCat("comes from config.json / preprocessor_config.json in a ",
+                                "Hugging Face model directory; remove it from ", kConfigFile,
+                                " (allowed there: name, version, pruning, ", "calibration)"));
+  }
+  return LoadHfModelDir(spec->dir, spec);
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<std::string>> ListModels(const std::string& repo) {
@@ -371,7 +436,10 @@ absl::StatusOr<std::vector<std::string>> ListModels(const std::string& repo) {
   for (const fs::directory_entry& entry : it) {
     const std::string name = entry.path().filename().string();
     if (!ValidateModelName(name).ok()) continue;  // hidden entries and the like
-    if (fs::is_regular_file(entry.path() / std::string(kConfigFile), ec)) names.push_back(name);
+    if (fs::is_regular_file(entry.path() / std::string(kConfigFile), ec) ||
+        fs::is_regular_file(entry.path() / kHfConfigFile, ec)) {
+      names.push_back(name);
+    }
   }
   std::sort(names.begin(), names.end());
   return names;
@@ -382,16 +450,22 @@ absl::StatusOr<ModelSpec> LoadModelSpec(const std::string& repo, const std::stri
   const fs::path dir = fs::absolute(fs::path(repo) / name).lexically_normal();
   const fs::path config = dir / std::string(kConfigFile);
   std::error_code ec;
-  if (!fs::is_regular_file(config, ec)) {
-    return absl::NotFoundError(
-        absl::StrCat("no model '", name, "' in '", repo, "' (", config.string(), " not found)"));
+  const bool has_pbtxt = fs::is_regular_file(config, ec);
+  const bool has_hf = fs::is_regular_file(dir / kHfConfigFile, ec);
+  if (!has_pbtxt && !has_hf) {
+    return absl::NotFoundError(absl::StrCat("no model '", name, "' in '", repo, "' (neither ",
+                                            config.string(), " nor ", kHfConfigFile, " found)"));
   }
-  absl::StatusOr<std::string> text = ReadSmallFile(config.string(), "model config");
-  if (!text.ok()) return text.status();
-  absl::StatusOr<ModelSpec> spec = ParseModelSpec(*text, dir.string());
+  std::string text;
+  if (has_pbtxt) {
+    absl::StatusOr<std::string> read = ReadSmallFile(config.string(), "model config");
+    if (!read.ok()) return read.status();
+    text = *std::move(read);
+  }
+  absl::StatusOr<ModelSpec> spec = ParseModelSpec(text, dir.string());
   if (!spec.ok()) {
-    return absl::Status(spec.status().code(),
-                        absl::StrCat(config.string(), ": ", spec.status().message()));
+    const std::string where = has_pbtxt ? config.string() : dir.string();
+    return absl::Status(spec.status().code(), absl::StrCat(where, ": ", spec.status().message()));
   }
   return spec;
 }
@@ -414,32 +488,22 @@ absl::StatusOr<ModelSpec> ParseModelSpec(const std::string& config_text, const s
   }
   spec.version = config.version().empty() ? std::string(kDefaultVersion) : config.version();
 
-  if (absl::Status s = FillArchitecture(config.architecture(), &spec.arch); !s.ok()) return s;
-  if (absl::Status s = FillPreprocess(config.preprocessing(), spec.arch, &spec.preprocess);
-      !s.ok()) {
-    return s;
+  std::error_code ec;
+  const bool hf = config.weights().empty() && fs::is_regular_file(abs_dir / kHfConfigFile, ec);
+  if (hf) {
+    if (absl::Status s = FillFromHf(config, &spec); !s.ok()) return s;
+  } else {
+    if (absl::Status s = FillArchitecture(config.architecture(), &spec.arch); !s.ok()) return s;
+    if (absl::Status s = FillPreprocess(config.preprocessing(), spec.arch, &spec.preprocess);
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = FillWeightsAndLabels(config, &spec); !s.ok()) return s;
   }
   if (absl::Status s = FillPruning(config.pruning(), spec.arch, &spec.pruning); !s.ok()) return s;
-
-  if (config.weights().empty()) {
-    return Invalid("weights", "missing: name the .safetensors / .pth file in the model directory");
-  }
-  absl::StatusOr<std::string> weights = ResolveFile(spec.dir, config.weights(), "weights");
-  if (!weights.ok()) return weights.status();
-  spec.weights_path = *weights;
-
-  if (!config.labels().empty()) {
-    absl::StatusOr<std::string> labels = ResolveFile(spec.dir, config.labels(), "labels");
-    if (!labels.ok()) return labels.status();
-    spec.labels_path = *labels;
-    absl::StatusOr<std::vector<std::string>> lines = ReadLabels(spec.labels_path);
-    if (!lines.ok()) return lines.status();
-    if (static_cast<int>(lines->size()) != spec.arch.num_classes) {
-      return Invalid("labels",
-                     absl::StrCat("'", config.labels(), "' has ", lines->size(),
-                                  " labels, architecture.num_classes is ", spec.arch.num_classes));
-    }
-    spec.labels = *std::move(lines);
+  if (hf) {
+    spec.sources.emplace_back("pruning", config.has_pruning() ? "config.pbtxt pruning"
+                                                              : "default: dense (no config.pbtxt)");
   }
   if (!config.calibration().empty()) {
     absl::StatusOr<std::string> calib = ResolveFile(spec.dir, config.calibration(), "calibration");
@@ -474,6 +538,11 @@ absl::Status WriteModelConfig(const ModelSpec& spec, const std::string& path) {
   for (const float s : spec.preprocess.std) p->add_std(s);
   p->set_grayscale(spec.preprocess.grayscale);
   p->set_invert(spec.preprocess.invert);
+  p->set_resize_height(static_cast<uint32_t>(spec.preprocess.resize_height));
+  p->set_resize_width(static_cast<uint32_t>(spec.preprocess.resize_width));
+  p->set_crop(spec.preprocess.crop);
+  p->set_rescale_factor(spec.preprocess.rescale_factor);
+  p->set_skip_resize(spec.preprocess.skip_resize);
   v1::PruningConfig* r = config.mutable_pruning();
   r->set_method(std::string(MethodName(spec.pruning.method)));
   for (const int loc : spec.pruning.locations) r->add_locations(static_cast<uint32_t>(loc));

@@ -22,6 +22,14 @@
 // present, labels (if named) present with exactly num_classes non-empty lines (trailing
 // blank lines tolerated, each line trimmed), calibration (if named) present and valid.
 //
+// Hugging Face directories (hf_model_dir.h, hf_config.h): a model directory with
+// config.json and no config.pbtxt naming `weights` takes its architecture, preprocessing,
+// labels and weights from config.json / preprocessor_config.json / model.safetensors (or
+// pytorch_model.bin); a config.pbtxt there may set only name, version, pruning and
+// calibration (architecture, preprocessing or labels in it are INVALID_ARGUMENT). Such a
+// spec has weights_layout "huggingface" and records in `sources` where each setting came
+// from. ListModels lists directories with either file.
+//
 // Thread-safety: all functions are reentrant; they touch only the files they name.
 // Writers replace the target atomically (write a temporary file, then rename).
 #ifndef VITSERVE_SERVER_CHECKPOINT_MODEL_REPOSITORY_H_
@@ -36,7 +44,8 @@
 
 namespace vitserve {
 
-// Names of the model directories under `repo` (those holding a config.pbtxt), sorted.
+// Names of the model directories under `repo` (those holding a config.pbtxt or a Hugging
+// Face config.json), sorted.
 // Hidden entries are skipped. NOT_FOUND if `repo` cannot be listed.
 absl::StatusOr<std::vector<std::string>> ListModels(const std::string& repo);
 
@@ -50,7 +59,8 @@ absl::StatusOr<std::vector<std::string>> ListModels(const std::string& repo);
 absl::StatusOr<ModelSpec> LoadModelSpec(const std::string& repo, const std::string& name);
 
 // Parses a config text directly (tests, tools). `dir` resolves relative file names and
-// gives the default name (its last component); ModelSpec::dir is its absolute form.
+// gives the default name (its last component); ModelSpec::dir is its absolute form. An
+// empty text with a config.json in `dir` reads the Hugging Face directory.
 absl::StatusOr<ModelSpec> ParseModelSpec(const std::string& config_text, const std::string& dir);
 
 // Writes a config.pbtxt for `spec` (used by the training tools). Paths inside spec.dir

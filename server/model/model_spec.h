@@ -3,6 +3,7 @@
 #define VITSERVE_SERVER_MODEL_MODEL_SPEC_H_
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -28,6 +29,10 @@ struct Architecture {
   double mlp_ratio = 4.0;
   int num_classes = 1000;
   bool distilled = false;  // DeiT distillation token + head_dist
+  // false: the checkpoint has no q/k/v biases (Hugging Face qkv_bias: false); zero biases
+  // are substituted at load, which gives the same numbers.
+  bool qkv_bias = true;
+  double norm_eps = 1e-6;  // backbone LayerNorm eps (timm 1e-6; Hugging Face config.json's)
 
   int num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
   // Leading non-patch tokens: CLS (+ dist token when distilled).
@@ -57,7 +62,20 @@ struct PruningSpec {
 struct PreprocessSpec {
   int resize = 0;  // shorter side; 0 = image_size / crop_pct
   float crop_pct = 0.875f;
+  // Squash (Hugging Face size {height, width}): resize to exactly this, aspect not kept.
+  // Both 0 = the shorter-side rule above.
+  int resize_height = 0;
+  int resize_width = 0;
+  bool skip_resize = false;  // Hugging Face do_resize: false
+  // Center crop to image_size: "center" (torchvision: round half to even offsets),
+  // "center_floor" (Hugging Face: floor offsets), "none" (the resized image must already
+  // be image_size x image_size).
+  std::string crop = "center";
+  // Pillow-exact: bicubic, bilinear, lanczos, box, hamming; own code: nearest; OpenCV: area.
   std::string interpolation = "bicubic";
+  // x = float32(double(v) * rescale_factor), then (x - mean) / std in float32. With 1/255
+  // this equals torchvision's float32(v) / 255 for every 8-bit v.
+  double rescale_factor = 1.0 / 255.0;
   std::vector<float> mean = {0.485f, 0.456f, 0.406f};
   std::vector<float> std = {0.229f, 0.224f, 0.225f};
   bool grayscale = false;
@@ -85,6 +103,14 @@ struct ModelSpec {
   std::string calibration_path;     // absolute, may be empty
   std::vector<std::string> labels;  // filled by the loader
   std::vector<CalibrationPoint> calibration;
+  // "timm" or "huggingface": the weights' key layout (huggingface is renamed at load).
+  std::string weights_layout = "timm";
+  // Hugging Face class: ViTForImageClassification, DeiTForImageClassification or
+  // DeiTForImageClassificationWithTeacher; empty for timm layouts.
+  std::string hf_architecture;
+  // Where each setting came from, e.g. {"architecture.norm_eps", "config.json
+  // layer_norm_eps"}; empty for a plain config.pbtxt model (everything from there).
+  std::vector<std::pair<std::string, std::string>> sources;
 };
 
 // Default reduction locations per method, the official code's for 12-block DeiTs: {3,6,9}

@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/checkpoint/hf_weights.h"
 #include "server/model/svite_compaction.h"
 #ifdef VITSERVE_CUDA
 #include "server/model/cuda_inference_model.h"
@@ -334,6 +335,15 @@ absl::StatusOr<std::unique_ptr<InferenceModel>> LoadInferenceModel(const ModelSp
                                                                    const ModelLoadOptions& opts) {
   absl::StatusOr<Checkpoint> ckpt = LoadCheckpoint(spec.weights_path);
   if (!ckpt.ok()) return ckpt.status();
+  if (spec.weights_layout == "huggingface") {  // hf_weights.h: renamed to timm keys
+    absl::StatusOr<StateDict> renamed =
+        HfToTimmStateDict(ckpt->model, spec.arch, spec.hf_architecture);
+    if (!renamed.ok()) {
+      return absl::Status(renamed.status().code(),
+                          absl::StrCat(spec.weights_path, ": ", renamed.status().message()));
+    }
+    ckpt->model = *std::move(renamed);
+  }
   if (spec.pruning.method == Method::kSViTE) {
     try {
       if (absl::Status s = ApplySviteMasks(ckpt->extra, &ckpt->model); !s.ok()) return s;

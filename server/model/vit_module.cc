@@ -38,6 +38,7 @@ VitOptions VitOptions::FromArchitecture(const Architecture& arch) {
   o.mlp_hidden = arch.mlp_hidden();
   o.num_classes = arch.num_classes;
   o.distilled = arch.distilled;
+  o.norm_eps = arch.norm_eps;
   return o;
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <utility>
@@ -23,6 +24,7 @@ enum { INTER_LINEAR = 1, INTER_CUBIC = 2, INTER_AREA = 3 };
 }  // namespace cv
 #endif
 #include "server/preprocess/image_probe.h"
+#include "server/preprocess/pil_resize.h"
 
 namespace vitserve {
 namespace {
@@ -39,20 +41,35 @@ constexpr uint32_t kLumaB = 7471;
 constexpr uint32_t kLumaRound = 1u << 15;
 constexpr int kLumaShift = 16;
 
-// Sentinel for "nearest": OpenCV's INTER_NEAREST(_EXACT) picks different source pixels
-// than PIL for some scale factors, so vitserve resamples nearest itself (PilNearestResize).
+// Resamplers: 1..5 are PilFilter codes (Pillow-exact, pil_resize.h); the others below.
+// OpenCV's INTER_NEAREST(_EXACT) picks different source pixels than PIL for some scale
+// factors, so vitserve resamples nearest itself (PilNearestResize).
 constexpr int kPilNearest = -1;
+constexpr int kCvArea = -2;
 
-constexpr absl::string_view kAcceptedInterpolations = "bicubic, bilinear, nearest, area";
+enum ResizeMode { kShorterSide = 0, kSquash = 1, kNoResize = 2 };
+enum CropRule { kCropRound = 0, kCropFloor = 1, kCropNone = 2 };
+
+constexpr absl::string_view kAcceptedInterpolations =
+    "bicubic, bilinear, lanczos, box, hamming, nearest, area";
 
 absl::StatusOr<int> ParseInterpolation(absl::string_view name) {
-  if (name.empty() || name == "bicubic") return cv::INTER_CUBIC;
-  if (name == "bilinear") return cv::INTER_LINEAR;
+  if (name.empty()) return static_cast<int>(PilFilter::kBicubic);
   if (name == "nearest") return kPilNearest;
-  if (name == "area") return cv::INTER_AREA;
+  if (name == "area") return kCvArea;
+  absl::StatusOr<PilFilter> f = ParsePilFilter(name);
+  if (f.ok()) return static_cast<int>(*f);
   return absl::InvalidArgumentError(
       absl::StrCat("preprocessing.interpolation \"", name,
                    "\" is not supported; accepted: ", kAcceptedInterpolations));
+}
+
+absl::StatusOr<int> ParseCrop(absl::string_view name) {
+  if (name.empty() || name == "center") return kCropRound;
+  if (name == "center_floor") return kCropFloor;
+  if (name == "none") return kCropNone;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "preprocessing.crop \"", name, "\" is not supported; accepted: center, center_floor, none"));
 }
 
 std::string ShapeString(int c, int h, int w) { return absl::StrCat("[", c, ",", h, ",", w, "]"); }
@@ -126,6 +143,81 @@ cv::Mat PilNearestResize(const cv::Mat& in, int width, int height) {
 }
 #endif  // VITSERVE_NO_OPENCV
 
+// Resizes an 8-bit image to width x height with the chosen resampler (a no-op at the
+// same size, as PIL's resize).
+absl::StatusOr<cv::Mat> ResizeTo(const cv::Mat& img, int width, int height, int interpolation) {
+  if (img.cols == width && img.rows == height) return img;
+  if (interpolation == kPilNearest) return PilNearestResize(img, width, height);
+  if (interpolation == kCvArea) {
+    cv::Mat out;
+    cv::resize(img, out, cv::Size(width, height), 0, 0, cv::INTER_AREA);
+    return out;
+  }
+  const Image8View view{img.data, img.cols, img.rows, img.channels(), img.step[0]};
+  absl::StatusOr<Image8> r = PilResize(view, width, height, static_cast<PilFilter>(interpolation));
+  if (!r.ok()) return r.status();
+  cv::Mat out(height, width, CV_8UC(img.channels()));
+  const size_t row = static_cast<size_t>(width) * img.channels();
+  for (int y = 0; y < height; ++y) {
+    std::memcpy(out.ptr<uint8_t>(y), r->data.data() + row * y, row);
+  }
+  return out;
+}
+
+struct Geometry {
+  int mode = kShorterSide;
+  int resize = 0;  // shorter side, mode kShorterSide
+};
+
+// The resize mode and its size from the spec, checked against the crop.
+absl::StatusOr<Geometry> CheckGeometry(const PreprocessSpec& spec, int image_size, int crop) {
+  Geometry g;
+  const bool squash = spec.resize_height != 0 || spec.resize_width != 0;
+  if (spec.skip_resize) {
+    g.mode = kNoResize;
+    return g;
+  }
+  if (squash) {
+    g.mode = kSquash;
+    if (spec.resize_height <= 0 || spec.resize_width <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "preprocessing.resize_height and resize_width must both be positive for a squash "
+          "resize, got ",
+          spec.resize_height, " and ", spec.resize_width));
+    }
+    const bool exact = spec.resize_height == image_size && spec.resize_width == image_size;
+    if (crop == kCropNone ? !exact
+                          : (spec.resize_height < image_size || spec.resize_width < image_size)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("preprocessing: a squash to ", spec.resize_width, "x", spec.resize_height,
+                       crop == kCropNone ? " without a crop must equal" : " cannot be cropped to",
+                       " image_size ", image_size, "x", image_size));
+    }
+    return g;
+  }
+  g.resize = spec.resize;
+  if (g.resize == 0) {
+    if (!(spec.crop_pct > 0.0f && spec.crop_pct <= 1.0f)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "preprocessing.crop_pct must be in (0, 1] when resize is 0, got ", spec.crop_pct));
+    }
+    // timm: math.floor(img_size / crop_pct), with crop_pct the stored float value.
+    g.resize = static_cast<int>(
+        std::floor(static_cast<double>(image_size) / static_cast<double>(spec.crop_pct)));
+  }
+  if (g.resize < image_size) {
+    return absl::InvalidArgumentError(absl::StrCat("preprocessing.resize (", g.resize,
+                                                   ") must be at least image_size (", image_size,
+                                                   ") so that the center crop fits"));
+  }
+  if (crop == kCropNone) {
+    return absl::InvalidArgumentError(
+        "preprocessing.crop none needs a square output: use a squash (resize_height / "
+        "resize_width) or skip_resize, not the shorter-side rule");
+  }
+  return g;
+}
+
 }  // namespace
 
 uint8_t PilLuma(uint8_t r, uint8_t g, uint8_t b) {
@@ -136,6 +228,8 @@ ResizedSize ShorterSideResize(int64_t width, int64_t height, int64_t resize) {
   if (width <= height) return {resize, height * resize / width};
   return {width * resize / height, resize};
 }
+
+int64_t CenterCropOffsetFloor(int64_t size, int64_t crop) { return (size - crop) / 2; }
 
 int64_t CenterCropOffset(int64_t size, int64_t crop) {
   const int64_t diff = size - crop;
@@ -178,28 +272,26 @@ absl::StatusOr<std::unique_ptr<Preprocessor>> Preprocessor::Create(
   absl::StatusOr<int> interpolation = ParseInterpolation(spec.interpolation);
   if (!interpolation.ok()) return interpolation.status();
 
-  int resize = spec.resize;
-  if (resize == 0) {
-    if (!(spec.crop_pct > 0.0f && spec.crop_pct <= 1.0f)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "preprocessing.crop_pct must be in (0, 1] when resize is 0, got ", spec.crop_pct));
-    }
-    // timm: math.floor(img_size / crop_pct), with crop_pct the stored float value.
-    resize = static_cast<int>(
-        std::floor(static_cast<double>(arch.image_size) / static_cast<double>(spec.crop_pct)));
+  absl::StatusOr<int> crop = ParseCrop(spec.crop);
+  if (!crop.ok()) return crop.status();
+  if (!(std::isfinite(spec.rescale_factor) && spec.rescale_factor > 0.0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "preprocessing.rescale_factor must be finite and positive, got ", spec.rescale_factor));
   }
-  if (resize < arch.image_size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("preprocessing.resize (", resize, ") must be at least image_size (",
-                     arch.image_size, ") so that the center crop fits"));
-  }
+  absl::StatusOr<Geometry> geometry = CheckGeometry(spec, arch.image_size, *crop);
+  if (!geometry.ok()) return geometry.status();
 
   auto p = std::unique_ptr<Preprocessor>(new Preprocessor());
   p->opts_ = opts;
   p->image_size_ = arch.image_size;
   p->channels_ = channels;
-  p->resize_ = resize;
+  p->resize_ = geometry->resize;
+  p->squash_width_ = spec.resize_width;
+  p->squash_height_ = spec.resize_height;
+  p->mode_ = geometry->mode;
+  p->crop_ = *crop;
   p->interpolation_ = *interpolation;
+  p->rescale_factor_ = spec.rescale_factor;
   p->invert_ = spec.invert;
   p->mean_ = spec.mean;
   p->std_ = spec.std;
@@ -249,7 +341,12 @@ absl::StatusOr<ImageTensor> Preprocessor::FromEncoded(absl::string_view bytes) c
                      " pixels, more than the limit of ", opts_.max_image_pixels,
                      " pixels; downscale it or send a preprocessed tensor"));
   }
-  const ResizedSize resized = ShorterSideResize(header->width, header->height, resize_);
+  ResizedSize resized{header->width, header->height};
+  if (mode_ == kShorterSide) {
+    resized = ShorterSideResize(header->width, header->height, resize_);
+  } else if (mode_ == kSquash) {
+    resized = {squash_width_, squash_height_};
+  }
   if (resized.width * resized.height > opts_.max_image_pixels) {
     return absl::InvalidArgumentError(
         absl::StrCat("image aspect ratio is too extreme: ", header->width, "x", header->height,
@@ -296,19 +393,21 @@ absl::StatusOr<ImageTensor> Preprocessor::FromEncoded(absl::string_view bytes) c
     cv::Mat img = *std::move(converted);
     if (invert_) img = cv::Scalar::all(kMaxPixelValue) - img;
 
-    if (std::min(img.cols, img.rows) != resize_) {
-      const int width = static_cast<int>(resized.width);
-      const int height = static_cast<int>(resized.height);
-      if (interpolation_ == kPilNearest) {
-        img = PilNearestResize(img, width, height);
-      } else {
-        cv::Mat out;
-        cv::resize(img, out, cv::Size(width, height), 0, 0, interpolation_);
-        img = std::move(out);
-      }
+    absl::StatusOr<cv::Mat> sized = ResizeTo(img, static_cast<int>(resized.width),
+                                             static_cast<int>(resized.height), interpolation_);
+    if (!sized.ok()) return sized.status();
+    img = *std::move(sized);
+    if (img.cols < image_size_ || img.rows < image_size_ ||
+        (crop_ == kCropNone && (img.cols != image_size_ || img.rows != image_size_))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "image is ", img.cols, "x", img.rows, " after resizing but the model needs ",
+          crop_ == kCropNone ? "exactly " : "at least ", image_size_, "x", image_size_));
     }
-    const int top = static_cast<int>(CenterCropOffset(img.rows, image_size_));
-    const int left = static_cast<int>(CenterCropOffset(img.cols, image_size_));
+    const bool floor_rule = crop_ == kCropFloor;
+    const int top = static_cast<int>(floor_rule ? CenterCropOffsetFloor(img.rows, image_size_)
+                                                : CenterCropOffset(img.rows, image_size_));
+    const int left = static_cast<int>(floor_rule ? CenterCropOffsetFloor(img.cols, image_size_)
+                                                 : CenterCropOffset(img.cols, image_size_));
     const cv::Mat crop = img(cv::Rect(left, top, image_size_, image_size_));
 
     ImageTensor t;
@@ -324,8 +423,9 @@ absl::StatusOr<ImageTensor> Preprocessor::FromEncoded(absl::string_view bytes) c
       for (int y = 0; y < image_size_; ++y) {
         const uint8_t* row = crop.ptr<uint8_t>(y);
         for (int x = 0; x < image_size_; ++x) {
-          // Same float32 operations as torchvision ToTensor + Normalize.
-          const float v = static_cast<float>(row[x * channels_ + c]) / 255.0f;
+          // Same float32 results as torchvision ToTensor + Normalize (for 1/255) and as
+          // Hugging Face's rescale (float64 product, cast) + normalize.
+          const float v = static_cast<float>(row[x * channels_ + c] * rescale_factor_);
           dst[static_cast<size_t>(y) * image_size_ + x] = (v - mean) / stddev;
         }
       }

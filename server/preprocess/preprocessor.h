@@ -16,14 +16,20 @@
 //        L = (19595 R + 38470 G + 7471 B + 32768) >> 16  (= R*299/1000 + G*587/1000 +
 //        B*114/1000, rounded to nearest).
 //   5. invert: v = 255 - v (8-bit), when the spec says so.
-//   6. Resize the shorter side to `resize` (0: floor(image_size / crop_pct), the timm
-//      rule); the longer side becomes floor(long * resize / short) as in torchvision.
-//      No resize when the shorter side already equals `resize`. Interpolation:
-//      bicubic -> INTER_CUBIC (default), bilinear -> INTER_LINEAR, nearest ->
-//      PIL's NEAREST pixel-centre rule (own code; OpenCV's differs), area -> INTER_AREA.
-//   7. Center crop image_size x image_size; offsets are Python 3 round((d - crop) / 2),
-//      i.e. round half to even, as torchvision's CenterCrop (500x375 -> left offset 58).
-//   8. x = v / 255, then (x - mean[c]) / std[c] in float32; CHW output.
+//   6. Resize, by spec: (a) shorter side to `resize` (0: floor(image_size / crop_pct),
+//      the timm rule); the longer side becomes floor(long * resize / short) as in
+//      torchvision; no resize when the shorter side already equals `resize`; or (b) squash
+//      to resize_width x resize_height (Hugging Face size {height, width}); or (c) none
+//      (skip_resize). Interpolation: bicubic, bilinear, lanczos, box, hamming ->
+//      PilResize (pil_resize.h), byte-for-byte Pillow's Image.resize with its
+//      antialiasing; nearest -> PIL's NEAREST pixel-centre rule (own code); area ->
+//      OpenCV INTER_AREA (no PIL counterpart).
+//   7. Crop image_size x image_size: "center" offsets are Python 3 round((d - crop) / 2),
+//      half to even, as torchvision's CenterCrop (500x375 -> left offset 58);
+//      "center_floor" offsets are (d - crop) // 2 as Hugging Face's center_crop; "none"
+//      needs the resized image to be image_size x image_size already.
+//   8. x = float32(double(v) * rescale_factor) (= float32(v) / 255 for 1/255, checked for
+//      all 256 values), then (x - mean[c]) / std[c] in float32; CHW output.
 //
 // Tensor input (FromTensor) skips all of that: the client sends the already normalised
 // tensor; only shape and finiteness are checked.
@@ -69,8 +75,12 @@ class Preprocessor {
   // Validates the spec against the architecture and returns a ready preprocessor.
   // Errors (INVALID_ARGUMENT, naming the field): image_size <= 0; in_chans not 3 (RGB) or
   // 1 (grayscale: true); mean/std sizes != in_chans; std <= 0 or non-finite mean/std;
-  // unknown interpolation (accepted: bicubic, bilinear, nearest, area); crop_pct not in
-  // (0, 1] when resize = 0; resize smaller than image_size; max_image_pixels <= 0.
+  // unknown interpolation (accepted: bicubic, bilinear, lanczos, box, hamming, nearest,
+  // area); crop_pct not in (0, 1] when resize = 0; resize smaller than image_size; only one
+  // of resize_height / resize_width set, or a squash smaller than image_size with a crop;
+  // crop not center / center_floor / none; crop none with a squash other than image_size
+  // or with the shorter-side rule on an image_size resize; rescale_factor not finite and
+  // positive; max_image_pixels <= 0.
   static absl::StatusOr<std::unique_ptr<Preprocessor>> Create(const PreprocessSpec& spec,
                                                               const Architecture& arch,
                                                               const PreprocessorOptions& opts);
@@ -100,9 +110,14 @@ class Preprocessor {
   // Implementation details; API users need not read.
   PreprocessorOptions opts_;
   int image_size_ = 0;
-  int channels_ = 0;  // 3 (RGB) or 1 (grayscale)
-  int resize_ = 0;
-  int interpolation_ = 0;  // cv::InterpolationFlags or -1 for PIL nearest; int keeps cv:: out
+  int channels_ = 0;      // 3 (RGB) or 1 (grayscale)
+  int resize_ = 0;        // shorter side (mode kShorterSide)
+  int squash_width_ = 0;  // mode kSquash
+  int squash_height_ = 0;
+  int mode_ = 0;           // ResizeMode in preprocessor.cc
+  int crop_ = 0;           // CropRule in preprocessor.cc
+  int interpolation_ = 0;  // Resampler in preprocessor.cc; int keeps cv:: out
+  double rescale_factor_ = 1.0 / 255.0;
   bool invert_ = false;
   std::vector<float> mean_;
   std::vector<float> std_;
@@ -119,6 +134,8 @@ ResizedSize ShorterSideResize(int64_t width, int64_t height, int64_t resize);
 // torchvision's CenterCrop offset: Python 3 round((size - crop) / 2), half to even.
 // Requires size >= crop.
 int64_t CenterCropOffset(int64_t size, int64_t crop);
+// Hugging Face's center_crop offset: (size - crop) // 2. Requires size >= crop.
+int64_t CenterCropOffsetFloor(int64_t size, int64_t crop);
 
 // PIL's convert("L") luma of one 8-bit RGB pixel.
 uint8_t PilLuma(uint8_t r, uint8_t g, uint8_t b);

@@ -59,6 +59,16 @@ absl::StatusOr<vitserve::v1::ModelInfo> BuildModelInfo(const ModelSpec& spec,
   for (float s : spec.preprocess.std) pre->add_std(s);
   pre->set_grayscale(spec.preprocess.grayscale);
   pre->set_invert(spec.preprocess.invert);
+  pre->set_resize_height(spec.preprocess.resize_height);
+  pre->set_resize_width(spec.preprocess.resize_width);
+  pre->set_crop(spec.preprocess.crop);
+  pre->set_rescale_factor(spec.preprocess.rescale_factor);
+  pre->set_skip_resize(spec.preprocess.skip_resize);
+  for (const auto& [setting, source] : spec.sources) {
+    vitserve::v1::SettingSource* src = info.add_sources();
+    src->set_setting(setting);
+    src->set_source(source);
+  }
   info.set_default_keep_rate(spec.pruning.default_keep_rate);
   info.set_min_keep_rate(spec.pruning.min_keep_rate);
   info.set_max_keep_rate(spec.pruning.max_keep_rate);

@@ -33,8 +33,10 @@ absl::StatusOr<std::vector<ServedModel>> LoadModelRepository(
   absl::StatusOr<std::vector<std::string>> names = ListModels(repository);
   if (!names.ok()) return names.status();
   if (names->empty()) {
-    return absl::NotFoundError(absl::StrCat("no models in repository '", repository,
-                                            "' (expected <repo>/<model>/config.pbtxt)"));
+    return absl::NotFoundError(
+        absl::StrCat("no models in repository '", repository,
+                     "' (expected <repo>/<model>/config.pbtxt or a Hugging Face "
+                     "<repo>/<model>/config.json)"));
   }
   std::vector<ServedModel> models;
   for (const std::string& name : *names) {

@@ -237,6 +237,25 @@ def classify_seeds():
         shutil.rmtree(tmp)
 
 
+def hf_config_seeds():
+    """First byte even: config.json; odd: preprocessor_config.json."""
+    config = {"architectures": ["ViTForImageClassification"], "model_type": "vit",
+              "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+              "intermediate_size": 3072, "image_size": 224, "patch_size": 16,
+              "num_channels": 3, "layer_norm_eps": 1e-12, "hidden_act": "gelu",
+              "qkv_bias": True, "id2label": {"0": "cat", "1": "dog"}}
+    write("fuzz_hf_config", "vit_config.json", b"\0" + json.dumps(config).encode())
+    config.update(architectures=["DeiTForImageClassificationWithTeacher"], model_type="deit")
+    write("fuzz_hf_config", "deit_config.json", b"\0" + json.dumps(config).encode())
+    pre = {"do_resize": True, "size": {"height": 256, "width": 256}, "resample": 3,
+           "do_center_crop": True, "crop_size": {"height": 224, "width": 224},
+           "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+           "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
+    write("fuzz_hf_config", "deit_preprocessor.json", b"\1" + json.dumps(pre).encode())
+    pre.update(size={"shortest_edge": 256}, crop_size=224)
+    write("fuzz_hf_config", "shortest_edge.json", b"\1" + json.dumps(pre).encode())
+
+
 def main():
     argparse.ArgumentParser(description=__doc__).parse_args()
     if os.path.isdir(CORPUS):
@@ -246,6 +265,7 @@ def main():
     pickle_seeds()
     model_spec_seeds()
     classify_seeds()
+    hf_config_seeds()
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(CORPUS) for f in fs)
     print(f"corpus written to {CORPUS}: {total} bytes")
 

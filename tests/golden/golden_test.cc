@@ -37,6 +37,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "server/model/model_spec.h"
+#include "server/preprocess/preprocessor.h"
 #include "server/runtime/inference_model.h"
 
 namespace vitserve {
@@ -245,23 +246,43 @@ std::vector<ImageTensor> SplitImages(const HostTensor& images) {
 
 class GoldenTest : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(GoldenTest, MatchesReference) {
+// The manifest row of case `name` and its loaded model (fatal failures on errors; a
+// method the C++ side reports as UNIMPLEMENTED leaves `model` null and `skip` set).
+struct LoadedCase {
+  ManifestRow row;
+  ModelSpec spec;
+  std::unique_ptr<InferenceModel> model;
+  std::string skip;
+};
+
+void LoadCase(const std::string& name, LoadedCase* out) {
   absl::StatusOr<std::vector<ManifestRow>> rows = ReadManifest();
   ASSERT_TRUE(rows.ok()) << rows.status() << " (run the golden_fixtures CTest fixture)";
   const ManifestRow* row = nullptr;
   for (const ManifestRow& r : *rows) {
-    if (r.name == GetParam()) row = &r;
+    if (r.name == name) row = &r;
   }
-  ASSERT_NE(row, nullptr) << GetParam() << " is in cases.txt but not in the manifest";
-
+  ASSERT_NE(row, nullptr) << name << " is in cases.txt but not in the manifest";
+  out->row = *row;
   absl::StatusOr<ModelSpec> spec = SpecFor(*row);
   ASSERT_TRUE(spec.ok()) << spec.status();
-  const ModelLoadOptions load_options = LoadOptions();
-  absl::StatusOr<std::unique_ptr<InferenceModel>> model = LoadInferenceModel(*spec, load_options);
+  out->spec = *spec;
+  absl::StatusOr<std::unique_ptr<InferenceModel>> model = LoadInferenceModel(*spec, LoadOptions());
   if (!model.ok() && model.status().code() == absl::StatusCode::kUnimplemented) {
-    GTEST_SKIP() << "C++ side: " << model.status();
+    out->skip = absl::StrCat("C++ side: ", model.status().ToString());
+    return;
   }
   ASSERT_TRUE(model.ok()) << model.status();
+  out->model = *std::move(model);
+}
+
+TEST_P(GoldenTest, MatchesReference) {
+  LoadedCase lc;
+  ASSERT_NO_FATAL_FAILURE(LoadCase(GetParam(), &lc));
+  if (!lc.skip.empty()) GTEST_SKIP() << lc.skip;
+  const ManifestRow* row = &lc.row;
+  std::unique_ptr<InferenceModel>* model = &lc.model;
+  const ModelLoadOptions load_options = LoadOptions();
 
   auto inputs = ReadSafetensors(FixtureDir() + "/" + row->inputs_file);
   ASSERT_TRUE(inputs.ok()) << inputs.status();
@@ -327,6 +348,66 @@ TEST_P(GoldenTest, MatchesReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, GoldenTest, ::testing::ValuesIn(CaseNames()),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
+
+// Image inputs: three PNGs (make_golden.py: other sizes, landscape and portrait, photo-like
+// texture) through the server's Preprocessor with the timm defaults (decode, Pillow-exact
+// bicubic resize to 256, crop 224, ImageNet normalisation) against the same PNGs through
+// timm's eval transform with PIL in Python (image_inputs.safetensors). The tensors must be
+// bit-identical, and every case must then give the same logits (to kMaxLogitError, the
+// tensor cases' bound), top-1 and token counts through `image` as through `tensor`.
+class GoldenImageTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GoldenImageTest, ImageInputMatchesPilPipeline) {
+  LoadedCase lc;
+  ASSERT_NO_FATAL_FAILURE(LoadCase(GetParam(), &lc));
+  if (!lc.skip.empty()) GTEST_SKIP() << lc.skip;
+  absl::StatusOr<std::unique_ptr<Preprocessor>> pre =
+      Preprocessor::Create(PreprocessSpec(), lc.spec.arch, PreprocessorOptions());
+  ASSERT_TRUE(pre.ok()) << pre.status();
+  auto pil_inputs = ReadSafetensors(FixtureDir() + "/image_inputs.safetensors");
+  ASSERT_TRUE(pil_inputs.ok()) << pil_inputs.status();
+  const std::vector<ImageTensor> pil = SplitImages(pil_inputs->at("images"));
+  std::vector<ImageTensor> served;
+  for (size_t i = 0; i < pil.size(); ++i) {
+    absl::StatusOr<std::string> png = ReadFile(absl::StrCat(FixtureDir(), "/image_", i, ".png"));
+    ASSERT_TRUE(png.ok()) << png.status();
+    absl::StatusOr<ImageTensor> t = (*pre)->FromEncoded(*png);
+    ASSERT_TRUE(t.ok()) << t.status();
+    ASSERT_EQ(t->data.size(), pil[i].data.size());
+    size_t differing = 0;
+    for (size_t k = 0; k < t->data.size(); ++k) differing += t->data[k] != pil[i].data[k];
+    EXPECT_EQ(differing, 0u) << "image_" << i << ".png: tensor values differing from PIL's";
+    served.push_back(*std::move(t));
+  }
+  std::vector<const ImageTensor*> pil_batch, served_batch;
+  for (size_t i = 0; i < pil.size(); ++i) {
+    pil_batch.push_back(&pil[i]);
+    served_batch.push_back(&served[i]);
+  }
+  const float keep_rate = static_cast<float>(lc.row.keep_rate);
+  absl::StatusOr<std::vector<ImageResult>> want = lc.model->Run(pil_batch, keep_rate);
+  absl::StatusOr<std::vector<ImageResult>> got = lc.model->Run(served_batch, keep_rate);
+  ASSERT_TRUE(want.ok()) << want.status();
+  ASSERT_TRUE(got.ok()) << got.status();
+  double worst = 0.0;
+  for (size_t b = 0; b < pil.size(); ++b) {
+    const std::vector<float>& w = (*want)[b].logits;
+    const std::vector<float>& g = (*got)[b].logits;
+    ASSERT_EQ(w.size(), g.size());
+    for (size_t c = 0; c < w.size(); ++c) worst = std::max(worst, double{std::abs(w[c] - g[c])});
+    EXPECT_EQ(std::max_element(g.begin(), g.end()) - g.begin(),
+              std::max_element(w.begin(), w.end()) - w.begin())
+        << "top-1 differs for image_" << b;
+    EXPECT_EQ((*got)[b].tokens_per_stage, (*want)[b].tokens_per_stage) << "image_" << b;
+  }
+  EXPECT_LE(worst, kMaxLogitError);
+  RecordProperty("max_abs_logit_diff_image_vs_pil", absl::StrCat(worst));
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, GoldenImageTest, ::testing::ValuesIn(CaseNames()),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            return info.param;
                          });

@@ -22,6 +22,11 @@ Files written (all tensors little-endian, safetensors written by hand):
                                   'model', 'atten_mask', 'other_mask' with 'module.' keys,
                                   an argparse.Namespace under 'args')
   inputs.safetensors              images F32 [3, 3, 224, 224]
+  image_{0,1,2}.png               8-bit RGB images of other sizes (photo-like: smooth field
+                                  plus noise) for the image-input cases
+  image_inputs.safetensors        images F32 [3, 3, 224, 224]: those PNGs through the timm
+                                  eval transform with PIL (Resize(256, BICUBIC),
+                                  CenterCrop(224), ToTensor, Normalize(ImageNet))
   expected_<case>.safetensors     logits F32 [3, 10], tokens_per_stage I64 [3, stages]
   manifest.txt                    one case per line (columns in its header comment)
 """
@@ -38,6 +43,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reference  # noqa: E402  (local module next to this script)
@@ -225,6 +231,43 @@ def make_images(seed: int, batch: int = BATCH, size: int = 224) -> torch.Tensor:
     return img + 0.2 * torch.randn(batch, 3, size, size, generator=g)
 
 
+#: (width, height) of the PNG inputs: landscape, portrait, and larger than 2x the resize.
+PNG_SIZES = [(300, 260), (260, 347), (640, 480)]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def make_png_images(seed: int) -> List[Image.Image]:
+    """8-bit RGB images: a smooth random field plus per-pixel noise (texture is where
+    non-antialiased resampling differs most from PIL's)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for w, h in PNG_SIZES:
+        coarse = torch.rand(1, 3, 6, 6, generator=g)
+        img = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False) * 255
+        img = img + 30 * torch.randn(1, 3, h, w, generator=g)
+        arr = img[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+        out.append(Image.fromarray(arr, "RGB"))
+    return out
+
+
+def timm_pil_transform(img: Image.Image, resize: int = 256, crop: int = 224) -> torch.Tensor:
+    """timm's eval transform on a PIL image, in numpy: torchvision Resize(int, BICUBIC)
+    (long side int(resize * long / short)), CenterCrop (round-half-even offsets),
+    ToTensor (float32 v / 255), Normalize (float32)."""
+    w, h = img.size
+    if min(w, h) != resize:
+        short, long = (w, h) if w <= h else (h, w)
+        new_long = int(resize * long / short)
+        img = img.resize((resize, new_long) if w <= h else (new_long, resize), Image.BICUBIC)
+    w, h = img.size
+    top, left = int(round((h - crop) / 2.0)), int(round((w - crop) / 2.0))
+    a = np.asarray(img.crop((left, top, left + crop, top + crop)))
+    x = a.astype(np.float32) / np.float32(255)
+    x = (x - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
+    return torch.from_numpy(x.transpose(2, 0, 1).copy())
+
+
 # ---------------------------------------------------------------------------------------
 # Cases
 # ---------------------------------------------------------------------------------------
@@ -332,6 +375,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         out(WEIGHT_FILES["svite_pth"]),
     )
     write_safetensors(out("inputs.safetensors"), {"images": images}, meta)
+    pngs = make_png_images(args.seed + 6)
+    for i, png in enumerate(pngs):
+        png.save(out(f"image_{i}.png"))
+    write_safetensors(
+        out("image_inputs.safetensors"),
+        {"images": torch.stack([timm_pil_transform(p) for p in pngs])},
+        meta,
+    )
 
     lines, margins, worst_dev = [MANIFEST_HEADER], {}, 0.0
     for name, method, kr, wkey, locs, attn_ratio in CASES:

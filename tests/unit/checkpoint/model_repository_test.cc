@@ -240,8 +240,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"crop", kWeights + "preprocessing { crop_pct: 1.5 }", "preprocessing.crop_pct"},
         BadConfig{"resize", kWeights + "preprocessing { resize: 100 }",
                   "preprocessing.resize: 100 is smaller than image_size 224"},
-        BadConfig{"interp", kWeights + "preprocessing { interpolation: \"lanczos\" }",
-                  "preprocessing.interpolation: unknown 'lanczos'"},
+        BadConfig{"interp", kWeights + "preprocessing { interpolation: \"mitchell\" }",
+                  "preprocessing.interpolation: unknown 'mitchell'"},
         BadConfig{
             "min_gt_default",
             kWeights + "pruning { method: \"evit\" min_keep_rate: 0.8 default_keep_rate: 0.7 }",

@@ -122,6 +122,25 @@ vitserve::v1::ModelInfo MakeInfo() {
   return info;
 }
 
+// A Hugging Face model: the squash and crop rule, and where each setting came from.
+TEST(ModelInfoOutputTest, TextShowsHuggingFaceGeometryAndSources) {
+  vitserve::v1::ModelInfo info = MakeInfo();
+  info.mutable_preprocessing()->set_resize_height(256);
+  info.mutable_preprocessing()->set_resize_width(256);
+  info.mutable_preprocessing()->set_crop("center_floor");
+  info.mutable_preprocessing()->set_interpolation("bilinear");
+  auto* src = info.add_sources();
+  src->set_setting("architecture.norm_eps");
+  src->set_source("config.json layer_norm_eps");
+  const std::string text = ModelInfoText(info);
+  EXPECT_NE(text.find("resize squash 256x256 bilinear, crop 224 (center_floor)"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("settings from"), std::string::npos) << text;
+  EXPECT_NE(text.find("architecture.norm_eps"), std::string::npos) << text;
+  EXPECT_NE(text.find("config.json layer_norm_eps"), std::string::npos) << text;
+  EXPECT_EQ(ModelInfoText(MakeInfo()).find("settings from"), std::string::npos);
+}
+
 TEST(ModelInfoOutputTest, TextHasGridWithLatencyColumns) {
   const std::string text = ModelInfoText(MakeInfo());
   EXPECT_NE(text.find("range [0.5, 1]"), std::string::npos) << text;

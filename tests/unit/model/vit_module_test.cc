@@ -31,6 +31,23 @@ std::map<std::string, std::vector<int64_t>> Shapes(const Vit& vit) {
   return out;
 }
 
+// Hugging Face configs carry their own LayerNorm eps (1e-12): it must reach every backbone
+// LayerNorm (the executor's fast LayerNorm reads it from the module's options).
+TEST(VitModuleTest, NormEpsComesFromTheArchitecture) {
+  Architecture a = TinyArch();
+  EXPECT_DOUBLE_EQ(VitOptions::FromArchitecture(a).norm_eps, 1e-6);
+  a.norm_eps = 1e-12;
+  Vit vit(VitOptions::FromArchitecture(a));
+  int layer_norms = 0;
+  for (const auto& m : vit->modules(/*include_self=*/false)) {
+    if (const auto* ln = m->as<torch::nn::LayerNormImpl>()) {
+      EXPECT_DOUBLE_EQ(ln->options.eps(), 1e-12);
+      ++layer_norms;
+    }
+  }
+  EXPECT_EQ(layer_norms, 2 * a.depth + 1);
+}
+
 TEST(VitModuleTest, DenseKeysAreTimmStateDictKeys) {
   Vit vit(VitOptions::FromArchitecture(TinyArch()));
   std::map<std::string, std::vector<int64_t>> expected = {

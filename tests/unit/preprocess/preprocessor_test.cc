@@ -531,8 +531,35 @@ TEST(CreateTest, RefusesInconsistentSpecs) {
     cases.push_back(c);
   }
   {
-    Case c{"interpolation", PreprocessSpec(), Architecture(), "bicubic, bilinear, nearest, area"};
-    c.spec.interpolation = "lanczos";
+    Case c{"interpolation", PreprocessSpec(), Architecture(),
+           "bicubic, bilinear, lanczos, box, hamming, nearest, area"};
+    c.spec.interpolation = "mitchell";
+    cases.push_back(c);
+  }
+  {
+    Case c{"unknown crop", PreprocessSpec(), Architecture(), "center, center_floor, none"};
+    c.spec.crop = "diagonal";
+    cases.push_back(c);
+  }
+  {
+    Case c{"squash height only", PreprocessSpec(), Architecture(), "both be positive"};
+    c.spec.resize_height = 256;
+    cases.push_back(c);
+  }
+  {
+    Case c{"squash below crop", PreprocessSpec(), Architecture(), "cannot be cropped"};
+    c.spec.resize_height = 256;
+    c.spec.resize_width = 200;
+    cases.push_back(c);
+  }
+  {
+    Case c{"no crop needs square", PreprocessSpec(), Architecture(), "needs a square output"};
+    c.spec.crop = "none";
+    cases.push_back(c);
+  }
+  {
+    Case c{"rescale factor", PreprocessSpec(), Architecture(), "rescale_factor"};
+    c.spec.rescale_factor = 0.0;
     cases.push_back(c);
   }
   {
