@@ -141,7 +141,6 @@ cv::Mat PilNearestResize(const cv::Mat& in, int width, int height) {
   }
   return out;
 }
-#endif  // VITSERVE_NO_OPENCV
 
 // Resizes an 8-bit image to width x height with the chosen resampler (a no-op at the
 // same size, as PIL's resize).
@@ -163,6 +162,7 @@ absl::StatusOr<cv::Mat> ResizeTo(const cv::Mat& img, int width, int height, int 
   }
   return out;
 }
+#endif  // VITSERVE_NO_OPENCV
 
 struct Geometry {
   int mode = kShorterSide;
