@@ -750,14 +750,20 @@ void InferenceServiceImpl::Reject(std::unique_ptr<InferenceTask> task, absl::Sta
   Answer(std::move(task), std::move(status));
 }
 
+namespace {
+// Whether a request that has a deadline was answered within its budget (arrival to answer).
+bool WithinBudget(const InferenceTask& task, double total_seconds) {
+  return total_seconds <= absl::ToDoubleSeconds(task.attrs.latency_budget);
+}
+}  // namespace
+
 void InferenceServiceImpl::ObserveBudget(const InferenceTask& task,
                                          const absl::StatusOr<ClassifyResponse>& result) {
   LatencyGuard* guard = task.model->guard.get();
   if (guard == nullptr || task.attrs.deadline == absl::InfiniteFuture()) return;
   const absl::Time now = clock_->Now();
   if (result.ok()) {
-    guard->ObserveRequest(
-        now, result->timing().total_seconds() <= absl::ToDoubleSeconds(task.attrs.latency_budget));
+    guard->ObserveRequest(now, WithinBudget(task, result->timing().total_seconds()));
   } else if (result.status().code() == absl::StatusCode::kDeadlineExceeded) {
     if (now >= task.attrs.deadline) {
       guard->ObserveRequest(now, /*met=*/false);  // expired in the queue
@@ -789,8 +795,8 @@ void InferenceServiceImpl::Answer(std::unique_ptr<InferenceTask> task,
       record.total_seconds = absl::ToDoubleSeconds(clock_->Now() - task->arrival);
     }
     record.had_budget = task->attrs.deadline != absl::InfiniteFuture();
-    record.budget_met = record.had_budget && result.ok() &&
-                        record.total_seconds <= absl::ToDoubleSeconds(task->attrs.latency_budget);
+    record.budget_met =
+        record.had_budget && result.ok() && WithinBudget(*task, record.total_seconds);
     metrics_->OnRequestDone(record);
     metrics_->AddInFlight(-1);
   }
