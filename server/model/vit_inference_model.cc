@@ -23,6 +23,7 @@
 #endif
 #include "server/pruning/cost_model.h"
 #include "server/pruning/gemm_plan.h"
+#include "server/pruning/task_pool.h"
 
 namespace vitserve {
 namespace {
@@ -90,7 +91,7 @@ class VitInferenceModel : public InferenceModel {
   VitInferenceModel(ModelSpec spec, Vit vit, std::unique_ptr<TokenPruner> pruner,
                     torch::Device device, torch::ScalarType dtype, int max_sub_batch,
                     std::vector<std::string> ignored_keys, double weight_zero_fraction,
-                    GemmPlan gemm_plan)
+                    GemmPlan gemm_plan, int intra_op_threads)
       : spec_(std::move(spec)),
         vit_(std::move(vit)),
         blocks_(BlockShapesOf(vit_->options())),
@@ -100,7 +101,8 @@ class VitInferenceModel : public InferenceModel {
         dtype_(dtype),
         max_sub_batch_(max_sub_batch),
         ignored_keys_(std::move(ignored_keys)),
-        gemm_plan_(std::move(gemm_plan)) {}
+        gemm_plan_(std::move(gemm_plan)),
+        intra_op_threads_(intra_op_threads) {}
 
   const ModelSpec& spec() const override { return spec_; }
 
@@ -133,7 +135,8 @@ class VitInferenceModel : public InferenceModel {
   const torch::ScalarType dtype_;
   const int max_sub_batch_;
   const std::vector<std::string> ignored_keys_;
-  const GemmPlan gemm_plan_;  // CPU GEMM kernel per linear shape, chosen at load
+  const GemmPlan gemm_plan_;    // CPU GEMM kernel per linear shape, chosen at load
+  const int intra_op_threads_;  // this model's CPU forwards split across this many threads
 };
 
 absl::Status VitInferenceModel::Validate(absl::Span<const ImageTensor* const> images,
@@ -171,6 +174,7 @@ absl::StatusOr<std::vector<ImageResult>> VitInferenceModel::Run(
   try {
     c10::InferenceMode guard;
     ScopedGemmPlan gemm_plan(&gemm_plan_);
+    ScopedIntraOpThreads threads(intra_op_threads_);
     const int64_t step = max_sub_batch_ > 0 ? std::min<int64_t>(max_sub_batch_, batch) : batch;
     // One sub-batch's input buffer, refilled right before each forward: a batch of 32 at
     // 224² would otherwise copy 19 MB up front and read it back cold.
@@ -295,6 +299,8 @@ absl::StatusOr<std::unique_ptr<InferenceModel>> CreateInferenceModel(
       CreateTokenPruner(spec.arch, spec.pruning, pruner_options);
   if (!pruner.ok()) return pruner.status();
   if (opts.intra_op_threads > 0) at::set_num_threads(opts.intra_op_threads);
+  const int intra_op_threads =
+      opts.intra_op_threads > 0 ? opts.intra_op_threads : at::get_num_threads();
   try {
     VitOptions options = VitOptions::FromSpec(spec.arch, spec.pruning);
     const StateDict* to_load = &weights;
@@ -319,12 +325,13 @@ absl::StatusOr<std::unique_ptr<InferenceModel>> CreateInferenceModel(
 #endif
     GemmPlan gemm_plan;
     if (opts.time_gemm_kernels && device->is_cpu() && *dtype == torch::kFloat32) {
+      ScopedIntraOpThreads threads(intra_op_threads);  // timed as Run will run them
       gemm_plan = ChooseGemmKernelsOnce(LinearShapes(*vit, opts.max_sub_batch));
     }
     return std::unique_ptr<InferenceModel>(new VitInferenceModel(
         spec, std::move(vit), *std::move(pruner), *device, *dtype, opts.max_sub_batch,
         *std::move(ignored), compacted.ok() ? compacted->weight_zero_fraction : 0.0,
-        std::move(gemm_plan)));
+        std::move(gemm_plan), intra_op_threads));
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("LibTorch failure building model '", spec.name,
                                             "': ", e.what_without_backtrace()));

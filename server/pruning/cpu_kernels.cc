@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
 
 #include <algorithm>
 #include <cmath>
@@ -27,13 +28,17 @@ namespace {
 constexpr int64_t kRowsPerTask = 64;
 constexpr int64_t kValuesPerTask = 16384;
 
-// Intra-op threads for this call's ParallelTasks (1 inside an ATen parallel region).
-int Threads() { return at::in_parallel_region() ? 1 : at::get_num_threads(); }
+// Output columns per task when an [m, n] product is split across `threads`: one block per
+// thread, a multiple of 16 columns (one AVX-512 vector).
+int64_t ColumnsPerBlock(int64_t n, int64_t threads) {
+  return std::max<int64_t>(16, ((n + threads - 1) / threads + 15) / 16 * 16);
+}
 
 // ParallelTasks over [0, n) in chunks of `grain`: fn(begin, end) per chunk.
 void ParallelRanges(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   const int64_t chunks = (n + grain - 1) / grain;
-  ParallelTasks(chunks, Threads(), [&](int64_t i) { fn(i * grain, std::min(n, (i + 1) * grain)); });
+  ParallelTasks(chunks, KernelThreads(),
+                [&](int64_t i) { fn(i * grain, std::min(n, (i + 1) * grain)); });
 }
 
 bool IsPlainCpuFloat(const torch::Tensor& t) {
@@ -161,8 +166,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void GeluInPlace(fl
 // the bias (and residual) initialise y, sgemm accumulates into it (beta = 1), GELU last.
 void SgemmLinear(const float* x, const float* w, const float* b, const float* residual, bool gelu,
                  float* y, int64_t m, int64_t n, int64_t k) {
-  const int64_t threads = Threads();
-  const int64_t cols = std::max<int64_t>(16, ((n + threads - 1) / threads + 15) / 16 * 16);
+  const int64_t cols = ColumnsPerBlock(n, KernelThreads());
   const int64_t blocks = (n + cols - 1) / cols;
   ParallelRanges(blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t blk = begin; blk < end; ++blk) {
@@ -189,7 +193,45 @@ void SgemmLinear(const float* x, const float* w, const float* b, const float* re
 }
 #endif
 
+// at::linear (Debian's OpenBLAS) + epilogue, with the output columns split across the
+// intra-op threads like SgemmLinear: each task's OpenBLAS call runs single-threaded
+// (task_pool.h), so the only threads on the cores are the pool's. x [..., K], y [..., N].
+torch::Tensor AtenLinear(const torch::Tensor& x, const torch::Tensor& weight,
+                         const torch::Tensor& bias, const LinearEpilogue& epilogue) {
+  const int64_t n = weight.size(0);
+  const int threads = KernelThreads();
+  if (threads <= 1 || n < 32) {
+    torch::Tensor y = at::linear(x, weight, bias);
+    if (epilogue.residual.defined()) y.add_(epilogue.residual.reshape(y.sizes()));
+    if (epilogue.gelu) FastGelu_(y);
+    return y;
+  }
+  const torch::Tensor x2 = x.reshape({-1, x.size(-1)});
+  std::vector<int64_t> out_shape = x.sizes().vec();
+  out_shape.back() = n;
+  torch::Tensor y = at::empty({x2.size(0), n}, x.options());
+  const torch::Tensor r2 =
+      epilogue.residual.defined() ? epilogue.residual.reshape({x2.size(0), n}) : torch::Tensor();
+  const int64_t cols = ColumnsPerBlock(n, threads);
+  ParallelTasks((n + cols - 1) / cols, threads, [&](int64_t blk) {
+    const int64_t n0 = blk * cols;
+    const int64_t nb = std::min(cols, n - n0);
+    c10::InferenceMode inference;  // the caller's mode is per thread; workers need their own
+    torch::Tensor part = at::linear(x2, weight.narrow(0, n0, nb), bias.narrow(0, n0, nb));
+    if (r2.defined()) part.add_(r2.narrow(1, n0, nb));
+    if (epilogue.gelu) FastGelu_(part);  // runs inline: nested in a task
+    y.narrow(1, n0, nb).copy_(part);
+  });
+  return y.view(out_shape);
+}
+
 }  // namespace
+
+int KernelThreads() {
+  if (at::in_parallel_region()) return 1;
+  const int scoped = IntraOpThreads();
+  return scoped > 0 ? scoped : at::get_num_threads();
+}
 
 bool FastCpuKernelsAvailable() {
 #ifdef VITSERVE_HAVE_DNNL
@@ -275,10 +317,7 @@ torch::Tensor FastLinear(const torch::Tensor& x, const torch::Tensor& weight,
     return y;
   }
 #endif
-  torch::Tensor y = at::linear(x, weight, bias);
-  if (residual.defined()) y.add_(residual.reshape(y.sizes()));
-  if (epilogue.gelu) FastGelu_(y);
-  return y;
+  return AtenLinear(x, weight, bias, epilogue);
 }
 
 torch::Tensor FastAttention(const torch::Tensor& q, const torch::Tensor& kv, int64_t heads,

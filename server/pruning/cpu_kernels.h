@@ -18,9 +18,9 @@
 // float32 on the CPU. Results agree with ATen to float32 rounding (tests compare against
 // the ATen path).
 // Thread-safety: stateless; may be called from many threads. Parallelism follows
-// at::get_num_threads(): ATen's OpenMP threads each run oneDNN single-threaded on their
-// share (GEMM column blocks, (image, head) attention tasks, rows). Errors: c10::Error on bad
-// shapes.
+// KernelThreads(): the task pool's threads (task_pool.h) each run oneDNN or OpenBLAS
+// single-threaded on their share (GEMM column blocks, (image, head) attention tasks, rows).
+// Errors: c10::Error on bad shapes.
 #ifndef VITSERVE_SERVER_PRUNING_CPU_KERNELS_H_
 #define VITSERVE_SERVER_PRUNING_CPU_KERNELS_H_
 
@@ -30,6 +30,11 @@ namespace vitserve {
 
 // True when the oneDNN fast paths are compiled in.
 bool FastCpuKernelsAvailable();
+
+// The threads the kernels below split one call's work across on this thread: the
+// innermost ScopedIntraOpThreads' count (task_pool.h), else at::get_num_threads(); 1
+// inside an ATen parallel region or a ParallelTasks task.
+int KernelThreads();
 
 // LayerNorm over the last dim of float32 CPU x [..., C] with weight and bias [C], for x
 // contiguous or [B, N, C] with contiguous rows (a narrowed token range); ATen's

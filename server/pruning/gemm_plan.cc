@@ -107,7 +107,7 @@ GemmPlan ChooseGemmKernelsOnce(const std::vector<GemmShape>& shapes) {
   using Key = std::tuple<int64_t, int64_t, int64_t, int>;  // m, n, k, threads
   static std::mutex* mu = new std::mutex();
   static auto* memo = new std::map<Key, GemmChoice>();
-  const int threads = at::get_num_threads();
+  const int threads = KernelThreads();
   std::lock_guard<std::mutex> lock(*mu);
   std::vector<GemmShape> missing;
   for (const GemmShape& s : shapes) {

@@ -21,21 +21,16 @@ namespace {
 constexpr auto kSpin = std::chrono::microseconds(200);
 
 thread_local bool in_task = false;
+thread_local int intra_op_threads = 0;  // ScopedIntraOpThreads
+
+int OmpMaxThreads();
+void SetOmpThreads(int threads);
 
 // OpenMP (and so oneDNN's sgemm) single-threaded on this thread while alive.
 class SingleThreadedOmp {
  public:
-  SingleThreadedOmp() {
-#ifdef VITSERVE_HAVE_OPENMP
-    previous_ = omp_get_max_threads();
-    omp_set_num_threads(1);
-#endif
-  }
-  ~SingleThreadedOmp() {
-#ifdef VITSERVE_HAVE_OPENMP
-    omp_set_num_threads(previous_);
-#endif
-  }
+  SingleThreadedOmp() : previous_(OmpMaxThreads()) { SetOmpThreads(1); }
+  ~SingleThreadedOmp() { SetOmpThreads(previous_); }
 
  private:
   int previous_ = 1;
@@ -137,7 +132,36 @@ TaskPool& Pool() {
   return *pool;
 }
 
+int OmpMaxThreads() {
+#ifdef VITSERVE_HAVE_OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+void SetOmpThreads(int threads) {
+#ifdef VITSERVE_HAVE_OPENMP
+  omp_set_num_threads(threads);
+#else
+  (void)threads;
+#endif
+}
+
 }  // namespace
+
+ScopedIntraOpThreads::ScopedIntraOpThreads(int threads)
+    : previous_threads_(intra_op_threads), previous_omp_threads_(OmpMaxThreads()) {
+  intra_op_threads = threads < 1 ? 1 : threads;
+  SetOmpThreads(1);
+}
+
+ScopedIntraOpThreads::~ScopedIntraOpThreads() {
+  intra_op_threads = previous_threads_;
+  SetOmpThreads(previous_omp_threads_);
+}
+
+int IntraOpThreads() { return intra_op_threads; }
 
 void ParallelTasks(int64_t tasks, int threads, const std::function<void(int64_t)>& task) {
   if (tasks <= 0) return;

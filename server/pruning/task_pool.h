@@ -28,6 +28,33 @@ namespace vitserve {
 // throws is rethrown here (the other tasks still run).
 void ParallelTasks(int64_t tasks, int threads, const std::function<void(int64_t)>& task);
 
+// While alive, the kernels on this thread split their work across `threads` cores through
+// ParallelTasks (IntraOpThreads() returns it) and OpenMP runs single-threaded on this
+// thread, so ATen's own parallel ops and OpenBLAS do not start an OpenMP team.
+//
+// Why: an OpenMP team's threads spin for a while after each parallel region (libgomp's
+// default wait policy), on the same cores the pool's workers poll for the next task; with
+// both pools alive a 2-core machine ran one DeiT-S batch on 2 threads slower than on 1
+// (bench/results/peers-cpu.md, 2026-12-07). With one pool owning the cores the split is
+// the pool's alone. An executor makes one of these around each forward, with the thread
+// count of the model it runs, so two models with different counts do not interfere (the
+// process-wide at::set_num_threads would make the last model loaded win).
+// Nesting: the innermost scope wins; the previous state is restored on destruction.
+class ScopedIntraOpThreads {
+ public:
+  explicit ScopedIntraOpThreads(int threads);
+  ~ScopedIntraOpThreads();
+  ScopedIntraOpThreads(const ScopedIntraOpThreads&) = delete;
+  ScopedIntraOpThreads& operator=(const ScopedIntraOpThreads&) = delete;
+
+ private:
+  int previous_threads_;
+  int previous_omp_threads_;
+};
+
+// The count set by the innermost ScopedIntraOpThreads on this thread; 0 when none is.
+int IntraOpThreads();
+
 }  // namespace vitserve
 
 #endif  // VITSERVE_SERVER_PRUNING_TASK_POOL_H_

@@ -8,7 +8,6 @@
 // size-weighted average. Output order [unmerged A in index order, all B] (distilled:
 // [A0, B0, A1.., B1..]), a `size` per token, and proportional attention (log(size)
 // added to the attention logits) from the second block on.
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -19,8 +18,10 @@
 #include <vector>
 
 #include "server/pruning/cost_model.h"
+#include "server/pruning/cpu_kernels.h"
 #include "server/pruning/forward_common.h"
 #include "server/pruning/keep_counts.h"
+#include "server/pruning/task_pool.h"
 #include "server/pruning/token_pruner.h"
 
 namespace vitserve {
@@ -144,11 +145,9 @@ MergePlan BipartiteSoftMatching(const torch::Tensor& keys, int r, bool distilled
   int64_t* srcp = plan.src.data_ptr<int64_t>();
   int64_t* dstp = plan.dst.data_ptr<int64_t>();
   int64_t* unmp = plan.unmerged.data_ptr<int64_t>();
-  at::parallel_for(0, b, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      MatchImage(kp + i * keys.stride(0), keys.stride(1), keys.stride(2), heads, t, d, r, distilled,
-                 srcp + i * r, dstp + i * r, unmp + i * (ta - r));
-    }
+  ParallelTasks(b, KernelThreads(), [&](int64_t i) {
+    MatchImage(kp + i * keys.stride(0), keys.stride(1), keys.stride(2), heads, t, d, r, distilled,
+               srcp + i * r, dstp + i * r, unmp + i * (ta - r));
   });
   return plan;
 }
@@ -166,10 +165,10 @@ std::pair<torch::Tensor, torch::Tensor> MergeWeighted(const MergePlan& plan, con
   const int64_t ta = (t + 1) / 2, tb = t / 2, unm = ta - plan.r, out_t = t - plan.r;
   torch::Tensor out = at::empty({b, out_t, c}, x.options());
   torch::Tensor out_size = at::empty({b, out_t, 1}, x.options());
-  at::parallel_for(0, b, 1, [&](int64_t begin, int64_t end) {
+  ParallelTasks(b, KernelThreads(), [&](int64_t i) {
     std::vector<float> acc(static_cast<size_t>(tb * c));
     std::vector<float> acc_size(static_cast<size_t>(tb));
-    for (int64_t i = begin; i < end; ++i) {
+    {
       const float* xi = x.data_ptr<float>() + i * t * c;
       const float* si = size.defined() ? size.data_ptr<float>() + i * t : nullptr;
       auto sz = [&](int64_t tok) { return si != nullptr ? si[tok] : 1.0f; };

@@ -72,8 +72,10 @@ struct ModelLoadOptions {
   // Largest sub-batch run at once; bigger batches are split (CPU is memory-bound at
   // large batch, see bench/). 0 = no split.
   int max_sub_batch = 8;
-  // LibTorch intra-op threads (at::set_num_threads; process-wide, so the last model
-  // loaded with a value > 0 wins). 0 = leave LibTorch's current setting.
+  // Threads one CPU forward of this model splits across, set on the calling thread for
+  // each forward (server/pruning/task_pool.h, ScopedIntraOpThreads), so models loaded
+  // with different counts keep theirs. > 0 also sets LibTorch's process-wide count
+  // (at::set_num_threads) for work outside the forward. 0 = LibTorch's count at load.
   int intra_op_threads = 0;
   // CPU float32: time the GEMM kernels per linear-layer shape at load and run the faster
   // (server/pruning/gemm_plan.h); false = oneDNN everywhere, nothing timed.

@@ -1,5 +1,6 @@
 #include "server/pruning/gemm_plan.h"
 
+#include <c10/core/InferenceMode.h>
 #include <torch/torch.h>
 
 #include <map>
@@ -8,6 +9,7 @@
 
 #include "gtest/gtest.h"
 #include "server/pruning/cpu_kernels.h"
+#include "server/pruning/task_pool.h"
 
 namespace vitserve {
 namespace {
@@ -56,23 +58,35 @@ TEST(GemmPlanTest, LookupPicksTheClosestMeasuredRowCount) {
 
 TEST(GemmPlanTest, FastLinearFollowsTheCurrentPlanAndBothKernelsAgree) {
   torch::manual_seed(4);
-  const torch::Tensor x = torch::randn({6, 32});
-  const torch::Tensor w = torch::randn({40, 32});
-  const torch::Tensor b = torch::randn({40});
-  const torch::Tensor r = torch::randn({6, 40});
+  // 100 output columns: at 3 threads both kernels split them into blocks of 48, 48, 4.
+  const torch::Tensor x = torch::randn({2, 3, 32});
+  const torch::Tensor w = torch::randn({100, 32}, torch::requires_grad());
+  const torch::Tensor b = torch::randn({100}, torch::requires_grad());
+  const torch::Tensor r = torch::randn({2, 3, 100});
   LinearEpilogue epilogue;
   epilogue.residual = r;
   epilogue.gelu = true;
-  const torch::Tensor expected = at::gelu(at::linear(x, w, b) + r);
-  for (GemmKernel kernel : {GemmKernel::kOneDnn, GemmKernel::kAten}) {
-    GemmChoice choice;
-    choice.shape = {6, 40, 32};
-    choice.kernel = kernel;
-    const GemmPlan plan({choice});
-    ScopedGemmPlan scope(&plan);
-    EXPECT_EQ(CurrentGemmPlan(), &plan);
-    EXPECT_LE((FastLinear(x, w, b, epilogue) - expected).abs().max().item<float>(), 1e-4f)
-        << GemmKernelName(kernel);
+  const torch::Tensor expected = at::gelu(at::linear(x, w, b) + r).detach();
+  for (int threads : {1, 3}) {
+    for (GemmKernel kernel : {GemmKernel::kOneDnn, GemmKernel::kAten}) {
+      GemmChoice choice;
+      choice.shape = {6, 100, 32};
+      choice.kernel = kernel;
+      const GemmPlan plan({choice});
+      ScopedGemmPlan scope(&plan);
+      EXPECT_EQ(CurrentGemmPlan(), &plan);
+      // As a forward runs: inference mode (thread-local: the pool's workers must set
+      // their own before touching weights that require grad) and the model's threads.
+      c10::InferenceMode inference;
+      ScopedIntraOpThreads intra(threads);
+      const torch::Tensor input = x.clone();  // an inference tensor, as in a forward
+      for (int rep = 0; rep < 20; ++rep) {    // so that the pool's workers take some blocks
+        const torch::Tensor y = FastLinear(input, w, b, epilogue);
+        ASSERT_EQ(y.sizes(), expected.sizes());
+        ASSERT_LE((y - expected).abs().max().item<float>(), 1e-4f)
+            << GemmKernelName(kernel) << " at " << threads << " threads";
+      }
+    }
   }
   EXPECT_EQ(CurrentGemmPlan(), nullptr);
 }

@@ -19,6 +19,23 @@ TEST(TaskPoolTest, RunsEveryTaskOnceAcrossThreads) {
   ParallelTasks(0, 2, [](int64_t) { FAIL() << "no task to run"; });
 }
 
+TEST(TaskPoolTest, ScopedIntraOpThreadsIsPerThreadAndNests) {
+  EXPECT_EQ(IntraOpThreads(), 0);
+  {
+    ScopedIntraOpThreads two(2);
+    EXPECT_EQ(IntraOpThreads(), 2);
+    {
+      ScopedIntraOpThreads one(0);  // clamped to 1
+      EXPECT_EQ(IntraOpThreads(), 1);
+    }
+    EXPECT_EQ(IntraOpThreads(), 2);
+    int other_thread = -1;
+    std::thread([&] { other_thread = IntraOpThreads(); }).join();
+    EXPECT_EQ(other_thread, 0);  // another batch thread keeps its own
+  }
+  EXPECT_EQ(IntraOpThreads(), 0);
+}
+
 TEST(TaskPoolTest, NestedAndConcurrentCallsComplete) {
   std::atomic<int> total{0};
   auto outer = [&] {
