@@ -72,6 +72,9 @@ ABSL_FLAG(std::string, dtype, "",
           "ModelLoadOptions::dtype: float32 | bfloat16 | float16; empty = float32 on cpu, "
           "bfloat16 on cuda");
 ABSL_FLAG(bool, cuda_graphs, true, "ModelLoadOptions::cuda_graphs (cuda only)");
+ABSL_FLAG(std::string, max_packed_isa, "avx512",
+          "ModelLoadOptions::max_packed_isa: avx512 | avx2 | generic (the packed-weight GEMM "
+          "kernel; avx2 forces the AVX2 kernel on an AVX-512 machine)");
 ABSL_FLAG(std::string, config, "",
           "a model config.pbtxt: measure its architecture and pruning locations (random "
           "weights) instead of DeiT-S, e.g. models/fashion-vit/config.pbtxt");
@@ -259,6 +262,7 @@ int Main() {
     opts.device = absl::GetFlag(FLAGS_device);
     opts.dtype = absl::GetFlag(FLAGS_dtype);
     opts.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+    opts.max_packed_isa = absl::GetFlag(FLAGS_max_packed_isa);
     PrunerOptions pruner;
     pruner.tome_r = c.tome_r;
     absl::StatusOr<std::unique_ptr<InferenceModel>> model = CreateInferenceModel(

@@ -10,6 +10,8 @@
 #include <cmath>
 #include <cstring>
 #include <exception>
+#include <memory>
+#include <set>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -86,12 +88,22 @@ absl::StatusOr<torch::ScalarType> ParseDtype(const std::string& dtype, const tor
       absl::StrCat("unknown dtype '", dtype, "'; accepted: float32, bfloat16, float16"));
 }
 
+// The packed-GEMM kernel: the widest the CPU runs, capped by ModelLoadOptions::max_packed_isa.
+absl::StatusOr<PackedIsa> ParsePackedIsa(const std::string& max_isa) {
+  for (PackedIsa isa : {PackedIsa::kAvx512, PackedIsa::kAvx2, PackedIsa::kGeneric}) {
+    if (max_isa == PackedIsaName(isa)) return BestPackedIsa(isa);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown max_packed_isa '", max_isa, "'; accepted: avx512, avx2, generic"));
+}
+
 class VitInferenceModel : public InferenceModel {
  public:
   VitInferenceModel(ModelSpec spec, Vit vit, std::unique_ptr<TokenPruner> pruner,
                     torch::Device device, torch::ScalarType dtype, int max_sub_batch,
                     std::vector<std::string> ignored_keys, double weight_zero_fraction,
-                    GemmPlan gemm_plan, int intra_op_threads)
+                    GemmPlan gemm_plan, std::unique_ptr<const PackedWeightSet> packed,
+                    int intra_op_threads)
       : spec_(std::move(spec)),
         vit_(std::move(vit)),
         blocks_(BlockShapesOf(vit_->options())),
@@ -102,6 +114,7 @@ class VitInferenceModel : public InferenceModel {
         max_sub_batch_(max_sub_batch),
         ignored_keys_(std::move(ignored_keys)),
         gemm_plan_(std::move(gemm_plan)),
+        packed_(std::move(packed)),
         intra_op_threads_(intra_op_threads) {}
 
   const ModelSpec& spec() const override { return spec_; }
@@ -135,7 +148,8 @@ class VitInferenceModel : public InferenceModel {
   const torch::ScalarType dtype_;
   const int max_sub_batch_;
   const std::vector<std::string> ignored_keys_;
-  const GemmPlan gemm_plan_;    // CPU GEMM kernel per linear shape, chosen at load
+  const GemmPlan gemm_plan_;  // CPU GEMM kernel per linear shape, chosen at load
+  const std::unique_ptr<const PackedWeightSet> packed_;  // weights of the kPacked shapes
   const int intra_op_threads_;  // this model's CPU forwards split across this many threads
 };
 
@@ -173,7 +187,7 @@ absl::StatusOr<std::vector<ImageResult>> VitInferenceModel::Run(
   const int64_t per_image = static_cast<int64_t>(a.in_chans) * a.image_size * a.image_size;
   try {
     c10::InferenceMode guard;
-    ScopedGemmPlan gemm_plan(&gemm_plan_);
+    ScopedGemmPlan gemm_plan(&gemm_plan_, packed_.get());
     ScopedIntraOpThreads threads(intra_op_threads_);
     const int64_t step = max_sub_batch_ > 0 ? std::min<int64_t>(max_sub_batch_, batch) : batch;
     // One sub-batch's input buffer, refilled right before each forward: a batch of 32 at
@@ -228,6 +242,21 @@ std::vector<GemmShape> LinearShapes(VitImpl& vit, int max_sub_batch) {
     for (const auto& [n, k] : nk) shapes.push_back({m, n, k});
   }
   return shapes;
+}
+
+// Packs every weight matrix (linear layers; the patch embedding's conv as [C, in·p·p])
+// whose (n, k) the plan runs with kPacked at some row count.
+void PackChosenWeights(VitImpl& vit, const GemmPlan& plan, PackedIsa isa, PackedWeightSet* out) {
+  std::set<std::pair<int64_t, int64_t>> packed_nk;
+  for (const GemmChoice& c : plan.choices()) {
+    if (c.kernel == GemmKernel::kPacked) packed_nk.emplace(c.shape.n, c.shape.k);
+  }
+  for (const torch::Tensor& p : vit.parameters()) {
+    if (p.dim() < 2 || !p.is_contiguous() || p.scalar_type() != torch::kFloat32) continue;
+    const int64_t n = p.size(0);
+    const int64_t k = p.numel() / n;
+    if (packed_nk.count({n, k}) > 0) out->Add(p.data_ptr<float>(), n, k, isa);
+  }
 }
 
 }  // namespace
@@ -295,6 +324,8 @@ absl::StatusOr<std::unique_ptr<InferenceModel>> CreateInferenceModel(
   if (!device.ok()) return device.status();
   absl::StatusOr<torch::ScalarType> dtype = ParseDtype(opts.dtype, *device);
   if (!dtype.ok()) return dtype.status();
+  absl::StatusOr<PackedIsa> isa = ParsePackedIsa(opts.max_packed_isa);
+  if (!isa.ok()) return isa.status();
   absl::StatusOr<std::unique_ptr<TokenPruner>> pruner =
       CreateTokenPruner(spec.arch, spec.pruning, pruner_options);
   if (!pruner.ok()) return pruner.status();
@@ -324,14 +355,16 @@ absl::StatusOr<std::unique_ptr<InferenceModel>> CreateInferenceModel(
     }
 #endif
     GemmPlan gemm_plan;
+    auto packed = std::make_unique<PackedWeightSet>();
     if (opts.time_gemm_kernels && device->is_cpu() && *dtype == torch::kFloat32) {
       ScopedIntraOpThreads threads(intra_op_threads);  // timed as Run will run them
-      gemm_plan = ChooseGemmKernelsOnce(LinearShapes(*vit, opts.max_sub_batch));
+      gemm_plan = ChooseGemmKernelsOnce(LinearShapes(*vit, opts.max_sub_batch), *isa);
+      PackChosenWeights(*vit, gemm_plan, *isa, packed.get());
     }
     return std::unique_ptr<InferenceModel>(new VitInferenceModel(
         spec, std::move(vit), *std::move(pruner), *device, *dtype, opts.max_sub_batch,
         *std::move(ignored), compacted.ok() ? compacted->weight_zero_fraction : 0.0,
-        std::move(gemm_plan), intra_op_threads));
+        std::move(gemm_plan), std::move(packed), intra_op_threads));
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("LibTorch failure building model '", spec.name,
                                             "': ", e.what_without_backtrace()));

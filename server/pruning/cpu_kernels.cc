@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "server/pruning/gemm_plan.h"
+#include "server/pruning/packed_gemm.h"
 #include "server/pruning/task_pool.h"
 
 #ifdef VITSERVE_HAVE_DNNL
@@ -155,43 +156,61 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void GeluInPlace(fl
   }
 }
 
-#ifdef VITSERVE_HAVE_DNNL
-// y[m, n] = x[m, k] · w[n, k]ᵀ + b[n] (+ residual[m, n]) (then GELU) through oneDNN's
-// sgemm. With more than one intra-op thread the weight rows (output columns) are split into
-// one block per thread, run by ParallelTasks (task_pool.h), and each block's sgemm runs
-// single-threaded: oneDNN's own multi-threaded sgemm collapsed here (Debian's
-// build: dense DeiT-S batch 1 17.3 img/s at 1 thread, 1.4 at 2;
-// bench/results/threads-cpu.md), the per-thread blocks do not. Blocks are multiples of 16
-// columns (one AVX-512 vector). The epilogue runs on each block while it is in cache:
-// the bias (and residual) initialise y, sgemm accumulates into it (beta = 1), GELU last.
-void SgemmLinear(const float* x, const float* w, const float* b, const float* residual, bool gelu,
-                 float* y, int64_t m, int64_t n, int64_t k) {
-  const int64_t cols = ColumnsPerBlock(n, KernelThreads());
+// y[m, n] = x[m, k] · w[n, k]ᵀ + b[n] (+ residual[m, n]) (then GELU), with the output
+// columns cut into blocks of `cols` run by ParallelTasks (task_pool.h): `gemm(n0, nb)` adds
+// the product for columns [n0, n0 + nb) into y (single-threaded: inside a task). oneDNN's
+// own multi-threaded sgemm collapsed here (Debian's build: dense DeiT-S batch 1 17.3 img/s
+// at 1 thread, 1.4 at 2; bench/results/threads-cpu.md), the per-thread blocks do not. The
+// epilogue runs on each block while it is in cache: the bias (and residual) initialise y,
+// the GEMM accumulates into it, GELU last.
+void BlockedLinear(const float* b, const float* residual, bool gelu, float* y, int64_t m, int64_t n,
+                   int64_t cols, const std::function<void(int64_t, int64_t)>& gemm) {
   const int64_t blocks = (n + cols - 1) / cols;
-  ParallelRanges(blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t blk = begin; blk < end; ++blk) {
-      const int64_t n0 = blk * cols;
-      const int64_t nb = std::min(cols, n - n0);
-      for (int64_t r = 0; r < m; ++r) {
-        float* yr = y + r * n + n0;
-        if (residual == nullptr) {
-          std::memcpy(yr, b + n0, nb * sizeof(float));
-        } else {
-          const float* rr = residual + r * n + n0;
+  ParallelTasks(blocks, KernelThreads(), [&](int64_t blk) {
+    const int64_t n0 = blk * cols;
+    const int64_t nb = std::min(cols, n - n0);
+    for (int64_t r = 0; r < m; ++r) {
+      float* yr = y + r * n + n0;
+      if (residual == nullptr) {
+        std::memcpy(yr, b + n0, nb * sizeof(float));
+      } else {
+        const float* rr = residual + r * n + n0;
 #pragma omp simd
-          for (int64_t j = 0; j < nb; ++j) yr[j] = rr[j] + b[n0 + j];
-        }
+        for (int64_t j = 0; j < nb; ++j) yr[j] = rr[j] + b[n0 + j];
       }
-      const dnnl_status_t st =
-          dnnl_sgemm('N', 'T', m, nb, k, 1.0f, x, k, w + n0 * k, k, 1.0f, y + n0, n);
-      TORCH_CHECK(st == dnnl_success, "dnnl_sgemm failed with status ", static_cast<int>(st));
-      if (gelu) {
-        for (int64_t r = 0; r < m; ++r) GeluInPlace(y + r * n + n0, nb);
-      }
+    }
+    gemm(n0, nb);
+    if (gelu) {
+      for (int64_t r = 0; r < m; ++r) GeluInPlace(y + r * n + n0, nb);
     }
   });
 }
+
+#ifdef VITSERVE_HAVE_DNNL
+// BlockedLinear through oneDNN's sgemm (beta = 1), one block per thread, blocks multiples
+// of 16 columns (one AVX-512 vector).
+void SgemmLinear(const float* x, const float* w, const float* b, const float* residual, bool gelu,
+                 float* y, int64_t m, int64_t n, int64_t k) {
+  BlockedLinear(
+      b, residual, gelu, y, m, n, ColumnsPerBlock(n, KernelThreads()), [&](int64_t n0, int64_t nb) {
+        const dnnl_status_t st =
+            dnnl_sgemm('N', 'T', m, nb, k, 1.0f, x, k, w + n0 * k, k, 1.0f, y + n0, n);
+        TORCH_CHECK(st == dnnl_success, "dnnl_sgemm failed with status ", static_cast<int>(st));
+      });
+}
 #endif
+
+// BlockedLinear through the weights packed at load (packed_gemm.h), blocks whole panels.
+void PackedLinear(const float* x, const PackedWeights& w, const float* b, const float* residual,
+                  bool gelu, float* y, int64_t m) {
+  const int64_t threads = KernelThreads();
+  const int64_t panels_per_block = std::max<int64_t>(1, (w.panels() + threads - 1) / threads);
+  BlockedLinear(b, residual, gelu, y, m, w.n(), panels_per_block * w.panel(),
+                [&](int64_t n0, int64_t nb) {
+                  const int64_t p0 = n0 / w.panel();
+                  PackedGemm(x, m, w.k(), w, y, w.n(), p0, p0 + (nb + w.panel() - 1) / w.panel());
+                });
+}
 
 // at::linear (Debian's OpenBLAS) + epilogue, with the output columns split across the
 // intra-op threads like SgemmLinear: each task's OpenBLAS call runs single-threaded
@@ -288,36 +307,44 @@ void FastGelu_(torch::Tensor& x) {
 torch::Tensor FastLinear(const torch::Tensor& x, const torch::Tensor& weight,
                          const torch::Tensor& bias, const LinearEpilogue& epilogue) {
   const torch::Tensor& residual = epilogue.residual;
-#ifdef VITSERVE_HAVE_DNNL
   const GemmPlan* plan = CurrentGemmPlan();
-  const int64_t rows = x.size(-1) > 0 ? x.numel() / x.size(-1) : 0;
-  const bool aten_chosen =
-      plan != nullptr && plan->Lookup(rows, weight.size(0), x.size(-1)) == GemmKernel::kAten;
-  if (!aten_chosen && IsPlainCpuFloat(x) && IsPlainCpuFloat(weight) && IsPlainCpuFloat(bias) &&
-      weight.is_contiguous() && bias.is_contiguous() && x.stride(-1) == 1 &&
-      (!residual.defined() || IsPlainCpuFloat(residual))) {
-    const int64_t k = x.size(-1);
-    const int64_t n = weight.size(0);
-    TORCH_CHECK(weight.size(1) == k, "FastLinear: weight ", weight.sizes(), " vs input ",
-                x.sizes());
-    torch::Tensor x2 = x.is_contiguous() ? x : x.contiguous();
-    const int64_t m = x2.numel() / k;
-    std::vector<int64_t> out_shape = x2.sizes().vec();
-    out_shape.back() = n;
-    torch::Tensor r2;
-    if (residual.defined()) {
-      TORCH_CHECK(residual.numel() == m * n && residual.size(-1) == n, "FastLinear: residual ",
-                  residual.sizes(), " vs output ", out_shape);
-      r2 = residual.is_contiguous() ? residual : residual.contiguous();
-    }
-    torch::Tensor y = at::empty(out_shape, x2.options());
-    SgemmLinear(x2.data_ptr<float>(), weight.data_ptr<float>(), bias.data_ptr<float>(),
-                r2.defined() ? r2.data_ptr<float>() : nullptr, epilogue.gelu, y.data_ptr<float>(),
-                m, n, k);
+  const int64_t k = x.size(-1);
+  const int64_t n = weight.size(0);
+  const int64_t rows = k > 0 ? x.numel() / k : 0;
+  const GemmKernel kernel = plan != nullptr ? plan->Lookup(rows, n, k) : GemmKernel::kOneDnn;
+  const bool plain = IsPlainCpuFloat(x) && IsPlainCpuFloat(weight) && IsPlainCpuFloat(bias) &&
+                     weight.is_contiguous() && bias.is_contiguous() && x.stride(-1) == 1 &&
+                     (!residual.defined() || IsPlainCpuFloat(residual));
+  const PackedWeights* packed = nullptr;
+  if (kernel == GemmKernel::kPacked && plain && CurrentPackedWeights() != nullptr) {
+    packed = CurrentPackedWeights()->Find(weight.data_ptr<float>(), n, k);
+  }
+#ifndef VITSERVE_HAVE_DNNL
+  if (packed == nullptr) return AtenLinear(x, weight, bias, epilogue);
+#endif
+  if (kernel == GemmKernel::kAten || !plain) return AtenLinear(x, weight, bias, epilogue);
+  TORCH_CHECK(weight.size(1) == k, "FastLinear: weight ", weight.sizes(), " vs input ", x.sizes());
+  torch::Tensor x2 = x.is_contiguous() ? x : x.contiguous();
+  std::vector<int64_t> out_shape = x2.sizes().vec();
+  out_shape.back() = n;
+  torch::Tensor r2;
+  if (residual.defined()) {
+    TORCH_CHECK(residual.numel() == rows * n && residual.size(-1) == n, "FastLinear: residual ",
+                residual.sizes(), " vs output ", out_shape);
+    r2 = residual.is_contiguous() ? residual : residual.contiguous();
+  }
+  torch::Tensor y = at::empty(out_shape, x2.options());
+  const float* rp = r2.defined() ? r2.data_ptr<float>() : nullptr;
+  if (packed != nullptr) {
+    PackedLinear(x2.data_ptr<float>(), *packed, bias.data_ptr<float>(), rp, epilogue.gelu,
+                 y.data_ptr<float>(), rows);
     return y;
   }
+#ifdef VITSERVE_HAVE_DNNL
+  SgemmLinear(x2.data_ptr<float>(), weight.data_ptr<float>(), bias.data_ptr<float>(), rp,
+              epilogue.gelu, y.data_ptr<float>(), rows, n, k);
 #endif
-  return AtenLinear(x, weight, bias, epilogue);
+  return y;
 }
 
 torch::Tensor FastAttention(const torch::Tensor& q, const torch::Tensor& kv, int64_t heads,

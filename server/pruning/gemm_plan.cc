@@ -19,16 +19,18 @@ namespace vitserve {
 namespace {
 
 thread_local const GemmPlan* current_plan = nullptr;
+thread_local const PackedWeightSet* current_packed = nullptr;
 
 // Seconds of one FastLinear on `shape` with `kernel` forced (a one-shape plan).
 double TimeKernel(GemmKernel kernel, const GemmShape& shape, const GemmTimer& timer,
-                  const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+                  const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                  const PackedWeightSet& packed) {
   GemmChoice forced;
   forced.shape = shape;
   forced.kernel = kernel;
   const GemmPlan plan({forced});
   return timer(kernel, shape, [&] {
-    ScopedGemmPlan scope(&plan);
+    ScopedGemmPlan scope(&plan, &packed);
     (void)FastLinear(x, w, b);
   });
 }
@@ -36,7 +38,15 @@ double TimeKernel(GemmKernel kernel, const GemmShape& shape, const GemmTimer& ti
 }  // namespace
 
 const char* GemmKernelName(GemmKernel kernel) {
-  return kernel == GemmKernel::kAten ? "aten" : "onednn";
+  switch (kernel) {
+    case GemmKernel::kAten:
+      return "aten";
+    case GemmKernel::kPacked:
+      return "packed";
+    case GemmKernel::kOneDnn:
+      break;
+  }
+  return "onednn";
 }
 
 GemmTimer WallClockGemmTimer(int repeats) {
@@ -72,14 +82,16 @@ GemmKernel GemmPlan::Lookup(int64_t m, int64_t n, int64_t k) const {
 std::vector<std::string> GemmPlan::Describe() const {
   std::vector<std::string> out;
   for (const GemmChoice& c : choices_) {
-    out.push_back(absl::StrFormat("%dx%dx%d %s (onednn %.3f ms, aten %.3f ms)", c.shape.m,
-                                  c.shape.n, c.shape.k, GemmKernelName(c.kernel),
-                                  1e3 * c.onednn_seconds, 1e3 * c.aten_seconds));
+    out.push_back(absl::StrFormat("%dx%dx%d %s (onednn %.3f ms, aten %.3f ms, packed %.3f ms)",
+                                  c.shape.m, c.shape.n, c.shape.k, GemmKernelName(c.kernel),
+                                  1e3 * c.onednn_seconds, 1e3 * c.aten_seconds,
+                                  1e3 * c.packed_seconds));
   }
   return out;
 }
 
-GemmPlan ChooseGemmKernels(const std::vector<GemmShape>& shapes, const GemmTimer& timer) {
+GemmPlan ChooseGemmKernels(const std::vector<GemmShape>& shapes, const GemmTimer& timer,
+                           PackedIsa isa) {
   std::map<std::tuple<int64_t, int64_t, int64_t>, GemmShape> unique;
   for (const GemmShape& s : shapes) unique.emplace(std::make_tuple(s.m, s.n, s.k), s);
   std::vector<GemmChoice> choices;
@@ -87,39 +99,41 @@ GemmPlan ChooseGemmKernels(const std::vector<GemmShape>& shapes, const GemmTimer
   for (const auto& [key, shape] : unique) {
     GemmChoice c;
     c.shape = shape;
-    if (!FastCpuKernelsAvailable()) {
-      c.kernel = GemmKernel::kAten;
-      choices.push_back(c);
-      continue;
-    }
     const torch::Tensor x = torch::randn({shape.m, shape.k});
     const torch::Tensor w = torch::randn({shape.n, shape.k});
     const torch::Tensor b = torch::randn({shape.n});
-    c.onednn_seconds = TimeKernel(GemmKernel::kOneDnn, shape, timer, x, w, b);
-    c.aten_seconds = TimeKernel(GemmKernel::kAten, shape, timer, x, w, b);
-    c.kernel = c.aten_seconds < c.onednn_seconds ? GemmKernel::kAten : GemmKernel::kOneDnn;
+    PackedWeightSet packed;
+    packed.Add(w.data_ptr<float>(), shape.n, shape.k, isa);
+    c.aten_seconds = TimeKernel(GemmKernel::kAten, shape, timer, x, w, b, packed);
+    c.packed_seconds = TimeKernel(GemmKernel::kPacked, shape, timer, x, w, b, packed);
+    c.kernel = c.packed_seconds < c.aten_seconds ? GemmKernel::kPacked : GemmKernel::kAten;
+    double best = std::min(c.packed_seconds, c.aten_seconds);
+    if (FastCpuKernelsAvailable()) {
+      c.onednn_seconds = TimeKernel(GemmKernel::kOneDnn, shape, timer, x, w, b, packed);
+      if (c.onednn_seconds <= best) c.kernel = GemmKernel::kOneDnn;
+    }
     choices.push_back(c);
   }
   return GemmPlan(std::move(choices));
 }
 
-GemmPlan ChooseGemmKernelsOnce(const std::vector<GemmShape>& shapes) {
-  using Key = std::tuple<int64_t, int64_t, int64_t, int>;  // m, n, k, threads
+GemmPlan ChooseGemmKernelsOnce(const std::vector<GemmShape>& shapes, PackedIsa isa) {
+  using Key = std::tuple<int64_t, int64_t, int64_t, int, PackedIsa>;  // m, n, k, threads, isa
   static std::mutex* mu = new std::mutex();
   static auto* memo = new std::map<Key, GemmChoice>();
   const int threads = KernelThreads();
   std::lock_guard<std::mutex> lock(*mu);
   std::vector<GemmShape> missing;
   for (const GemmShape& s : shapes) {
-    if (memo->count({s.m, s.n, s.k, threads}) == 0) missing.push_back(s);
+    if (memo->count({s.m, s.n, s.k, threads, isa}) == 0) missing.push_back(s);
   }
-  const GemmPlan timed = ChooseGemmKernels(missing, WallClockGemmTimer(2));
+  const GemmPlan timed = ChooseGemmKernels(missing, WallClockGemmTimer(2), isa);
   for (const GemmChoice& c : timed.choices()) {
-    memo->emplace(Key{c.shape.m, c.shape.n, c.shape.k, threads}, c);
+    memo->emplace(Key{c.shape.m, c.shape.n, c.shape.k, threads, isa}, c);
   }
   std::map<Key, GemmChoice> mine;
   for (const GemmShape& s : shapes) {
-    const Key key{s.m, s.n, s.k, threads};
+    const Key key{s.m, s.n, s.k, threads, isa};
     mine.emplace(key, memo->at(key));
   }
   std::vector<GemmChoice> choices;
@@ -127,12 +141,29 @@ GemmPlan ChooseGemmKernelsOnce(const std::vector<GemmShape>& shapes) {
   return GemmPlan(std::move(choices));
 }
 
-ScopedGemmPlan::ScopedGemmPlan(const GemmPlan* plan) : previous_(current_plan) {
-  current_plan = plan;
+void PackedWeightSet::Add(const float* weight, int64_t n, int64_t k, PackedIsa isa) {
+  if (packed_.count(weight) == 0) packed_.emplace(weight, PackWeights(weight, n, k, isa));
 }
 
-ScopedGemmPlan::~ScopedGemmPlan() { current_plan = previous_; }
+const PackedWeights* PackedWeightSet::Find(const float* weight, int64_t n, int64_t k) const {
+  const auto it = packed_.find(weight);
+  if (it == packed_.end() || it->second.n() != n || it->second.k() != k) return nullptr;
+  return &it->second;
+}
+
+ScopedGemmPlan::ScopedGemmPlan(const GemmPlan* plan, const PackedWeightSet* packed)
+    : previous_(current_plan), previous_packed_(current_packed) {
+  current_plan = plan;
+  current_packed = packed;
+}
+
+ScopedGemmPlan::~ScopedGemmPlan() {
+  current_plan = previous_;
+  current_packed = previous_packed_;
+}
 
 const GemmPlan* CurrentGemmPlan() { return current_plan; }
+
+const PackedWeightSet* CurrentPackedWeights() { return current_packed; }
 
 }  // namespace vitserve

@@ -1,11 +1,12 @@
 // Per-machine choice of the GEMM kernel behind FastLinear (cpu_kernels.h), made when a
 // model loads by timing the candidates, per layer shape, on the machine that runs it.
 //
-// Candidates: kOneDnn (oneDNN's sgemm, JIT for AVX-512 or AVX2, its output columns split
-// across the intra-op threads) and kAten (at::linear: Debian's OpenBLAS with its own
-// threading). Which wins depends on the ISA (on an AVX-512 machine OpenBLAS runs its AVX2
-// "Haswell" kernel), the core count and the shape; the developers' machine, CI and users'
-// machines differ, so it is measured rather than assumed.
+// Candidates: kOneDnn (oneDNN's sgemm, JIT for AVX-512 or AVX2), kAten (at::linear:
+// Debian's OpenBLAS) and kPacked (our micro-kernel on weights packed at load,
+// packed_gemm.h); each splits the output columns across the intra-op threads. Which wins depends on
+// the ISA (on an AVX-512 machine OpenBLAS runs its AVX2 "Haswell" kernel), the core count and the
+// shape; the developers' machine, CI and users' machines differ, so it is measured rather than
+// assumed.
 //
 // A GemmPlan is immutable once made. FastLinear consults the plan made current on the
 // calling thread by a ScopedGemmPlan (VitInferenceModel::Run does that around a forward)
@@ -16,14 +17,17 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "server/pruning/packed_gemm.h"
+
 namespace vitserve {
 
-enum class GemmKernel { kOneDnn, kAten };
+enum class GemmKernel { kOneDnn, kAten, kPacked };
 
-// "onednn" | "aten".
+// "onednn" | "aten" | "packed".
 const char* GemmKernelName(GemmKernel kernel);
 
 // An [m, k] x [k, n] product (a linear layer on m rows).
@@ -38,6 +42,7 @@ struct GemmChoice {
   GemmKernel kernel = GemmKernel::kOneDnn;
   double onednn_seconds = 0;  // 0 when not measured (oneDNN not compiled in)
   double aten_seconds = 0;
+  double packed_seconds = 0;
 };
 
 // Seconds one call of `run` takes with `kernel` on `shape`. The real timer runs it a few
@@ -59,37 +64,59 @@ class GemmPlan {
 
   const std::vector<GemmChoice>& choices() const { return choices_; }
 
-  // One line per choice: "197x1152x384 onednn (onednn 1.234 ms, aten 2.345 ms)".
+  // One line per choice:
+  // "197x1152x384 onednn (onednn 1.234 ms, aten 2.345 ms, packed 1.500 ms avx512)".
   std::vector<std::string> Describe() const;
 
  private:
   std::vector<GemmChoice> choices_;
 };
 
-// Times both candidates on random float32 inputs of each shape (duplicates measured once)
-// and keeps the faster; with oneDNN not compiled in every shape gets kAten, untimed.
-GemmPlan ChooseGemmKernels(const std::vector<GemmShape>& shapes, const GemmTimer& timer);
+// Times the candidates on random float32 inputs of each shape (duplicates measured once)
+// and keeps the fastest; kPacked runs the kernel of `isa`. Without oneDNN compiled in only
+// kAten and kPacked are timed.
+GemmPlan ChooseGemmKernels(const std::vector<GemmShape>& shapes, const GemmTimer& timer,
+                           PackedIsa isa = BestPackedIsa());
 
 // ChooseGemmKernels with WallClockGemmTimer(2), memoised for the process per (shape,
 // intra-op thread count): every model loaded in one process runs a shape with the same
 // kernel, so two loads of the same weights give bitwise equal results, and a later load
 // times only shapes not seen before. Thread-safe (loads are serialised while timing).
-GemmPlan ChooseGemmKernelsOnce(const std::vector<GemmShape>& shapes);
+GemmPlan ChooseGemmKernelsOnce(const std::vector<GemmShape>& shapes, PackedIsa isa);
 
-// Makes `plan` (may be null: none) current on this thread for the guard's lifetime.
+// Linear-layer weights packed at load for kPacked, found by their data pointer and shape.
+// Immutable after the Adds; a model owns one and makes it current with its plan.
+class PackedWeightSet {
+ public:
+  // Packs weight [n, k] (row-major) for `isa`; a second Add of the same pointer is a no-op.
+  void Add(const float* weight, int64_t n, int64_t k, PackedIsa isa);
+  // The packed copy of `weight` if it was added with this n and k, else null.
+  const PackedWeights* Find(const float* weight, int64_t n, int64_t k) const;
+  size_t size() const { return packed_.size(); }
+
+ private:
+  std::map<const float*, PackedWeights> packed_;
+};
+
+// Makes `plan` and `packed` (either may be null: none) current on this thread for the
+// guard's lifetime.
 class ScopedGemmPlan {
  public:
-  explicit ScopedGemmPlan(const GemmPlan* plan);
+  explicit ScopedGemmPlan(const GemmPlan* plan, const PackedWeightSet* packed = nullptr);
   ~ScopedGemmPlan();
   ScopedGemmPlan(const ScopedGemmPlan&) = delete;
   ScopedGemmPlan& operator=(const ScopedGemmPlan&) = delete;
 
  private:
   const GemmPlan* previous_;
+  const PackedWeightSet* previous_packed_;
 };
 
 // The plan current on this thread, or null.
 const GemmPlan* CurrentGemmPlan();
+
+// The packed weights current on this thread, or null.
+const PackedWeightSet* CurrentPackedWeights();
 
 }  // namespace vitserve
 

@@ -80,6 +80,10 @@ struct ModelLoadOptions {
   // CPU float32: time the GEMM kernels per linear-layer shape at load and run the faster
   // (server/pruning/gemm_plan.h); false = oneDNN everywhere, nothing timed.
   bool time_gemm_kernels = true;
+  // Widest instruction set of the packed-weight GEMM candidate (pruning/packed_gemm.h):
+  // "avx512" | "avx2" | "generic"; "avx2" measures the AVX2 kernel on an AVX-512 machine.
+  // The CPU's own limit applies too.
+  std::string max_packed_isa = "avx512";
 };
 
 // Loads <spec.weights_path> (safetensors or PyTorch zip checkpoint), validates the keys

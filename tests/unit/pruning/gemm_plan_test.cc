@@ -29,23 +29,29 @@ TEST(GemmPlanTest, ChoosesTheFasterKernelPerShape) {
   int calls = 0;
   const GemmTimer timer = FakeTimer({{{GemmKernel::kOneDnn, 48}, 2e-3},
                                      {{GemmKernel::kAten, 48}, 1e-3},
+                                     {{GemmKernel::kPacked, 48}, 4e-3},
                                      {{GemmKernel::kOneDnn, 64}, 1e-3},
-                                     {{GemmKernel::kAten, 64}, 3e-3}},
+                                     {{GemmKernel::kAten, 64}, 3e-3},
+                                     {{GemmKernel::kPacked, 64}, 2e-3},
+                                     {{GemmKernel::kOneDnn, 80}, 3e-3},
+                                     {{GemmKernel::kAten, 80}, 2e-3},
+                                     {{GemmKernel::kPacked, 80}, 1e-3}},
                                     &calls);
   // The (5, 48, 32) duplicate is timed once.
-  const GemmPlan plan =
-      ChooseGemmKernels({{5, 48, 32}, {5, 48, 32}, {40, 64, 32}, {400, 64, 32}}, timer);
-  EXPECT_EQ(calls, 6);
-  ASSERT_EQ(plan.choices().size(), 3u);
+  const GemmPlan plan = ChooseGemmKernels(
+      {{5, 48, 32}, {5, 48, 32}, {40, 64, 32}, {400, 64, 32}, {9, 80, 16}}, timer);
+  EXPECT_EQ(calls, 12);
+  ASSERT_EQ(plan.choices().size(), 4u);
   EXPECT_EQ(plan.Lookup(5, 48, 32), GemmKernel::kAten);
   EXPECT_EQ(plan.Lookup(40, 64, 32), GemmKernel::kOneDnn);
+  EXPECT_EQ(plan.Lookup(9, 80, 16), GemmKernel::kPacked);
   // Other m: the nearest measured m of the same (n, k); unknown (n, k): oneDNN.
   EXPECT_EQ(plan.Lookup(7, 48, 32), GemmKernel::kAten);
   EXPECT_EQ(plan.Lookup(1000, 64, 32), GemmKernel::kOneDnn);
   EXPECT_EQ(plan.Lookup(5, 48, 33), GemmKernel::kOneDnn);
   const std::vector<std::string> lines = plan.Describe();
-  ASSERT_EQ(lines.size(), 3u);
-  EXPECT_EQ(lines[0], "5x48x32 aten (onednn 2.000 ms, aten 1.000 ms)");
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_EQ(lines[0], "5x48x32 aten (onednn 2.000 ms, aten 1.000 ms, packed 4.000 ms)");
 }
 
 TEST(GemmPlanTest, LookupPicksTheClosestMeasuredRowCount) {
@@ -67,28 +73,34 @@ TEST(GemmPlanTest, FastLinearFollowsTheCurrentPlanAndBothKernelsAgree) {
   epilogue.residual = r;
   epilogue.gelu = true;
   const torch::Tensor expected = at::gelu(at::linear(x, w, b) + r).detach();
-  for (int threads : {1, 3}) {
-    for (GemmKernel kernel : {GemmKernel::kOneDnn, GemmKernel::kAten}) {
-      GemmChoice choice;
-      choice.shape = {6, 100, 32};
-      choice.kernel = kernel;
-      const GemmPlan plan({choice});
-      ScopedGemmPlan scope(&plan);
-      EXPECT_EQ(CurrentGemmPlan(), &plan);
-      // As a forward runs: inference mode (thread-local: the pool's workers must set
-      // their own before touching weights that require grad) and the model's threads.
-      c10::InferenceMode inference;
-      ScopedIntraOpThreads intra(threads);
-      const torch::Tensor input = x.clone();  // an inference tensor, as in a forward
-      for (int rep = 0; rep < 20; ++rep) {    // so that the pool's workers take some blocks
-        const torch::Tensor y = FastLinear(input, w, b, epilogue);
-        ASSERT_EQ(y.sizes(), expected.sizes());
-        ASSERT_LE((y - expected).abs().max().item<float>(), 1e-4f)
-            << GemmKernelName(kernel) << " at " << threads << " threads";
+  for (PackedIsa isa : {PackedIsa::kGeneric, PackedIsa::kAvx2, PackedIsa::kAvx512})
+    for (int threads : {1, 3}) {
+      if (BestPackedIsa(isa) != isa) continue;  // this CPU lacks it
+      for (GemmKernel kernel : {GemmKernel::kOneDnn, GemmKernel::kAten, GemmKernel::kPacked}) {
+        GemmChoice choice;
+        choice.shape = {6, 100, 32};
+        choice.kernel = kernel;
+        const GemmPlan plan({choice});
+        PackedWeightSet packed;
+        packed.Add(w.data_ptr<float>(), 100, 32, isa);
+        ScopedGemmPlan scope(&plan, &packed);
+        EXPECT_EQ(CurrentGemmPlan(), &plan);
+        EXPECT_EQ(CurrentPackedWeights(), &packed);
+        // As a forward runs: inference mode (thread-local: the pool's workers must set
+        // their own before touching weights that require grad) and the model's threads.
+        c10::InferenceMode inference;
+        ScopedIntraOpThreads intra(threads);
+        const torch::Tensor input = x.clone();  // an inference tensor, as in a forward
+        for (int rep = 0; rep < 20; ++rep) {    // so that the pool's workers take some blocks
+          const torch::Tensor y = FastLinear(input, w, b, epilogue);
+          ASSERT_EQ(y.sizes(), expected.sizes());
+          ASSERT_LE((y - expected).abs().max().item<float>(), 1e-4f)
+              << GemmKernelName(kernel) << " at " << threads << " threads, " << PackedIsaName(isa);
+        }
       }
     }
-  }
   EXPECT_EQ(CurrentGemmPlan(), nullptr);
+  EXPECT_EQ(CurrentPackedWeights(), nullptr);
 }
 
 TEST(GemmPlanTest, WallClockTimerRunsWarmUpPlusRepeats) {
