@@ -240,7 +240,7 @@ int Run() {
   // The Open Inference Protocol over the same service: gRPC on --port, REST on --http_port.
   OipCoreOptions oip_options;
   oip_options.server_version = VITSERVE_VERSION;
-  OipCore oip(service->get(), &clock, oip_options);
+  OipCore oip(&(*service)->core(), &clock, oip_options);
   OipGrpcService oip_grpc(&oip);
 
   GrpcServerOptions server_options;

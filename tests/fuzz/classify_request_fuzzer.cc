@@ -1,5 +1,5 @@
 // Fuzzes the checks a Classify request passes before it is queued
-// (server/rpc/classify_logic.h): the input is parsed as a serialized
+// (server/serving/classify_logic.h): the input is parsed as a serialized
 // vitserve.v1.ClassifyRequest (inputs that are not one are skipped), then validated
 // against a small model like models/fashion-vit.
 //
@@ -13,7 +13,7 @@
 
 #include "absl/status/status.h"
 #include "server/model/model_spec.h"
-#include "server/rpc/classify_logic.h"
+#include "server/serving/classify_logic.h"
 #include "tests/fuzz/fuzz_check.h"
 #include "vitserve/v1/inference.pb.h"
 

@@ -1,4 +1,4 @@
-#include "server/rpc/classify_logic.h"
+#include "server/serving/classify_logic.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,11 +1,11 @@
-#include "server/rpc/classify_logic.h"
+#include "server/serving/classify_logic.h"
 
 #include <cmath>
 #include <limits>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/rpc/model_info.h"
+#include "server/serving/model_info.h"
 
 namespace vitserve {
 namespace {

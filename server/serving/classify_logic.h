@@ -3,8 +3,8 @@
 // predictions, and the expected accuracy from a calibration curve.
 //
 // Thread-safety: free functions without shared state.
-#ifndef VITSERVE_SERVER_RPC_CLASSIFY_LOGIC_H_
-#define VITSERVE_SERVER_RPC_CLASSIFY_LOGIC_H_
+#ifndef VITSERVE_SERVER_SERVING_CLASSIFY_LOGIC_H_
+#define VITSERVE_SERVER_SERVING_CLASSIFY_LOGIC_H_
 
 #include <cstdint>
 #include <string>
@@ -68,4 +68,4 @@ double ExpectedAccuracy(const std::vector<CalibrationPoint>& curve, Method metho
 
 }  // namespace vitserve
 
-#endif  // VITSERVE_SERVER_RPC_CLASSIFY_LOGIC_H_
+#endif  // VITSERVE_SERVER_SERVING_CLASSIFY_LOGIC_H_
