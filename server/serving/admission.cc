@@ -91,8 +91,7 @@ absl::Status ServingCore::Admit(const ClassifyRequest& request, absl::Time clien
   auto task = std::make_unique<InferenceTask>();
   task->model = model;
   task->attrs.deadline = deadline;
-  task->attrs.keep_rate =
-      model->latency != nullptr ? request.keep_rate() : ResolveKeepRate(request, spec);
+  task->attrs.keep_rate = request.keep_rate();  // 0 = the model's batch policy chooses
   task->attrs.min_keep_rate = *min_keep_rate;
   task->attrs.latency_budget =
       deadline == absl::InfiniteFuture() ? absl::ZeroDuration() : deadline - arrival;
@@ -110,12 +109,10 @@ absl::Status ServingCore::Admit(const ClassifyRequest& request, absl::Time clien
 
 absl::Status ServingCore::Enqueue(ModelState& model, std::unique_ptr<InferenceTask> task) {
   const absl::Time deadline = task->attrs.deadline;
-  const std::string key =
-      model.latency != nullptr ? model.name : absl::StrCat(model.name, "@", task->attrs.keep_rate);
   // Counted before Schedule: the batch may start (and decrement) before it returns.
   ++model.queued;
   if (metrics_ != nullptr) metrics_->AddInFlight(1);
-  absl::Status scheduled = scheduler_->Schedule(key, &task);
+  absl::Status scheduled = scheduler_->Schedule(model.queue, &task);
   if (!scheduled.ok()) {
     // Refused on arrival by the policy (DEADLINE_EXCEEDED before the deadline).
     if (model.guard != nullptr && scheduled.code() == absl::StatusCode::kDeadlineExceeded &&

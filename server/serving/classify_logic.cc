@@ -88,10 +88,6 @@ absl::Status ValidateSchedulingFields(const ClassifyRequest& request, const Mode
   return absl::OkStatus();
 }
 
-float ResolveKeepRate(const ClassifyRequest& request, const ModelSpec& spec) {
-  return request.keep_rate() > 0.0f ? request.keep_rate() : spec.pruning.default_keep_rate;
-}
-
 uint32_t ResolveTopK(uint32_t requested, int num_classes) {
   if (requested > 0) return requested;
   return std::min<uint32_t>(kDefaultTopK, static_cast<uint32_t>(std::max(num_classes, 0)));

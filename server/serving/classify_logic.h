@@ -1,5 +1,5 @@
 // Pure pieces of the Classify path, kept free of gRPC server types so they are unit-tested
-// directly: request validation, keep-rate resolution, turning logits into top-k
+// directly: request validation, the min-keep-rate floor, turning logits into top-k
 // predictions, and the expected accuracy from a calibration curve.
 //
 // Thread-safety: free functions without shared state.
@@ -46,10 +46,6 @@ absl::Status ValidateSchedulingFields(const vitserve::v1::ClassifyRequest& reque
 // has no calibration, or when even its maximum keep-rate is expected below the accuracy.
 absl::StatusOr<float> ResolveMinKeepRate(const vitserve::v1::ClassifyRequest& request,
                                          const ModelSpec& spec);
-
-// The keep-rate a validated request runs at until a latency-budget policy chooses one:
-// the request's keep_rate, or the model's default when it says 0.
-float ResolveKeepRate(const vitserve::v1::ClassifyRequest& request, const ModelSpec& spec);
 
 // The number of predictions to return: top_k, or min(kDefaultTopK, num_classes) for 0.
 uint32_t ResolveTopK(uint32_t requested, int num_classes);

@@ -54,6 +54,8 @@ struct ModelState {
   std::string method;
   uint64_t dense_macs = 0;
   std::atomic<int64_t> queued{0};  // admitted, not yet in a running batch
+  // The model's batching queue in the scheduler (its policy chooses every keep-rate).
+  TaskScheduler::Queue* queue = nullptr;
   // kBudget: the model's latency model (shared with its BudgetPolicy); null under kFixed.
   std::shared_ptr<LatencyModel> latency;
   // kBudget with guard_miss_target > 0: the model's LatencyGuard (shared with its policy).

@@ -1,6 +1,5 @@
 #include "server/serving/serving_core.h"
 
-#include <map>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -8,36 +7,6 @@
 #include "server/serving/warm_up.h"
 
 namespace vitserve {
-namespace {
-
-// kBudget: one queue per model (key = model name), each decided by that model's policy.
-class PerModelPolicy final : public BatchPolicy {
- public:
-  explicit PerModelPolicy(std::map<std::string, std::unique_ptr<BatchPolicy>> policies)
-      : policies_(std::move(policies)) {}
-
-  BatchDecision Decide(const QueueSnapshot& queue, absl::Time now) const override {
-    auto it = policies_.find(std::string(queue.key));
-    if (it != policies_.end()) return it->second->Decide(queue, now);
-    BatchDecision decision;  // unreachable: keys are the served models' names
-    for (size_t i = 0; i < queue.tasks.size(); ++i) {
-      decision.reject.emplace_back(
-          i, absl::InternalError(absl::StrCat("no batching policy for queue '", queue.key, "'")));
-    }
-    return decision;
-  }
-
-  absl::Status Admit(const QueueSnapshot& queue, absl::Time now,
-                     absl::Time free_at) const override {
-    auto it = policies_.find(std::string(queue.key));
-    return it == policies_.end() ? absl::OkStatus() : it->second->Admit(queue, now, free_at);
-  }
-
- private:
-  const std::map<std::string, std::unique_ptr<BatchPolicy>> policies_;
-};
-
-}  // namespace
 
 ServingCore::ServingCore(const ServingOptions& options, const Clock* clock, ServerMetrics* metrics,
                          std::unique_ptr<ModelRegistry> registry)
@@ -46,7 +15,7 @@ ServingCore::ServingCore(const ServingOptions& options, const Clock* clock, Serv
       metrics_(metrics),
       registry_(std::move(registry)),
       runner_(options_, clock, metrics, [this](const ModelState& model) {
-        return scheduler_ != nullptr ? scheduler_->ArrivalRate(model.name) : 0.0;
+        return model.queue != nullptr ? scheduler_->ArrivalRate(model.queue) : 0.0;
       }) {}
 
 ServingCore::~ServingCore() { Shutdown(); }
@@ -70,13 +39,23 @@ absl::StatusOr<std::unique_ptr<ServingCore>> ServingCore::Create(std::vector<Ser
 }
 
 absl::Status ServingCore::StartScheduler() {
+  if (options_.scheduler == SchedulerKind::kBudget) {
+    if (absl::Status s = ValidateSweepOptions(options_); !s.ok()) return s;
+  }
+  // The policies first: the budget sweep times each model before the batch threads start.
+  std::vector<std::unique_ptr<BatchPolicy>> policies;
+  for (const auto& state : registry_->models()) {
+    absl::StatusOr<std::unique_ptr<BatchPolicy>> policy = MakePolicy(*state);
+    if (!policy.ok()) return policy.status();
+    policies.push_back(*std::move(policy));
+  }
   TaskScheduler::Options scheduler_options;
   scheduler_options.max_batch_size = options_.max_batch_size;
   scheduler_options.max_queue_delay = options_.max_queue_delay;
   scheduler_options.max_enqueued = options_.max_queue_size;
   scheduler_options.num_batch_threads = options_.num_batch_threads;
   TaskScheduler::Callbacks callbacks{
-      [this](const std::string& /*key*/, float keep_rate,
+      [this](const std::string& /*queue*/, float keep_rate,
              std::vector<std::unique_ptr<InferenceTask>> batch) {
         runner_.Run(keep_rate, std::move(batch));
       },
@@ -84,24 +63,36 @@ absl::Status ServingCore::StartScheduler() {
         runner_.Reject(std::move(task), std::move(status));
       },
       [this] { WarmUpBatchThread(); }};
-  std::unique_ptr<BatchPolicy> policy;  // null = size-or-delay from scheduler_options
-  if (options_.scheduler == SchedulerKind::kBudget) {
-    if (absl::Status s = ValidateSweepOptions(options_); !s.ok()) return s;
-    std::map<std::string, std::unique_ptr<BatchPolicy>> policies;
-    for (const auto& state : registry_->models()) {
-      absl::StatusOr<BudgetSetup> setup = SetUpBudget(*state->Current()->model, options_, *clock_);
-      if (!setup.ok()) return setup.status();
-      state->latency = std::move(setup->latency);
-      state->guard = std::move(setup->guard);
-      policies.emplace(state->name, std::move(setup->policy));
-    }
-    policy = std::make_unique<PerModelPolicy>(std::move(policies));
-  }
   absl::StatusOr<std::unique_ptr<TaskScheduler>> scheduler =
-      TaskScheduler::Create(scheduler_options, std::move(callbacks), clock_, std::move(policy));
+      TaskScheduler::Create(scheduler_options, std::move(callbacks), clock_);
   if (!scheduler.ok()) return scheduler.status();
   scheduler_ = *std::move(scheduler);
+  for (size_t i = 0; i < policies.size(); ++i) {
+    ModelState& state = *registry_->models()[i];
+    absl::StatusOr<TaskScheduler::Queue*> queue =
+        scheduler_->AddQueue(state.name, std::move(policies[i]));
+    if (!queue.ok()) return queue.status();
+    state.queue = *queue;
+  }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<BatchPolicy>> ServingCore::MakePolicy(ModelState& state) const {
+  if (options_.scheduler == SchedulerKind::kFixed) {
+    SizeOrDelayPolicy::Options policy;
+    policy.max_batch_size = options_.max_batch_size;
+    policy.max_queue_delay = options_.max_queue_delay;
+    // Requests that leave keep_rate 0 run at the model's documented default.
+    policy.default_keep_rate = state.spec().pruning.default_keep_rate;
+    absl::StatusOr<std::unique_ptr<SizeOrDelayPolicy>> made = SizeOrDelayPolicy::Create(policy);
+    if (!made.ok()) return made.status();
+    return std::unique_ptr<BatchPolicy>(*std::move(made));
+  }
+  absl::StatusOr<BudgetSetup> setup = SetUpBudget(*state.Current()->model, options_, *clock_);
+  if (!setup.ok()) return setup.status();
+  state.latency = std::move(setup->latency);
+  state.guard = std::move(setup->guard);
+  return std::unique_ptr<BatchPolicy>(std::move(setup->policy));
 }
 
 std::shared_ptr<const LatencyModel> ServingCore::latency_model(const std::string& model) const {

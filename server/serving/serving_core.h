@@ -124,7 +124,11 @@ class ServingCore {
   ServingCore(const ServingOptions& options, const Clock* clock, ServerMetrics* metrics,
               std::unique_ptr<ModelRegistry> registry);
 
+  // Builds every model's batch policy, starts the scheduler, adds one queue per model.
   absl::Status StartScheduler();
+  // The model's batch policy: size-or-delay at its default keep-rate (kFixed), or the
+  // budget policy after its latency sweep (kBudget; sets state.latency and state.guard).
+  absl::StatusOr<std::unique_ptr<BatchPolicy>> MakePolicy(ModelState& state) const;
   // Runs on each batch thread before it takes work: full zero batches of every model.
   void WarmUpBatchThread();
   // Admission steps (admission.cc).

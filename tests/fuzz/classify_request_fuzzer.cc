@@ -64,7 +64,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(scheduling.code() == absl::StatusCode::kInvalidArgument);
     return 0;
   }
-  const float keep_rate = vitserve::ResolveKeepRate(request, *spec);
+  // 0 = the batch policy chooses (SizeOrDelayPolicy: the model's default).
+  const float keep_rate =
+      request.keep_rate() > 0.0f ? request.keep_rate() : spec->pruning.default_keep_rate;
   // ValidateClassifyRequest allows 1e-6 of float slack at either end of the range.
   FUZZ_CHECK(std::isfinite(keep_rate) && keep_rate > 0.0f && keep_rate <= 1.0f);
   FUZZ_CHECK(keep_rate >= spec->pruning.min_keep_rate - 1e-5f &&
