@@ -163,7 +163,9 @@ void BatchRunner::MaybeShadow(ModelState& model, InferenceModel& version, float 
   const uint64_t sampled = ShadowSampleCount(model.shadow_seen.fetch_add(n), n, fraction);
   if (sampled == 0) return;
   const auto skip_all = [&] {
-    for (uint64_t i = 0; i < sampled; ++i) metrics_->OnShadow(model.name, true, false, 0.0);
+    for (uint64_t i = 0; i < sampled; ++i) {
+      metrics_->OnShadow(model.name, ShadowRecord{ShadowRecord::Outcome::kSkipped, 0.0});
+    }
   };
   if (model.queued.load() > 0) return skip_all();  // work is waiting: never delay it
   std::vector<const ImageTensor*> chosen(images.begin(), images.begin() + sampled);
@@ -171,7 +173,9 @@ void BatchRunner::MaybeShadow(ModelState& model, InferenceModel& version, float 
   if (!dense.ok() || dense->size() != chosen.size()) return skip_all();
   for (size_t i = 0; i < chosen.size(); ++i) {
     const ShadowComparison c = CompareWithDense((*dense)[i].logits, results[i].logits);
-    metrics_->OnShadow(model.name, false, c.top1_agrees, c.kl_nats);
+    metrics_->OnShadow(model.name, ShadowRecord{c.top1_agrees ? ShadowRecord::Outcome::kAgree
+                                                              : ShadowRecord::Outcome::kDisagree,
+                                                c.kl_nats});
   }
 }
 
