@@ -130,48 +130,191 @@ int Fail(const std::string& what, const absl::Status& status) {
   return 1;
 }
 
-int Run() {
-  const std::string repository = absl::GetFlag(FLAGS_model_repository);
-  if (repository.empty()) {
-    std::cerr << "vitserve: --model_repository=DIR is required" << std::endl;
-    return 2;
+// `status` with `what` in front, as Fail prints it.
+absl::Status Annotate(const std::string& what, const absl::Status& status) {
+  return absl::Status(status.code(), absl::StrCat(what, ": ", status.ToString()));
+}
+
+// The flags' ranges; the message is printed after "vitserve: " (exit code 2).
+absl::Status CheckFlags() {
+  if (absl::GetFlag(FLAGS_model_repository).empty()) {
+    return absl::InvalidArgumentError("--model_repository=DIR is required");
   }
   const std::string scheduler = absl::GetFlag(FLAGS_scheduler);
   if (scheduler != "budget" && scheduler != "fixed") {
-    std::cerr << "vitserve: --scheduler must be budget or fixed, got '" << scheduler << "'"
-              << std::endl;
-    return 2;
+    return absl::InvalidArgumentError(
+        absl::StrCat("--scheduler must be budget or fixed, got '", scheduler, "'"));
   }
   const double shadow_fraction = absl::GetFlag(FLAGS_shadow_fraction);
   if (!(shadow_fraction >= 0.0 && shadow_fraction <= 1.0)) {
-    std::cerr << "vitserve: --shadow_fraction must be in [0, 1], got " << shadow_fraction
-              << std::endl;
-    return 2;
+    return absl::InvalidArgumentError(
+        absl::StrCat("--shadow_fraction must be in [0, 1], got ", shadow_fraction));
   }
   const double safety_fraction = absl::GetFlag(FLAGS_budget_safety_fraction);
   const double safety_margin_ms = absl::GetFlag(FLAGS_budget_safety_margin_ms);
   if (!(safety_fraction >= 0.0) || !(safety_margin_ms >= 0.0)) {
-    std::cerr << "vitserve: --budget_safety_fraction and --budget_safety_margin_ms must be "
-                 ">= 0, got "
-              << safety_fraction << " and " << safety_margin_ms << std::endl;
-    return 2;
+    return absl::InvalidArgumentError(
+        absl::StrCat("--budget_safety_fraction and --budget_safety_margin_ms must be >= 0, got ",
+                     safety_fraction, " and ", safety_margin_ms));
   }
   const double target_utilization = absl::GetFlag(FLAGS_budget_target_utilization);
   if (!(target_utilization >= 0.0 && target_utilization <= 1.0)) {
-    std::cerr << "vitserve: --budget_target_utilization must be in [0, 1], got "
-              << target_utilization << std::endl;
-    return 2;
+    return absl::InvalidArgumentError(
+        absl::StrCat("--budget_target_utilization must be in [0, 1], got ", target_utilization));
   }
   const double miss_target = absl::GetFlag(FLAGS_budget_miss_target);
   if (!(miss_target >= 0.0 && miss_target < 1.0)) {
-    std::cerr << "vitserve: --budget_miss_target must be in [0, 1), got " << miss_target
-              << std::endl;
+    return absl::InvalidArgumentError(
+        absl::StrCat("--budget_miss_target must be in [0, 1), got ", miss_target));
+  }
+  return absl::OkStatus();
+}
+
+ModelLoadOptions LoadOptionsFromFlags() {
+  ModelLoadOptions load_options;
+  load_options.device = absl::GetFlag(FLAGS_device);
+  load_options.dtype = absl::GetFlag(FLAGS_dtype);
+  load_options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  // Set explicitly, never left to LibTorch.
+  load_options.intra_op_threads =
+      absl::GetFlag(FLAGS_threads) > 0
+          ? absl::GetFlag(FLAGS_threads)
+          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return load_options;
+}
+
+ServingOptions ServingOptionsFromFlags() {
+  ServingOptions options;
+  options.default_model = absl::GetFlag(FLAGS_default_model);
+  options.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+  options.max_queue_delay = absl::Milliseconds(absl::GetFlag(FLAGS_max_queue_delay_ms));
+  options.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
+  options.num_batch_threads = absl::GetFlag(FLAGS_num_batch_threads);
+  options.max_stream_in_flight = absl::GetFlag(FLAGS_max_stream_in_flight);
+  options.scheduler =
+      absl::GetFlag(FLAGS_scheduler) == "budget" ? SchedulerKind::kBudget : SchedulerKind::kFixed;
+  options.sweep_repeats = absl::GetFlag(FLAGS_sweep_repeats);
+  options.sweep_time_cap = absl::Seconds(absl::GetFlag(FLAGS_sweep_time_cap_s));
+  options.shadow_fraction = absl::GetFlag(FLAGS_shadow_fraction);
+  options.safety_fraction = absl::GetFlag(FLAGS_budget_safety_fraction);
+  options.safety_margin =
+      absl::Microseconds(std::llround(1e3 * absl::GetFlag(FLAGS_budget_safety_margin_ms)));
+  options.target_utilization = absl::GetFlag(FLAGS_budget_target_utilization);
+  options.guard_miss_target = absl::GetFlag(FLAGS_budget_miss_target);
+  options.log = [](const std::string& line) { std::cerr << "vitserve: " << line << std::endl; };
+  return options;
+}
+
+// host:port, with an IPv6 host in brackets.
+std::string HostPort(const std::string& host, int port) {
+  return host.find(':') != std::string::npos ? absl::StrCat("[", host, "]:", port)
+                                             : absl::StrCat(host, ":", port);
+}
+
+// The REST front end on --http_port (null when it is < 0).
+absl::StatusOr<std::unique_ptr<OipHttpServer>> StartHttp(OipCore* oip, const std::string& host) {
+  if (absl::GetFlag(FLAGS_http_port) < 0) return nullptr;
+  OipHttpOptions http_options;
+  http_options.host = host;
+  http_options.port = absl::GetFlag(FLAGS_http_port);
+  http_options.max_body_bytes =
+      static_cast<size_t>(std::max<int64_t>(1, absl::GetFlag(FLAGS_http_max_body_bytes)));
+  http_options.threads = absl::GetFlag(FLAGS_http_threads);
+  return OipHttpServer::Start(oip, http_options);
+}
+
+// Hot reload: every model directory is loaded again beside the served version and swapped
+// in when it loads and warms up; a broken one is refused and the old version keeps
+// serving. Traffic flows on the batch threads meanwhile.
+void ReloadRepository(const std::string& repository, const ModelLoadOptions& load_options,
+                      const PreprocessorOptions& preprocess_options, ServingCore& core) {
+  absl::StatusOr<std::vector<std::string>> names = ListModels(repository);
+  if (!names.ok()) {
+    std::cerr << "vitserve: reload: " << names.status() << std::endl;
+    return;
+  }
+  for (const std::string& name : *names) {
+    absl::StatusOr<ServedModel> next =
+        LoadServedModel(repository, name, load_options, preprocess_options);
+    const std::string version = next.ok() ? next->model->spec().version : "";
+    absl::Status s = next.ok() ? core.ReloadModel(*std::move(next)) : next.status();
+    if (s.ok()) {
+      std::cerr << "vitserve: reload: model '" << name << "' now serves version " << version
+                << std::endl;
+    } else {
+      std::cerr << "vitserve: reload refused, the served version stays: " << s << std::endl;
+    }
+  }
+}
+
+// Everything that serves, in start order (stopped in reverse by Drain).
+struct Servers {
+  std::unique_ptr<MetricsHttpServer> metrics;  // null without --metrics_port
+  std::unique_ptr<InferenceServiceImpl> service;
+  std::unique_ptr<OipCore> oip;
+  std::unique_ptr<OipGrpcService> oip_grpc;
+  std::unique_ptr<GrpcServer> grpc;
+  std::unique_ptr<OipHttpServer> http;  // null without --http_port
+};
+
+// The gRPC server (native and OIP services) on --host:--port, warm-up, the REST front end;
+// then reports SERVING and prints the endpoints.
+absl::Status StartServing(Servers& servers, const Clock* clock,
+                          std::shared_ptr<grpc::ServerCredentials> credentials,
+                          const std::string& host, const std::string& metrics_host) {
+  // The Open Inference Protocol over the same core: gRPC on --port, REST on --http_port.
+  OipCoreOptions oip_options;
+  oip_options.server_version = VITSERVE_VERSION;
+  servers.oip = std::make_unique<OipCore>(&servers.service->core(), clock, oip_options);
+  servers.oip_grpc = std::make_unique<OipGrpcService>(servers.oip.get());
+  GrpcServerOptions server_options;
+  server_options.host = host;
+  server_options.port = absl::GetFlag(FLAGS_port);
+  server_options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  server_options.credentials = std::move(credentials);
+  server_options.extra_services.push_back(servers.oip_grpc.get());
+  absl::StatusOr<std::unique_ptr<GrpcServer>> grpc =
+      GrpcServer::Start(servers.service.get(), server_options);
+  if (!grpc.ok()) return Annotate("cannot start the gRPC server", grpc.status());
+  servers.grpc = *std::move(grpc);
+  if (absl::Status warm = servers.service->WarmUp(); !warm.ok()) {
+    return Annotate("warm-up failed", warm);
+  }
+  absl::StatusOr<std::unique_ptr<OipHttpServer>> http = StartHttp(servers.oip.get(), host);
+  if (!http.ok()) return Annotate("cannot start the REST endpoint", http.status());
+  servers.http = *std::move(http);
+  servers.grpc->SetServing(true);
+  servers.oip->SetReady(true);
+  std::cout << "vitserve listening on " << servers.grpc->address() << "\n";
+  if (servers.http != nullptr) {
+    std::cout << "vitserve http on " << HostPort(host, servers.http->port()) << "\n";
+  }
+  if (servers.metrics != nullptr) {
+    std::cout << "vitserve metrics on " << HostPort(metrics_host, servers.metrics->port()) << "\n";
+  }
+  std::cout << std::flush;
+  return absl::OkStatus();
+}
+
+void Drain(Servers& servers, int signal_number) {
+  std::cerr << "vitserve: " << (signal_number == SIGTERM ? "SIGTERM" : "SIGINT") << ", draining"
+            << std::endl;
+  servers.grpc->SetServing(false);
+  servers.oip->SetReady(false);
+  servers.service->StartDraining();
+  servers.grpc->Shutdown(absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s)));
+  if (servers.http != nullptr) servers.http->Stop();
+  servers.service->Shutdown();
+  if (servers.metrics != nullptr) servers.metrics->Stop();
+  std::cerr << "vitserve: stopped" << std::endl;
+}
+
+int Run() {
+  if (absl::Status flags = CheckFlags(); !flags.ok()) {
+    std::cerr << "vitserve: " << flags.message() << std::endl;
     return 2;
   }
-  const int threads = absl::GetFlag(FLAGS_threads) > 0
-                          ? absl::GetFlag(FLAGS_threads)
-                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-
+  const std::string repository = absl::GetFlag(FLAGS_model_repository);
   // SIGTERM/SIGINT are taken synchronously by sigwait() below; blocked here, before any
   // thread starts, so every thread inherits the mask.
   sigset_t signals;
@@ -193,134 +336,36 @@ int Run() {
   // which cannot start threads in a process with LibTorch (see metrics_http_server.h).
   absl::StatusOr<std::unique_ptr<ServerMetrics>> metrics = ServerMetrics::Create({});
   if (!metrics.ok()) return Fail("cannot create metrics", metrics.status());
-  const int metrics_port = absl::GetFlag(FLAGS_metrics_port);
-  std::unique_ptr<MetricsHttpServer> metrics_server;
-  if (metrics_port >= 0) {
+  RealClock clock;  // outlives the servers
+  Servers servers;
+  if (const int metrics_port = absl::GetFlag(FLAGS_metrics_port); metrics_port >= 0) {
     absl::StatusOr<std::unique_ptr<MetricsHttpServer>> started =
         MetricsHttpServer::Start(metrics_host, metrics_port, metrics->get());
     if (!started.ok()) return Fail("cannot start the metrics endpoint", started.status());
-    metrics_server = std::move(*started);
+    servers.metrics = std::move(*started);
   }
-
-  ModelLoadOptions load_options;
-  load_options.device = absl::GetFlag(FLAGS_device);
-  load_options.dtype = absl::GetFlag(FLAGS_dtype);
-  load_options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
-  load_options.intra_op_threads = threads;  // set explicitly, never left to LibTorch
+  const ModelLoadOptions load_options = LoadOptionsFromFlags();
   PreprocessorOptions preprocess_options;
   preprocess_options.max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);
   absl::StatusOr<std::vector<ServedModel>> models =
       LoadModelRepository(repository, load_options, preprocess_options);
   if (!models.ok()) return Fail("cannot load the model repository", models.status());
 
-  RealClock clock;
-  InferenceServiceOptions service_options;
-  service_options.default_model = absl::GetFlag(FLAGS_default_model);
-  service_options.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
-  service_options.max_queue_delay = absl::Milliseconds(absl::GetFlag(FLAGS_max_queue_delay_ms));
-  service_options.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
-  service_options.num_batch_threads = absl::GetFlag(FLAGS_num_batch_threads);
-  service_options.max_stream_in_flight = absl::GetFlag(FLAGS_max_stream_in_flight);
-  service_options.scheduler =
-      scheduler == "budget" ? SchedulerKind::kBudget : SchedulerKind::kFixed;
-  service_options.sweep_repeats = absl::GetFlag(FLAGS_sweep_repeats);
-  service_options.sweep_time_cap = absl::Seconds(absl::GetFlag(FLAGS_sweep_time_cap_s));
-  service_options.shadow_fraction = absl::GetFlag(FLAGS_shadow_fraction);
-  service_options.safety_fraction = safety_fraction;
-  service_options.safety_margin = absl::Microseconds(std::llround(1e3 * safety_margin_ms));
-  service_options.target_utilization = target_utilization;
-  service_options.guard_miss_target = miss_target;
-  service_options.log = [](const std::string& line) {
-    std::cerr << "vitserve: " << line << std::endl;
-  };
-  absl::StatusOr<std::unique_ptr<InferenceServiceImpl>> service =
-      InferenceServiceImpl::Create(std::move(*models), service_options, &clock, metrics->get());
+  absl::StatusOr<std::unique_ptr<InferenceServiceImpl>> service = InferenceServiceImpl::Create(
+      std::move(*models), ServingOptionsFromFlags(), &clock, metrics->get());
   if (!service.ok()) return Fail("cannot create the service", service.status());
-
-  // The Open Inference Protocol over the same service: gRPC on --port, REST on --http_port.
-  OipCoreOptions oip_options;
-  oip_options.server_version = VITSERVE_VERSION;
-  OipCore oip(service->get(), &clock, oip_options);
-  OipGrpcService oip_grpc(&oip);
-
-  GrpcServerOptions server_options;
-  server_options.host = host;
-  server_options.port = absl::GetFlag(FLAGS_port);
-  server_options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
-  server_options.credentials = *credentials;
-  server_options.extra_services.push_back(&oip_grpc);
-  absl::StatusOr<std::unique_ptr<GrpcServer>> server =
-      GrpcServer::Start(service->get(), server_options);
-  if (!server.ok()) return Fail("cannot start the gRPC server", server.status());
-
-  if (absl::Status warm = (*service)->WarmUp(); !warm.ok()) return Fail("warm-up failed", warm);
-  std::unique_ptr<OipHttpServer> http_server;
-  if (absl::GetFlag(FLAGS_http_port) >= 0) {
-    OipHttpOptions http_options;
-    http_options.host = host;
-    http_options.port = absl::GetFlag(FLAGS_http_port);
-    http_options.max_body_bytes =
-        static_cast<size_t>(std::max<int64_t>(1, absl::GetFlag(FLAGS_http_max_body_bytes)));
-    http_options.threads = absl::GetFlag(FLAGS_http_threads);
-    absl::StatusOr<std::unique_ptr<OipHttpServer>> started =
-        OipHttpServer::Start(&oip, http_options);
-    if (!started.ok()) return Fail("cannot start the REST endpoint", started.status());
-    http_server = std::move(*started);
+  servers.service = std::move(*service);
+  if (absl::Status s = StartServing(servers, &clock, *credentials, host, metrics_host); !s.ok()) {
+    std::cerr << "vitserve: " << s.message() << std::endl;
+    return 1;
   }
-  (*server)->SetServing(true);
-  oip.SetReady(true);
-  std::cout << "vitserve listening on " << (*server)->address() << "\n";
-  if (http_server != nullptr) {
-    std::cout << "vitserve http on "
-              << (host.find(':') != std::string::npos
-                      ? absl::StrCat("[", host, "]:", http_server->port())
-                      : absl::StrCat(host, ":", http_server->port()))
-              << "\n";
-  }
-  if (metrics_server != nullptr) {
-    std::cout << "vitserve metrics on "
-              << (metrics_host.find(':') != std::string::npos
-                      ? absl::StrCat("[", metrics_host, "]:", metrics_server->port())
-                      : absl::StrCat(metrics_host, ":", metrics_server->port()))
-              << "\n";
-  }
-  std::cout << std::flush;
-
   int signal_number = 0;
   while (true) {
     sigwait(&signals, &signal_number);
     if (signal_number != SIGHUP) break;
-    // Hot reload: every model directory is loaded again beside the served version and
-    // swapped in when it loads and warms up; a broken one is refused and the old version
-    // keeps serving. Traffic flows on the batch threads meanwhile.
-    absl::StatusOr<std::vector<std::string>> names = ListModels(repository);
-    if (!names.ok()) {
-      std::cerr << "vitserve: reload: " << names.status() << std::endl;
-      continue;
-    }
-    for (const std::string& name : *names) {
-      absl::StatusOr<ServedModel> next =
-          LoadServedModel(repository, name, load_options, preprocess_options);
-      const std::string version = next.ok() ? next->model->spec().version : "";
-      absl::Status s = next.ok() ? (*service)->ReloadModel(*std::move(next)) : next.status();
-      if (s.ok()) {
-        std::cerr << "vitserve: reload: model '" << name << "' now serves version " << version
-                  << std::endl;
-      } else {
-        std::cerr << "vitserve: reload refused, the served version stays: " << s << std::endl;
-      }
-    }
+    ReloadRepository(repository, load_options, preprocess_options, servers.service->core());
   }
-  std::cerr << "vitserve: " << (signal_number == SIGTERM ? "SIGTERM" : "SIGINT") << ", draining"
-            << std::endl;
-  (*server)->SetServing(false);
-  oip.SetReady(false);
-  (*service)->StartDraining();
-  (*server)->Shutdown(absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s)));
-  if (http_server != nullptr) http_server->Stop();
-  (*service)->Shutdown();
-  if (metrics_server != nullptr) metrics_server->Stop();
-  std::cerr << "vitserve: stopped" << std::endl;
+  Drain(servers, signal_number);
   return 0;
 }
 

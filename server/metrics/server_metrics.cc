@@ -462,10 +462,13 @@ class ServerMetricsImpl : public ServerMetrics {
     m.latency_observed->Increment(observed_seconds);
   }
 
-  void OnShadow(const std::string& model, bool skipped, bool top1_agrees,
-                double kl_divergence) override {
+  void OnShadow(const std::string& model, const ShadowRecord& record) override {
     ModelMetrics& m = Model(model);
-    const int outcome = skipped ? kShadowSkipped : (top1_agrees ? kShadowAgree : kShadowDisagree);
+    const bool skipped = record.outcome == ShadowRecord::Outcome::kSkipped;
+    const double kl_divergence = record.kl_divergence;
+    const int outcome = skipped                                           ? kShadowSkipped
+                        : record.outcome == ShadowRecord::Outcome::kAgree ? kShadowAgree
+                                                                          : kShadowDisagree;
     Lazy(m.shadow[outcome], [&]() -> Counter& {
       return shadow_.Add({{"model", m.label}, {"outcome", kShadowOutcomes[outcome]}});
     }).Increment();

@@ -67,6 +67,17 @@ struct RequestRecord {
   double expected_accuracy = 0;  // from calibration, 0 = unknown
 };
 
+// One image of the shadow comparison.
+struct ShadowRecord {
+  enum class Outcome {
+    kAgree,     // dense and pruned top-1 agree
+    kDisagree,  // they differ
+    kSkipped,   // sampled but not run (work was waiting, or the dense run failed)
+  };
+  Outcome outcome = Outcome::kSkipped;
+  double kl_divergence = 0.0;  // KL(dense || pruned), nats; compared images only
+};
+
 class ServerMetrics {
  public:
   // Builds the registry and, when options.bind_address is set, an HTTP exposer serving
@@ -120,11 +131,10 @@ class ServerMetrics {
   // Non-finite or negative inputs are ignored.
   virtual void OnLatencyPrediction(const std::string& model, double predicted_seconds,
                                    double observed_seconds) = 0;
-  // Shadow dense comparison (accuracy proxy): compared, skipped (under load), agreed.
+  // Shadow dense comparison (accuracy proxy), one image:
   //   vitserve_shadow_comparisons_total{model,outcome=agree|disagree|skipped}
   //   vitserve_shadow_kl_divergence{model}  KL(dense || pruned) in nats, compared only
-  virtual void OnShadow(const std::string& model, bool skipped, bool top1_agrees,
-                        double kl_divergence) = 0;
+  virtual void OnShadow(const std::string& model, const ShadowRecord& record) = 0;
 
   // The text exposition format (what /metrics returns), including
   // vitserve_process_resident_memory_bytes read from /proc/self/statm now.

@@ -38,7 +38,7 @@ void AddDuration(inference::StatisticDuration* d, absl::Duration t) {
 
 }  // namespace
 
-OipCore::OipCore(InferenceServiceImpl* service, const Clock* clock, OipCoreOptions options)
+OipCore::OipCore(ServingCore* service, const Clock* clock, OipCoreOptions options)
     : service_(service), clock_(clock), options_(std::move(options)) {}
 
 void OipCore::Infer(const ModelInferRequest& request, absl::Time client_deadline,
@@ -203,7 +203,7 @@ absl::StatusOr<inference::ModelConfigResponse> OipCore::ModelConfig(
   absl::StatusOr<vitserve::v1::ModelInfo> info = Resolve(name, version);
   if (!info.ok()) return info.status();
   const auto& arch = info->architecture();
-  const InferenceServiceOptions& service_options = service_->options();
+  const ServingOptions& service_options = service_->options();
   inference::ModelConfigResponse response;
   inference::ModelConfig* config = response.mutable_config();
   config->set_name(info->name());

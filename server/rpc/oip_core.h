@@ -1,8 +1,8 @@
 // The Open Inference Protocol ("KServe v2") over vitserve's serving core, independent of
 // the transport: the gRPC service (oip_grpc_service.h) and the HTTP/REST front end
 // (oip_http_server.h) both call it. Requests are translated by oip_translate.h and run
-// through InferenceServiceImpl::Admit, so admission, scheduling, deadlines, metrics and
-// error codes/messages are the native Classify path's.
+// through ServingCore::Admit (server/serving/serving_core.h), so admission, scheduling, deadlines,
+// metrics and error codes/messages are the native Classify path's.
 //
 // Behaviour
 //   * Infer: the N images of a request are admitted as N native requests (N tasks) and
@@ -37,9 +37,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "inference/grpc_service.pb.h"
-#include "server/rpc/inference_service.h"
 #include "server/rpc/oip_translate.h"
 #include "server/runtime/clock.h"
+#include "server/serving/serving_core.h"
 
 namespace vitserve {
 
@@ -58,7 +58,7 @@ class OipCore {
  public:
   using InferDone = std::function<void(absl::StatusOr<inference::ModelInferResponse>)>;
 
-  OipCore(InferenceServiceImpl* service, const Clock* clock, OipCoreOptions options);
+  OipCore(ServingCore* service, const Clock* clock, OipCoreOptions options);
 
   void SetReady(bool ready) { ready_ = ready; }
   bool ready() const { return ready_; }
@@ -83,7 +83,7 @@ class OipCore {
   absl::StatusOr<inference::ModelStatisticsResponse> ModelStatistics(
       const std::string& name, const std::string& version) const;
 
-  int max_stream_in_flight() const { return service_->max_stream_in_flight(); }
+  int max_stream_in_flight() const { return service_->options().max_stream_in_flight; }
 
  private:
   struct Call;
@@ -101,7 +101,7 @@ class OipCore {
   void Record(const std::string& model, const absl::Status& status, absl::Duration total,
               const std::vector<vitserve::v1::ClassifyResponse>& results);
 
-  InferenceServiceImpl* const service_;
+  ServingCore* const service_;
   const Clock* const clock_;
   const OipCoreOptions options_;
   std::atomic<bool> ready_{false};

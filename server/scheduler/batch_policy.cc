@@ -1,5 +1,6 @@
 #include "server/scheduler/batch_policy.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -29,20 +30,31 @@ BatchDecision SizeOrDelayPolicy::Decide(const QueueSnapshot& queue, absl::Time n
   auto effective = [this](float requested) {
     return requested > 0.0f ? requested : options_.default_keep_rate;
   };
-  const float keep_rate = effective(queue.tasks[0].attributes.keep_rate);
-  std::vector<size_t> members;
+  // Groups by keep-rate, ordered by their oldest task; each holds its first max_batch_size.
+  struct Group {
+    float keep_rate;
+    std::vector<size_t> members;
+  };
+  std::vector<Group> groups;
   for (size_t i = 0; i < queue.tasks.size(); ++i) {
-    if (static_cast<int>(members.size()) == options_.max_batch_size) break;
-    if (effective(queue.tasks[i].attributes.keep_rate) == keep_rate) members.push_back(i);
+    const float keep_rate = effective(queue.tasks[i].attributes.keep_rate);
+    auto it = std::find_if(groups.begin(), groups.end(),
+                           [keep_rate](const Group& g) { return g.keep_rate == keep_rate; });
+    if (it == groups.end()) it = groups.insert(groups.end(), Group{keep_rate, {}});
+    if (static_cast<int>(it->members.size()) < options_.max_batch_size) it->members.push_back(i);
   }
-  const absl::Time first_due = queue.tasks[0].enqueue_time + options_.max_queue_delay;
-  if (queue.draining || static_cast<int>(members.size()) == options_.max_batch_size ||
-      now >= first_due) {
-    decision.batch = std::move(members);
-    decision.keep_rate = keep_rate;
-  } else {
-    decision.wake_at = first_due;
+  absl::Time wake = absl::InfiniteFuture();
+  for (Group& group : groups) {
+    const absl::Time due = queue.tasks[group.members[0]].enqueue_time + options_.max_queue_delay;
+    if (queue.draining || static_cast<int>(group.members.size()) == options_.max_batch_size ||
+        now >= due) {
+      decision.batch = std::move(group.members);
+      decision.keep_rate = group.keep_rate;
+      return decision;
+    }
+    wake = std::min(wake, due);
   }
+  decision.wake_at = wake;
   return decision;
 }
 

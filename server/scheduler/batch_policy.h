@@ -57,9 +57,9 @@ struct QueuedTask {
   absl::Time enqueue_time;  // when Schedule() accepted it
 };
 
-// One queue (all tasks share one batching key), oldest first.
+// One queue (the serving core keeps one per model), oldest first.
 struct QueueSnapshot {
-  absl::string_view key;
+  absl::string_view key;  // the queue's name (BatchScheduler::AddQueue)
   absl::Span<const QueuedTask> tasks;
   // True once the scheduler is shutting down: every remaining task should run as soon
   // as possible (no waiting for more tasks to arrive).
@@ -94,7 +94,7 @@ class BatchPolicy {
   virtual BatchDecision Decide(const QueueSnapshot& queue, absl::Time now) const = 0;
 
   // Admission while the device is busy: called by the scheduler for a task about to be
-  // queued when every batch thread is running a batch. `queue` is the key's queue with
+  // queued when every batch thread is running a batch. `queue` is the task's queue with
   // the new task LAST; `free_at` (>= now) is when a batch thread is predicted to be free.
   // A non-OK status refuses the new task (it is not queued; the caller answers it at
   // once), so a request the device cannot reach in time is told so on arrival instead
@@ -116,16 +116,20 @@ class SizeOrDelayPolicy : public BatchPolicy {
     int max_batch_size = 8;
     // How long the oldest task of a batch may wait for company. >= 0.
     absl::Duration max_queue_delay = absl::Milliseconds(5);
-    // Keep-rate used for tasks that request 0 ("server chooses"), in (0, 1].
+    // Keep-rate used for tasks that request 0 ("server chooses"), in (0, 1]: the model's
+    // default keep-rate (the serving core sets it per model's queue).
     float default_keep_rate = 1.0f;
   };
 
   // INVALID_ARGUMENT when an option is out of range.
   static absl::StatusOr<std::unique_ptr<SizeOrDelayPolicy>> Create(const Options& options);
 
-  // The batch is the oldest task plus the following tasks (in arrival order) that request
-  // the same keep-rate, up to max_batch_size; it runs when it is full, when its first task
-  // has waited max_queue_delay, or when draining. Priority is not used by this policy.
+  // Tasks are grouped by effective keep-rate (the requested one, default_keep_rate for 0),
+  // each group in arrival order; a batch is the oldest max_batch_size tasks of one group.
+  // The first group (ordered by its oldest task) whose batch is full, whose oldest task
+  // has waited max_queue_delay, or any group when draining, runs; otherwise the policy
+  // wakes when the oldest task's delay is up. So requests at different keep-rates share
+  // a queue (one per model) but never a batch. Priority is not used by this policy.
   BatchDecision Decide(const QueueSnapshot& queue, absl::Time now) const override;
 
  private:

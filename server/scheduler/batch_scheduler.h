@@ -1,13 +1,15 @@
-// BatchScheduler: groups tasks that share a batching key into batches and runs each batch
-// on one of a fixed set of batch threads, via a callback. Generic over the task type; it
-// knows nothing about gRPC, models or metrics.
+// BatchScheduler: groups the tasks of one queue into batches and runs each batch on one of
+// a fixed set of batch threads, via a callback. Generic over the task type; it knows
+// nothing about gRPC, models or metrics.
 //
 // Behaviour
-//   * One FIFO queue per batching key (an opaque string chosen by the caller, e.g.
-//     "model@keep_rate"). Tasks with different keys are never put in the same batch.
-//   * Which tasks of a queue run next, at which keep-rate, and when, is decided by a
-//     BatchPolicy (server/scheduler/batch_policy.h), a pure function of (queue snapshot,
-//     now). The default policy is SizeOrDelayPolicy built from Options: a batch runs when
+//   * The caller registers its queues up front (AddQueue, e.g. one per model) and gets a
+//     handle for each; Schedule() takes the handle, so nothing is looked up by name per
+//     task or per decision. Tasks of different queues are never put in the same batch.
+//   * Which tasks of a queue run next, at which keep-rate, and when, is decided by that
+//     queue's BatchPolicy (server/scheduler/batch_policy.h), a pure function of (queue
+//     snapshot, now); the policy is the one place where a task's keep-rate is chosen.
+//     The default policy is SizeOrDelayPolicy built from Options: a batch runs when
 //     `max_batch_size` tasks wait or `max_queue_delay` after its FIRST task arrived.
 //     Latency bound for a lone task: max_queue_delay + one batch's compute time (when a
 //     batch thread is free).
@@ -57,8 +59,6 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <iterator>
-#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -96,9 +96,12 @@ class BatchScheduler {
     absl::Duration arrival_rate_window = absl::Milliseconds(250);
   };
 
-  // Runs one batch. `keep_rate` is the policy's choice; `batch` is non-empty, at most
-  // max_batch_size tasks, oldest first.
-  using ProcessBatchFn = std::function<void(const std::string& key, float keep_rate,
+  // One queue (AddQueue's handle); owned by the scheduler, valid while it lives.
+  struct Queue;
+
+  // Runs one batch of the queue named `queue`. `keep_rate` is the policy's choice;
+  // `batch` is non-empty, at most max_batch_size tasks, oldest first.
+  using ProcessBatchFn = std::function<void(const std::string& queue, float keep_rate,
                                             std::vector<std::unique_ptr<TaskType>> batch)>;
   // Answers one task that will not run; `status` is not OK.
   using RejectFn = std::function<void(std::unique_ptr<TaskType> task, absl::Status status)>;
@@ -117,8 +120,8 @@ class BatchScheduler {
 
   // Validates `options`, starts the batch threads and waits until each has run
   // `callbacks.thread_start` (if set). `clock` is not owned and must outlive the
-  // scheduler. `policy` null = SizeOrDelayPolicy from `options`. INVALID_ARGUMENT for
-  // out-of-range options or missing callbacks.
+  // scheduler. `policy` (the default policy of AddQueue) null = SizeOrDelayPolicy from
+  // `options`. INVALID_ARGUMENT for out-of-range options or missing callbacks.
   static absl::StatusOr<std::unique_ptr<BatchScheduler>> Create(
       const Options& options, Callbacks callbacks, const Clock* clock,
       std::unique_ptr<BatchPolicy> policy = nullptr);
@@ -127,12 +130,18 @@ class BatchScheduler {
   BatchScheduler(const BatchScheduler&) = delete;
   BatchScheduler& operator=(const BatchScheduler&) = delete;
 
-  // Enqueues *task under `key`. Errors (the caller keeps the task): INVALID_ARGUMENT (null
-  // task), RESOURCE_EXHAUSTED (max_enqueued tasks waiting), DEADLINE_EXCEEDED (deadline
-  // already passed), UNAVAILABLE (shutting down), or the policy's Admit() status when
-  // every batch thread is busy (free_at = the earliest predicted end of a running batch,
-  // from BatchDecision::predicted_compute).
-  absl::Status Schedule(const std::string& key, std::unique_ptr<TaskType>* task);
+  // A new queue named `name` (for the batch callback and QueueSnapshot::key) decided by
+  // `policy` (null = the default policy given to Create). INVALID_ARGUMENT for a name
+  // already used. Thread-safe; usually called before traffic.
+  absl::StatusOr<Queue*> AddQueue(const std::string& name,
+                                  std::unique_ptr<BatchPolicy> policy = nullptr);
+
+  // Enqueues *task in `queue` (a handle of this scheduler). Errors (the caller keeps the
+  // task): INVALID_ARGUMENT (null task or queue), RESOURCE_EXHAUSTED (max_enqueued tasks waiting),
+  // DEADLINE_EXCEEDED (deadline already passed), UNAVAILABLE (shutting down), or the policy's
+  // Admit() status when every batch thread is busy (free_at = the earliest predicted end of a
+  // running batch, from BatchDecision::predicted_compute).
+  absl::Status Schedule(Queue* queue, std::unique_ptr<TaskType>* task);
 
   // Makes the batch threads look at the queues now (e.g. after a task was cancelled, so
   // it is answered promptly).
@@ -144,12 +153,8 @@ class BatchScheduler {
   // Tasks waiting (not yet handed to a callback), all queues together.
   int64_t NumEnqueued() const;
 
-  // Keys whose arrival rate is tracked (at most max(1024, keys with a queue)).
-  size_t NumArrivalKeys() const;
-
-  // The recent arrival rate of `key` (tasks per second, as the policy sees it), now; 0 for
-  // a key never scheduled.
-  double ArrivalRate(const std::string& key) const;
+  // The recent arrival rate of `queue` (tasks per second, as its policy sees it), now.
+  double ArrivalRate(const Queue* queue) const;
 
  private:
   struct Entry {
@@ -159,7 +164,7 @@ class BatchScheduler {
   // What a batch thread does after leaving the lock.
   struct Work {
     std::vector<std::pair<std::unique_ptr<TaskType>, absl::Status>> rejects;
-    std::string key;
+    const std::string* queue = nullptr;  // the batch's queue name
     float keep_rate = 1.0f;
     std::vector<std::unique_ptr<TaskType>> batch;
     absl::Duration predicted_compute;             // the policy's, for `batch`
@@ -176,7 +181,7 @@ class BatchScheduler {
       : options_(options),
         callbacks_(std::move(callbacks)),
         clock_(clock),
-        policy_(std::move(policy)) {}
+        default_policy_(std::move(policy)) {}
 
   static bool Changed(WaitState* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
     // Evaluated by absl::Mutex with mu_ held.
@@ -188,26 +193,23 @@ class BatchScheduler {
   // first queue that yields a batch.
   Work FindWork(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Applies one queue's sweep and decision; true when a batch was taken.
-  bool ServeQueue(const std::string& key, std::deque<Entry>& queue, absl::Time now, Work& work)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool ServeQueue(Queue& queue, absl::Time now, Work& work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes the expired and cancelled tasks of `queue` into work.rejects.
+  void SweepQueue(Queue& queue, absl::Time now, Work& work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   const Callbacks callbacks_;
   const Clock* const clock_;
-  const std::unique_ptr<BatchPolicy> policy_;
+  const std::unique_ptr<BatchPolicy> default_policy_;
 
   mutable absl::Mutex mu_;
-  std::map<std::string, std::deque<Entry>> queues_ ABSL_GUARDED_BY(mu_);
-  // Offered load per key. Budget batching keys by model (a small set); size-or-delay keys
-  // by (model, keep-rate), which a client can vary at will, so past kMaxArrivalKeys the
-  // keys without a queue are forgotten.
-  static constexpr size_t kMaxArrivalKeys = 1024;
-  std::map<std::string, ArrivalRateEstimator> arrivals_ ABSL_GUARDED_BY(mu_);
+  // Every queue, in AddQueue order (served round robin); never removed.
+  std::vector<std::unique_ptr<Queue>> queues_ ABSL_GUARDED_BY(mu_);
   int64_t num_enqueued_ ABSL_GUARDED_BY(mu_) = 0;
   // Bumped on every change a waiting thread must react to.
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::string last_served_key_ ABSL_GUARDED_BY(mu_);
+  size_t next_queue_ ABSL_GUARDED_BY(mu_) = 0;  // where the round robin starts
   // Batch threads not running a batch, and the predicted ends of the running batches.
   int idle_threads_ ABSL_GUARDED_BY(mu_) = 0;
   int started_threads_ ABSL_GUARDED_BY(mu_) = 0;  // that have run thread_start
@@ -218,6 +220,22 @@ class BatchScheduler {
 };
 
 // ---- Implementation ---------------------------------------------------------------------
+
+template <typename TaskType>
+struct BatchScheduler<TaskType>::Queue {
+  Queue(std::string queue_name, const BatchPolicy* queue_policy,
+        std::unique_ptr<BatchPolicy> owned_policy, absl::Duration window)
+      : name(std::move(queue_name)),
+        policy(queue_policy),
+        owned(std::move(owned_policy)),
+        arrivals(window) {}
+  const std::string name;
+  const BatchPolicy* const policy;  // `owned` or the scheduler's default
+  const std::unique_ptr<BatchPolicy> owned;
+  // Guarded by the scheduler's mu_.
+  std::deque<Entry> entries;
+  ArrivalRateEstimator arrivals;  // offered load (every Schedule() that reaches the queue)
+};
 
 template <typename TaskType>
 absl::StatusOr<std::unique_ptr<BatchScheduler<TaskType>>> BatchScheduler<TaskType>::Create(
@@ -285,23 +303,31 @@ absl::StatusOr<std::unique_ptr<BatchScheduler<TaskType>>> BatchScheduler<TaskTyp
 }
 
 template <typename TaskType>
-absl::Status BatchScheduler<TaskType>::Schedule(const std::string& key,
-                                                std::unique_ptr<TaskType>* task) {
+absl::StatusOr<typename BatchScheduler<TaskType>::Queue*> BatchScheduler<TaskType>::AddQueue(
+    const std::string& name, std::unique_ptr<BatchPolicy> policy) {
+  absl::MutexLock lock(&mu_);
+  for (const auto& queue : queues_) {
+    if (queue->name == name) {
+      return absl::InvalidArgumentError(absl::StrCat("a queue named '", name, "' exists"));
+    }
+  }
+  const BatchPolicy* decides = policy != nullptr ? policy.get() : default_policy_.get();
+  queues_.push_back(
+      std::make_unique<Queue>(name, decides, std::move(policy), options_.arrival_rate_window));
+  return queues_.back().get();
+}
+
+template <typename TaskType>
+absl::Status BatchScheduler<TaskType>::Schedule(Queue* queue, std::unique_ptr<TaskType>* task) {
   if (task == nullptr || *task == nullptr) return absl::InvalidArgumentError("null task");
+  if (queue == nullptr) return absl::InvalidArgumentError("null queue");
   const absl::Time now = clock_->Now();
   if ((*task)->attributes().deadline <= now) {
     return absl::DeadlineExceededError("deadline passed before the request was queued");
   }
   absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("server is shutting down; not accepting requests");
-  if (arrivals_.size() >= kMaxArrivalKeys && arrivals_.find(key) == arrivals_.end()) {
-    for (auto it = arrivals_.begin(); it != arrivals_.end();) {
-      it = queues_.count(it->first) == 0 ? arrivals_.erase(it) : std::next(it);
-    }
-  }
-  ArrivalRateEstimator& arrivals =
-      arrivals_.try_emplace(key, options_.arrival_rate_window).first->second;
-  arrivals.Record(now);
+  queue->arrivals.Record(now);
   if (num_enqueued_ >= options_.max_enqueued) {
     return absl::ResourceExhaustedError(absl::StrCat("queue full: ", num_enqueued_,
                                                      " requests waiting (max ",
@@ -310,22 +336,19 @@ absl::Status BatchScheduler<TaskType>::Schedule(const std::string& key,
   if (idle_threads_ == 0 && !running_ends_.empty()) {
     // Every batch thread is busy: ask the policy whether the task can still make it.
     std::vector<QueuedTask> snapshot;
-    auto it = queues_.find(key);
-    if (it != queues_.end()) {
-      snapshot.reserve(it->second.size() + 1);
-      for (const Entry& e : it->second) {
-        if (e.task->attributes().deadline > now) {
-          snapshot.push_back(QueuedTask{e.task->attributes(), e.enqueue_time});
-        }
+    snapshot.reserve(queue->entries.size() + 1);
+    for (const Entry& e : queue->entries) {
+      if (e.task->attributes().deadline > now) {
+        snapshot.push_back(QueuedTask{e.task->attributes(), e.enqueue_time});
       }
     }
     snapshot.push_back(QueuedTask{(*task)->attributes(), now});
-    absl::Status admitted =
-        policy_->Admit(QueueSnapshot{key, snapshot, false, arrivals.RatePerSecond(now)}, now,
-                       std::max(now, *running_ends_.begin()));
+    absl::Status admitted = queue->policy->Admit(
+        QueueSnapshot{queue->name, snapshot, false, queue->arrivals.RatePerSecond(now)}, now,
+        std::max(now, *running_ends_.begin()));
     if (!admitted.ok()) return admitted;
   }
-  queues_[key].push_back(Entry{std::move(*task), now});
+  queue->entries.push_back(Entry{std::move(*task), now});
   ++num_enqueued_;
   ++generation_;
   return absl::OkStatus();
@@ -344,17 +367,10 @@ int64_t BatchScheduler<TaskType>::NumEnqueued() const {
 }
 
 template <typename TaskType>
-size_t BatchScheduler<TaskType>::NumArrivalKeys() const {
-  absl::MutexLock lock(&mu_);
-  return arrivals_.size();
-}
-
-template <typename TaskType>
-double BatchScheduler<TaskType>::ArrivalRate(const std::string& key) const {
+double BatchScheduler<TaskType>::ArrivalRate(const Queue* queue) const {
   const absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
-  auto it = arrivals_.find(key);
-  return it == arrivals_.end() ? 0.0 : it->second.RatePerSecond(now);
+  return queue->arrivals.RatePerSecond(now);
 }
 
 template <typename TaskType>
@@ -384,7 +400,7 @@ void BatchScheduler<TaskType>::Loop() {
       }
       mu_.Unlock();
       for (auto& [task, status] : work.rejects) callbacks_.reject(std::move(task), status);
-      if (has_batch) callbacks_.process_batch(work.key, work.keep_rate, std::move(work.batch));
+      if (has_batch) callbacks_.process_batch(*work.queue, work.keep_rate, std::move(work.batch));
       mu_.Lock();
       if (has_batch) {
         running_ends_.erase(running);
@@ -402,21 +418,12 @@ void BatchScheduler<TaskType>::Loop() {
 template <typename TaskType>
 typename BatchScheduler<TaskType>::Work BatchScheduler<TaskType>::FindWork(absl::Time now) {
   Work work;
-  // Round robin over keys: start after the queue served last.
-  std::vector<std::string> order;
-  order.reserve(queues_.size());
-  for (auto it = queues_.upper_bound(last_served_key_); it != queues_.end(); ++it) {
-    order.push_back(it->first);
-  }
-  for (auto it = queues_.begin(); it != queues_.end() && it->first <= last_served_key_; ++it) {
-    order.push_back(it->first);
-  }
-  for (const std::string& key : order) {
-    auto it = queues_.find(key);
-    const bool took_batch = ServeQueue(key, it->second, now, work);
-    if (it->second.empty()) queues_.erase(it);
-    if (took_batch) {
-      last_served_key_ = key;
+  // Round robin over the queues: start after the queue served last.
+  const size_t n = queues_.size();
+  for (size_t i = 0; i < n; ++i) {
+    const size_t index = (next_queue_ + i) % n;
+    if (ServeQueue(*queues_[index], now, work)) {
+      next_queue_ = (index + 1) % n;
       break;
     }
   }
@@ -424,9 +431,8 @@ typename BatchScheduler<TaskType>::Work BatchScheduler<TaskType>::FindWork(absl:
 }
 
 template <typename TaskType>
-bool BatchScheduler<TaskType>::ServeQueue(const std::string& key, std::deque<Entry>& queue,
-                                          absl::Time now, Work& work) {
-  // 1. Expired and cancelled tasks leave without running.
+void BatchScheduler<TaskType>::SweepQueue(Queue& q, absl::Time now, Work& work) {
+  std::deque<Entry>& queue = q.entries;
   std::deque<Entry> live;
   for (Entry& e : queue) {
     if (e.task->attributes().deadline <= now) {
@@ -444,16 +450,21 @@ bool BatchScheduler<TaskType>::ServeQueue(const std::string& key, std::deque<Ent
   }
   num_enqueued_ -= static_cast<int64_t>(queue.size() - live.size());
   queue.swap(live);
+}
+
+template <typename TaskType>
+bool BatchScheduler<TaskType>::ServeQueue(Queue& q, absl::Time now, Work& work) {
+  // 1. Expired and cancelled tasks leave without running.
+  SweepQueue(q, now, work);
+  std::deque<Entry>& queue = q.entries;
   if (queue.empty()) return false;
 
   // 2. Ask the policy.
   std::vector<QueuedTask> snapshot;
   snapshot.reserve(queue.size());
   for (const Entry& e : queue) snapshot.push_back(QueuedTask{e.task->attributes(), e.enqueue_time});
-  auto rate = arrivals_.find(key);
-  const double arrival_rate = rate == arrivals_.end() ? 0.0 : rate->second.RatePerSecond(now);
-  BatchDecision decision =
-      policy_->Decide(QueueSnapshot{key, snapshot, stopping_, arrival_rate}, now);
+  BatchDecision decision = q.policy->Decide(
+      QueueSnapshot{q.name, snapshot, stopping_, q.arrivals.RatePerSecond(now)}, now);
 
   // 3. Apply it, ignoring out-of-range or repeated indices and oversize batches.
   std::vector<bool> taken(queue.size(), false);
@@ -471,7 +482,7 @@ bool BatchScheduler<TaskType>::ServeQueue(const std::string& key, std::deque<Ent
   }
   const bool has_batch = !work.batch.empty();
   if (has_batch) {
-    work.key = key;
+    work.queue = &q.name;
     work.keep_rate = decision.keep_rate;
     work.predicted_compute = decision.predicted_compute;
   } else if (stopping_ && decision.reject.empty()) {

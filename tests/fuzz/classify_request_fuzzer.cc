@@ -1,5 +1,5 @@
 // Fuzzes the checks a Classify request passes before it is queued
-// (server/rpc/classify_logic.h): the input is parsed as a serialized
+// (server/serving/classify_logic.h): the input is parsed as a serialized
 // vitserve.v1.ClassifyRequest (inputs that are not one are skipped), then validated
 // against a small model like models/fashion-vit.
 //
@@ -13,7 +13,7 @@
 
 #include "absl/status/status.h"
 #include "server/model/model_spec.h"
-#include "server/rpc/classify_logic.h"
+#include "server/serving/classify_logic.h"
 #include "tests/fuzz/fuzz_check.h"
 #include "vitserve/v1/inference.pb.h"
 
@@ -64,7 +64,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(scheduling.code() == absl::StatusCode::kInvalidArgument);
     return 0;
   }
-  const float keep_rate = vitserve::ResolveKeepRate(request, *spec);
+  // 0 = the batch policy chooses (SizeOrDelayPolicy: the model's default).
+  const float keep_rate =
+      request.keep_rate() > 0.0f ? request.keep_rate() : spec->pruning.default_keep_rate;
   // ValidateClassifyRequest allows 1e-6 of float slack at either end of the range.
   FUZZ_CHECK(std::isfinite(keep_rate) && keep_rate > 0.0f && keep_rate <= 1.0f);
   FUZZ_CHECK(keep_rate >= spec->pruning.min_keep_rate - 1e-5f &&

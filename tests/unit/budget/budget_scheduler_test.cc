@@ -95,10 +95,12 @@ class BudgetSchedulerTest : public ::testing::Test {
     ASSERT_TRUE(policy.ok()) << policy.status();
     BatchScheduler<TestTask>::Options so;
     so.max_batch_size = kMaxBatch;
-    auto scheduler =
-        BatchScheduler<TestTask>::Create(so, recorder_.Callbacks(), &clock_, std::move(*policy));
+    auto scheduler = BatchScheduler<TestTask>::Create(so, recorder_.Callbacks(), &clock_);
     ASSERT_TRUE(scheduler.ok()) << scheduler.status();
     scheduler_ = std::move(*scheduler);
+    auto queue = scheduler_->AddQueue("model", std::move(*policy));
+    ASSERT_TRUE(queue.ok()) << queue.status();
+    queue_ = *queue;
   }
 
   void Schedule(int id, absl::Duration budget, float keep_rate = 0.0f) {
@@ -109,12 +111,13 @@ class BudgetSchedulerTest : public ::testing::Test {
       task->attrs.latency_budget = budget;
       task->attrs.deadline = clock_.Now() + budget;
     }
-    ASSERT_TRUE(scheduler_->Schedule("model", &task).ok());
+    ASSERT_TRUE(scheduler_->Schedule(queue_, &task).ok());
   }
 
   FakeClock clock_{absl::FromUnixSeconds(1000)};
   Recorder recorder_;
   std::unique_ptr<BatchScheduler<TestTask>> scheduler_;
+  BatchScheduler<TestTask>::Queue* queue_ = nullptr;  // one model's queue
 };
 
 TEST_F(BudgetSchedulerTest, HopelessRequestIsAnsweredWithoutTimePassing) {

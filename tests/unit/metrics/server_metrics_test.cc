@@ -150,9 +150,9 @@ void FillEverything(ServerMetrics& m) {
   m.AddInFlight(2);
   m.OnLatencyPrediction("deit_s_evit", 0.010, 0.012);
   m.OnLatencyPrediction("deit_s_evit", 0.010, 0.009);
-  m.OnShadow("deit_s_evit", /*skipped=*/false, /*top1_agrees=*/true, 0.02);
-  m.OnShadow("deit_s_evit", /*skipped=*/false, /*top1_agrees=*/false, 0.4);
-  m.OnShadow("deit_s_evit", /*skipped=*/true, /*top1_agrees=*/false, 0);
+  m.OnShadow("deit_s_evit", ShadowRecord{ShadowRecord::Outcome::kAgree, 0.02});
+  m.OnShadow("deit_s_evit", ShadowRecord{ShadowRecord::Outcome::kDisagree, 0.4});
+  m.OnShadow("deit_s_evit", ShadowRecord{ShadowRecord::Outcome::kSkipped});
 }
 
 // Runs `command` through the shell; returns its exit status and combined output.
@@ -373,10 +373,10 @@ TEST(ServerMetricsTest, GaugesLatencyModelAndShadow) {
   m->OnLatencyPrediction("a", 0.010, 0.015);         // under-predicted by 5 ms (50 %)
   m->OnLatencyPrediction("a", 0.020, 0.019);         // over-predicted by 1 ms (5 %)
   m->OnLatencyPrediction("a", 0.020, std::nan(""));  // ignored
-  m->OnShadow("a", /*skipped=*/false, /*top1_agrees=*/true, 0.01);
-  m->OnShadow("a", /*skipped=*/false, /*top1_agrees=*/true, 0.03);
-  m->OnShadow("a", /*skipped=*/false, /*top1_agrees=*/false, 0.7);
-  m->OnShadow("a", /*skipped=*/true, /*top1_agrees=*/false, 0);
+  m->OnShadow("a", ShadowRecord{ShadowRecord::Outcome::kAgree, 0.01});
+  m->OnShadow("a", ShadowRecord{ShadowRecord::Outcome::kAgree, 0.03});
+  m->OnShadow("a", ShadowRecord{ShadowRecord::Outcome::kDisagree, 0.7});
+  m->OnShadow("a", ShadowRecord{ShadowRecord::Outcome::kSkipped});
 
   const std::vector<Sample> s = Parse(m->Serialize());
   EXPECT_EQ(Value(s, "vitserve_queue_depth", {{"model", "a"}}), 4);

@@ -66,6 +66,22 @@ TEST(SizeOrDelayPolicyTest, NeverMixesKeepRatesInOneBatch) {
   EXPECT_FLOAT_EQ(d.keep_rate, 0.5f);
 }
 
+TEST(SizeOrDelayPolicyTest, AFullBatchAtAnotherKeepRateRunsBeforeTheOlderOneIsDue) {
+  // One queue per model holds every keep-rate: the oldest task's group (0.5) is neither
+  // full nor due, the younger group (0.9) is full, so it runs now; then the policy waits
+  // for the oldest task's delay.
+  auto policy = MakePolicy(2);
+  std::vector<QueuedTask> tasks = {Task(kT0, 0.5f), Task(kT0 + absl::Milliseconds(1), 0.9f),
+                                   Task(kT0 + absl::Milliseconds(2), 0.9f)};
+  BatchDecision d = policy->Decide(QueueSnapshot{"m", tasks, false}, kT0 + absl::Milliseconds(3));
+  EXPECT_THAT(d.batch, ElementsAre(1, 2));
+  EXPECT_FLOAT_EQ(d.keep_rate, 0.9f);
+  std::vector<QueuedTask> rest = {tasks[0]};
+  d = policy->Decide(QueueSnapshot{"m", rest, false}, kT0 + absl::Milliseconds(3));
+  EXPECT_TRUE(d.batch.empty());
+  EXPECT_EQ(d.wake_at, kT0 + kDelay);
+}
+
 TEST(SizeOrDelayPolicyTest, RequestForDefaultKeepRateBatchesWithExplicitDefault) {
   auto policy = MakePolicy(8, 0.7f);
   std::vector<QueuedTask> tasks = {Task(kT0, 0.0f), Task(kT0, 0.7f), Task(kT0, 1.0f)};

@@ -112,14 +112,26 @@ class BatchSchedulerTest : public ::testing::Test {
     return t;
   }
 
+  // The queue named `name` of `s`, added on first use.
+  BatchScheduler<TestTask>::Queue* QueueOf(BatchScheduler<TestTask>& s, const std::string& name) {
+    BatchScheduler<TestTask>::Queue*& queue = queues_[{&s, name}];
+    if (queue == nullptr) {
+      auto added = s.AddQueue(name);
+      EXPECT_TRUE(added.ok()) << added.status();
+      if (added.ok()) queue = *added;
+    }
+    return queue;
+  }
+
   void ScheduleOk(const std::string& key, std::unique_ptr<TestTask> task) {
-    ASSERT_TRUE(scheduler_->Schedule(key, &task).ok());
+    ASSERT_TRUE(scheduler_->Schedule(QueueOf(*scheduler_, key), &task).ok());
     EXPECT_EQ(task, nullptr);  // ownership moved
   }
 
   FakeClock clock_{absl::FromUnixSeconds(1000)};
   Recorder recorder_;
   std::unique_ptr<BatchScheduler<TestTask>> scheduler_;
+  std::map<std::pair<const void*, std::string>, BatchScheduler<TestTask>::Queue*> queues_;
 };
 
 TEST_F(BatchSchedulerTest, FullBatchRunsWithoutWaitingForTheDelay) {
@@ -176,7 +188,7 @@ TEST_F(BatchSchedulerTest, FullQueueRefusesAtOnceAndCallerKeepsTask) {
   ScheduleOk("a", NewTask(0));
   ScheduleOk("b", NewTask(1));  // the bound is over all queues together
   auto third = NewTask(2);
-  absl::Status status = scheduler_->Schedule("a", &third);
+  absl::Status status = scheduler_->Schedule(QueueOf(*scheduler_, "a"), &third);
   EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr("max 2"));
   ASSERT_NE(third, nullptr);
@@ -205,7 +217,8 @@ TEST_F(BatchSchedulerTest, ExpiredTaskLeavesQueueWithoutRunning) {
 TEST_F(BatchSchedulerTest, TaskPastDeadlineIsRefusedAtSchedule) {
   Start(DefaultOptions());
   auto task = NewTask(0, 0.0f, clock_.Now());
-  EXPECT_EQ(scheduler_->Schedule("m", &task).code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(scheduler_->Schedule(QueueOf(*scheduler_, "m"), &task).code(),
+            absl::StatusCode::kDeadlineExceeded);
   EXPECT_NE(task, nullptr);
 }
 
@@ -243,7 +256,8 @@ TEST_F(BatchSchedulerTest, ShutdownDrainsEveryAcceptedTaskAndRefusesNewOnes) {
   }
   EXPECT_THAT(ran, UnorderedElementsAre(0, 1, 2));
   auto late = NewTask(3);
-  EXPECT_EQ(scheduler_->Schedule("a", &late).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(scheduler_->Schedule(QueueOf(*scheduler_, "a"), &late).code(),
+            absl::StatusCode::kUnavailable);
   EXPECT_NE(late, nullptr);
 }
 
@@ -269,7 +283,7 @@ TEST_F(BatchSchedulerTest, BatchThreadsRunBatchesConcurrently) {
   ASSERT_TRUE(s.ok()) << s.status();
   for (int id = 0; id < 2; ++id) {
     auto t = NewTask(id);
-    ASSERT_TRUE((*s)->Schedule("m", &t).ok());
+    ASSERT_TRUE((*s)->Schedule(QueueOf(**s, "m"), &t).ok());
   }
   (*s)->Shutdown();
   absl::MutexLock l(&mu);
@@ -303,7 +317,7 @@ TEST_F(BatchSchedulerTest, EveryBatchThreadRunsThreadStartBeforeCreateReturns) {
   }
   for (int id = 0; id < 6; ++id) {
     auto t = NewTask(id);
-    ASSERT_TRUE((*s)->Schedule("m", &t).ok());
+    ASSERT_TRUE((*s)->Schedule(QueueOf(**s, "m"), &t).ok());
   }
   (*s)->Shutdown();
   absl::MutexLock l(&mu);
@@ -384,7 +398,7 @@ TEST_F(BatchSchedulerTest, WhileEveryThreadIsBusyThePolicyAdmitsArrivals) {
   ASSERT_TRUE(s.ok()) << s.status();
   const absl::Time t0 = clock_.Now();
   auto first = NewTask(0);
-  ASSERT_TRUE((*s)->Schedule("m", &first).ok());
+  ASSERT_TRUE((*s)->Schedule(QueueOf(**s, "m"), &first).ok());
   {
     absl::MutexLock l(&mu);
     auto started = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return running; };
@@ -394,11 +408,11 @@ TEST_F(BatchSchedulerTest, WhileEveryThreadIsBusyThePolicyAdmitsArrivals) {
 
   // The only thread is busy until t0 + 30 ms (the policy's prediction).
   auto tight = NewTask(1, 0.0f, t0 + absl::Milliseconds(10));
-  absl::Status refused = (*s)->Schedule("m", &tight);
+  absl::Status refused = (*s)->Schedule(QueueOf(**s, "m"), &tight);
   EXPECT_EQ(refused.code(), absl::StatusCode::kDeadlineExceeded) << refused;
   ASSERT_NE(tight, nullptr);  // refused: the caller keeps it
   auto loose = NewTask(2, 0.0f, t0 + absl::Milliseconds(40));
-  ASSERT_TRUE((*s)->Schedule("m", &loose).ok());
+  ASSERT_TRUE((*s)->Schedule(QueueOf(**s, "m"), &loose).ok());
 
   std::vector<BusyAdmissionPolicy::Call> calls = admission->calls();
   ASSERT_EQ(calls.size(), 2u);
@@ -447,7 +461,7 @@ TEST_F(BatchSchedulerTest, PolicySeesTheQueuesRecentArrivalRate) {
   for (int id = 0; id < 3; ++id) {
     if (id > 0) clock_.Advance(absl::Milliseconds(100));
     auto task = NewTask(id);
-    ASSERT_TRUE((*s)->Schedule("m", &task).ok());
+    ASSERT_TRUE((*s)->Schedule(QueueOf(**s, "m"), &task).ok());
     ASSERT_TRUE(recorder_.WaitForAnswers(id + 1));
   }
   (*s)->Shutdown();
@@ -458,17 +472,40 @@ TEST_F(BatchSchedulerTest, PolicySeesTheQueuesRecentArrivalRate) {
   EXPECT_NEAR(rates[2], 1.0 + std::exp(-0.1) + std::exp(-0.2), 1e-9);
 }
 
-TEST_F(BatchSchedulerTest, ArrivalRatesOfIdleKeysAreBoundedWhenClientsVaryTheKey) {
-  Start(DefaultOptions());
-  // Size-or-delay keys by (model, keep-rate): 3000 distinct keys, each task answered before
-  // the next, so no key keeps a queue.
-  for (int id = 0; id < 3000; ++id) {
-    ScheduleOk(absl::StrCat("m@", id), NewTask(id, 0.5f));
-    clock_.Advance(kDelay);
-    ASSERT_TRUE(recorder_.WaitForAnswers(id + 1));
+// Runs every queued task at once at a fixed keep-rate.
+class FixedRatePolicy : public BatchPolicy {
+ public:
+  explicit FixedRatePolicy(float keep_rate) : keep_rate_(keep_rate) {}
+  BatchDecision Decide(const QueueSnapshot& queue, absl::Time) const override {
+    BatchDecision d;
+    for (size_t i = 0; i < queue.tasks.size(); ++i) d.batch.push_back(i);
+    d.keep_rate = keep_rate_;
+    return d;
   }
-  EXPECT_LE(scheduler_->NumArrivalKeys(), 1024u);
-  EXPECT_GE(scheduler_->NumArrivalKeys(), 1u);
+
+ private:
+  const float keep_rate_;
+};
+
+TEST_F(BatchSchedulerTest, EachQueueIsDecidedByItsOwnPolicyAndNamesAreUnique) {
+  Start(DefaultOptions());
+  auto fixed = scheduler_->AddQueue("fixed", std::make_unique<FixedRatePolicy>(0.3f));
+  ASSERT_TRUE(fixed.ok()) << fixed.status();
+  EXPECT_EQ(scheduler_->AddQueue("fixed").status().code(), absl::StatusCode::kInvalidArgument);
+  auto task = NewTask(0, 0.0f);
+  ASSERT_TRUE(scheduler_->Schedule(*fixed, &task).ok());
+  ASSERT_TRUE(recorder_.WaitForAnswers(1));
+  ScheduleOk("default", NewTask(1, 0.0f));  // the default policy: 1.0 for "server chooses"
+  clock_.Advance(kDelay);
+  ASSERT_TRUE(recorder_.WaitForAnswers(2));
+  const std::vector<Batch> batches = recorder_.batches();
+  ASSERT_EQ(batches.size(), 2u);
+  EXPECT_EQ(batches[0].key, "fixed");
+  EXPECT_FLOAT_EQ(batches[0].keep_rate, 0.3f);
+  EXPECT_EQ(batches[1].key, "default");
+  EXPECT_FLOAT_EQ(batches[1].keep_rate, 1.0f);
+  auto none = NewTask(2);
+  EXPECT_EQ(scheduler_->Schedule(nullptr, &none).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(BatchSchedulerTest, CreateValidatesOptions) {

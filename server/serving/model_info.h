@@ -1,7 +1,7 @@
 // GetModelInfo's answer, built once per model at startup from the spec and the cost model
 // (server/pruning/cost_model.h). Pure; no gRPC server types.
-#ifndef VITSERVE_SERVER_RPC_MODEL_INFO_H_
-#define VITSERVE_SERVER_RPC_MODEL_INFO_H_
+#ifndef VITSERVE_SERVER_SERVING_MODEL_INFO_H_
+#define VITSERVE_SERVER_SERVING_MODEL_INFO_H_
 
 #include <string>
 #include <vector>
@@ -32,4 +32,4 @@ absl::StatusOr<vitserve::v1::ModelInfo> BuildModelInfo(const ModelSpec& spec,
 
 }  // namespace vitserve
 
-#endif  // VITSERVE_SERVER_RPC_MODEL_INFO_H_
+#endif  // VITSERVE_SERVER_SERVING_MODEL_INFO_H_

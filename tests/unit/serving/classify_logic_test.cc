@@ -1,11 +1,11 @@
-#include "server/rpc/classify_logic.h"
+#include "server/serving/classify_logic.h"
 
 #include <cmath>
 #include <limits>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/rpc/model_info.h"
+#include "server/serving/model_info.h"
 
 namespace vitserve {
 namespace {
@@ -107,11 +107,7 @@ TEST(ValidateSchedulingFieldsTest, MinKeepRateWithinTheModelsRangeAndPriorityBel
   EXPECT_THAT(std::string(s.message()), HasSubstr("priority must be 0 (most urgent) .. 3"));
 }
 
-TEST(ClassifyLogicTest, ResolvesKeepRateAndTopK) {
-  ClassifyRequest r = WithImage();
-  EXPECT_FLOAT_EQ(ResolveKeepRate(r, TinySpec()), 0.7f);
-  r.set_keep_rate(0.9f);
-  EXPECT_FLOAT_EQ(ResolveKeepRate(r, TinySpec()), 0.9f);
+TEST(ClassifyLogicTest, ResolvesTopK) {
   EXPECT_EQ(ResolveTopK(0, 1000), kDefaultTopK);
   EXPECT_EQ(ResolveTopK(0, 3), 3u);
   EXPECT_EQ(ResolveTopK(2, 3), 2u);

@@ -1,10 +1,10 @@
 // Pure pieces of the Classify path, kept free of gRPC server types so they are unit-tested
-// directly: request validation, keep-rate resolution, turning logits into top-k
+// directly: request validation, the min-keep-rate floor, turning logits into top-k
 // predictions, and the expected accuracy from a calibration curve.
 //
 // Thread-safety: free functions without shared state.
-#ifndef VITSERVE_SERVER_RPC_CLASSIFY_LOGIC_H_
-#define VITSERVE_SERVER_RPC_CLASSIFY_LOGIC_H_
+#ifndef VITSERVE_SERVER_SERVING_CLASSIFY_LOGIC_H_
+#define VITSERVE_SERVER_SERVING_CLASSIFY_LOGIC_H_
 
 #include <cstdint>
 #include <string>
@@ -47,10 +47,6 @@ absl::Status ValidateSchedulingFields(const vitserve::v1::ClassifyRequest& reque
 absl::StatusOr<float> ResolveMinKeepRate(const vitserve::v1::ClassifyRequest& request,
                                          const ModelSpec& spec);
 
-// The keep-rate a validated request runs at until a latency-budget policy chooses one:
-// the request's keep_rate, or the model's default when it says 0.
-float ResolveKeepRate(const vitserve::v1::ClassifyRequest& request, const ModelSpec& spec);
-
 // The number of predictions to return: top_k, or min(kDefaultTopK, num_classes) for 0.
 uint32_t ResolveTopK(uint32_t requested, int num_classes);
 
@@ -68,4 +64,4 @@ double ExpectedAccuracy(const std::vector<CalibrationPoint>& curve, Method metho
 
 }  // namespace vitserve
 
-#endif  // VITSERVE_SERVER_RPC_CLASSIFY_LOGIC_H_
+#endif  // VITSERVE_SERVER_SERVING_CLASSIFY_LOGIC_H_

@@ -1,4 +1,4 @@
-#include "server/rpc/classify_logic.h"
+#include "server/serving/classify_logic.h"
 
 #include <algorithm>
 #include <cmath>
@@ -86,10 +86,6 @@ absl::Status ValidateSchedulingFields(const ClassifyRequest& request, const Mode
                                                    request.priority()));
   }
   return absl::OkStatus();
-}
-
-float ResolveKeepRate(const ClassifyRequest& request, const ModelSpec& spec) {
-  return request.keep_rate() > 0.0f ? request.keep_rate() : spec.pruning.default_keep_rate;
 }
 
 uint32_t ResolveTopK(uint32_t requested, int num_classes) {
