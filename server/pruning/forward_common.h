@@ -7,9 +7,9 @@
 #include <algorithm>
 #include <vector>
 
-#include "server/model/vit_module.h"
 #include "server/pruning/block_ops.h"
 #include "server/pruning/token_pruner.h"
+#include "server/vit/vit_module.h"
 
 namespace vitserve {
 

@@ -14,12 +14,12 @@
 #include "absl/synchronization/notification.h"
 #include "server/budget/budget_policy.h"
 #include "server/budget/latency_sweep.h"
-#include "server/pruning/cost_model.h"
 #include "server/rpc/bounded_stream_reactor.h"
 #include "server/rpc/classify_logic.h"
 #include "server/rpc/grpc_deadline.h"
 #include "server/rpc/model_info.h"
 #include "server/rpc/status_util.h"
+#include "server/spec/cost_model.h"
 
 namespace vitserve {
 

@@ -39,7 +39,7 @@
 #include "inference/grpc_service.pb.h"
 #include "server/rpc/inference_service.h"
 #include "server/rpc/oip_translate.h"
-#include "server/runtime/clock.h"
+#include "server/util/clock.h"
 
 namespace vitserve {
 

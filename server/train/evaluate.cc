@@ -13,7 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "server/checkpoint/model_repository.h"
-#include "server/runtime/inference_model.h"
+#include "server/executor/inference_model.h"
 #include "server/train/dataset.h"
 #include "server/train/plot.h"
 

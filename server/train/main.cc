@@ -27,12 +27,12 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "server/runtime/cli_usage.h"
 #include "server/train/dataset.h"
 #include "server/train/evaluate.h"
 #include "server/train/objectives.h"
 #include "server/train/trainer.h"
 #include "server/train/vit_training.h"
+#include "server/util/cli_usage.h"
 
 // Data.
 ABSL_FLAG(std::string, data_dir, "/usr/share/datasets/fashion-mnist",

@@ -1,4 +1,4 @@
-#include "server/pruning/cost_model.h"
+#include "server/spec/cost_model.h"
 
 #include <algorithm>
 #include <cmath>
@@ -7,7 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "server/pruning/keep_counts.h"
+#include "server/spec/keep_counts.h"
 
 namespace vitserve {
 namespace {
