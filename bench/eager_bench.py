@@ -4,7 +4,7 @@
 Runs tests/golden/reference.py (plain PyTorch, no timm) on a DeiT-S-shaped model (C=384,
 6 heads, depth 12, 224x224, 1000 classes, random weights) under torch.inference_mode(),
 for dense and for DynamicViT / EViT / ToMe / TNT at each keep-rate, at each batch size.
-ToMe's r per keep-rate is the r whose MACs (server/pruning/cost_model.h) come closest to the
+ToMe's r per keep-rate is the r whose MACs (server/spec/cost_model.h) come closest to the
 DynamicViT-style 3-stage schedule at that keep-rate; ToMe r=13 (the published comparison
 point) is measured as well.
 
@@ -94,7 +94,7 @@ def configs(
 
 
 def macs(cfg: reference.ViTConfig, method: str, keep_rate: Optional[float], r: Optional[int]):
-    """Backbone MACs of the configuration (server/pruning/cost_model.h, without overheads)."""
+    """Backbone MACs of the configuration (server/spec/cost_model.h, without overheads)."""
     if method == "tome":
         return reference.tome_macs(cfg, r or 0)
     if method == "dense" or keep_rate is None:

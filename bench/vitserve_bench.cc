@@ -46,9 +46,9 @@
 #include "absl/strings/str_split.h"
 #include "server/checkpoint/model_repository.h"
 #include "server/model/vit_inference_model.h"
-#include "server/model/vit_module.h"
-#include "server/pruning/cost_model.h"
-#include "server/runtime/malloc_tuning.h"
+#include "server/spec/cost_model.h"
+#include "server/util/malloc_tuning.h"
+#include "server/vit/vit_module.h"
 
 ABSL_FLAG(int, threads, 2, "LibTorch intra-op threads (at::set_num_threads)");
 ABSL_FLAG(std::string, batch_sizes, "1,8,32", "comma-separated batch sizes");

@@ -1,6 +1,8 @@
 #include "client/call_runner.h"
 
+#include <cstdio>
 #include <memory>
+#include <string>
 #include <thread>
 #include <utility>
 
@@ -26,6 +28,21 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& se
     args.SetSslTargetNameOverride(absl::GetFlag(FLAGS_tls_server_name));
   }
   return grpc::CreateCustomChannel(server, *credentials, args);
+}
+
+std::shared_ptr<grpc::Channel> MakeChannelOrReport(const std::string& server) {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(server);
+  if (!channel.ok()) {
+    std::fprintf(stderr, "vitclient: %s\n", std::string(channel.status().message()).c_str());
+    return nullptr;
+  }
+  return *std::move(channel);
+}
+
+std::unique_ptr<vitserve::v1::InferenceService::Stub> MakeStubOrReport(const std::string& server) {
+  const std::shared_ptr<grpc::Channel> channel = MakeChannelOrReport(server);
+  if (channel == nullptr) return nullptr;
+  return vitserve::v1::InferenceService::NewStub(channel);
 }
 
 void SetTimeout(grpc::ClientContext* ctx, absl::Duration timeout) {

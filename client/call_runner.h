@@ -25,6 +25,13 @@ namespace vitserve::client {
 // non-PEM files, incomplete combinations (NOT_FOUND / INVALID_ARGUMENT).
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& server);
 
+// MakeChannel for a command: on error prints "vitclient: <message>" to stderr and returns
+// null (the command then exits with kExitUsage).
+std::shared_ptr<grpc::Channel> MakeChannelOrReport(const std::string& server);
+
+// An InferenceService stub on MakeChannelOrReport(server); null after printing why.
+std::unique_ptr<vitserve::v1::InferenceService::Stub> MakeStubOrReport(const std::string& server);
+
 // Sets the context's deadline `timeout` from now; a zero or infinite timeout sets none.
 void SetTimeout(grpc::ClientContext* ctx, absl::Duration timeout);
 

@@ -91,27 +91,87 @@ bool ProgressEnabled(bool* enabled) {
   return true;
 }
 
+namespace {
+
+// --budget_ms, --top_k and --progress of classify; false after printing why.
+bool ReadClassifyFlags(double* budget_ms, int* top_k, bool* progress) {
+  const std::string budget_flag = absl::GetFlag(FLAGS_budget_ms);
+  if (!absl::SimpleAtod(budget_flag, budget_ms) || !(*budget_ms >= 0)) {
+    std::fprintf(stderr,
+                 "vitclient classify: --budget_ms=%s; accepted: a number of milliseconds >= 0 "
+                 "(distributions are for bench)\n",
+                 budget_flag.c_str());
+    return false;
+  }
+  *top_k = absl::GetFlag(FLAGS_top_k);
+  if (*top_k < 0) {
+    std::fprintf(stderr, "vitclient classify: --top_k must be >= 0 (0 = server default)\n");
+    return false;
+  }
+  return ProgressEnabled(progress);
+}
+
+// The fields every classify request of this run shares.
+vitserve::v1::ClassifyRequest BaseRequest(double budget_ms, int top_k) {
+  vitserve::v1::ClassifyRequest base;
+  base.set_model(absl::GetFlag(FLAGS_model));
+  base.set_keep_rate(static_cast<float>(absl::GetFlag(FLAGS_keep_rate)));
+  base.set_min_keep_rate(static_cast<float>(absl::GetFlag(FLAGS_min_keep_rate)));
+  base.set_min_expected_accuracy(static_cast<float>(absl::GetFlag(FLAGS_min_expected_accuracy)));
+  base.set_latency_budget_ms(static_cast<float>(budget_ms));
+  base.set_top_k(static_cast<uint32_t>(top_k));
+  base.set_return_logits(absl::GetFlag(FLAGS_logits));
+  return base;
+}
+
+// Classifies every file (--concurrency calls at once) and hands each result, in file
+// order, to `printer`.
+void ClassifyFiles(vitserve::v1::InferenceService::Stub* stub,
+                   const std::vector<std::string>& files, const vitserve::v1::ClassifyRequest& base,
+                   bool json, OrderedPrinter& printer) {
+  const int64_t max_file_bytes = absl::GetFlag(FLAGS_max_file_bytes);
+  CallRunner runner(stub, absl::GetFlag(FLAGS_concurrency),
+                    absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
+  const std::string id_prefix = absl::StrCat("vitclient-", getpid(), "-");
+  for (size_t i = 0; i < files.size(); ++i) {
+    const std::string& file = files[i];
+    const std::string request_id = absl::StrCat(id_prefix, i);
+    absl::StatusOr<std::string> bytes = ReadFileBytes(file, max_file_bytes);
+    if (!bytes.ok()) {
+      printer.Set(i, ErrorOutput(file, request_id, static_cast<int>(bytes.status().code()),
+                                 std::string(bytes.status().message()), json));
+      continue;
+    }
+    vitserve::v1::ClassifyRequest request = base;
+    request.set_image(*std::move(bytes));
+    request.set_request_id(request_id);
+    runner.Start(i, std::move(request),
+                 [&printer, &file, request_id, json](size_t index, CallRunner::Result r) {
+                   if (!r.status.ok()) {
+                     printer.Set(index, ErrorOutput(file, request_id, r.status.error_code(),
+                                                    r.status.error_message(), json));
+                     return;
+                   }
+                   FileOutput o;
+                   o.out = json ? ClassifyResultJson(file, r.response, r.latency_s)
+                                : ClassifyResultText(file, r.response, r.latency_s);
+                   printer.Set(index, std::move(o));
+                 });
+  }
+  runner.Wait();
+}
+
+}  // namespace
+
 int RunClassify(const std::vector<std::string>& args) {
   if (args.empty()) {
     std::fprintf(stderr, "vitclient classify: give one or more image files or directories\n");
     return kExitUsage;
   }
   double budget_ms = 0;
-  const std::string budget_flag = absl::GetFlag(FLAGS_budget_ms);
-  if (!absl::SimpleAtod(budget_flag, &budget_ms) || !(budget_ms >= 0)) {
-    std::fprintf(stderr,
-                 "vitclient classify: --budget_ms=%s; accepted: a number of milliseconds >= 0 "
-                 "(distributions are for bench)\n",
-                 budget_flag.c_str());
-    return kExitUsage;
-  }
-  const int top_k = absl::GetFlag(FLAGS_top_k);
-  if (top_k < 0) {
-    std::fprintf(stderr, "vitclient classify: --top_k must be >= 0 (0 = server default)\n");
-    return kExitUsage;
-  }
+  int top_k = 0;
   bool progress = false;
-  if (!ProgressEnabled(&progress)) return kExitUsage;
+  if (!ReadClassifyFlags(&budget_ms, &top_k, &progress)) return kExitUsage;
 
   absl::StatusOr<std::vector<std::string>> files = DiscoverImageFiles(args);
   if (!files.ok()) {
@@ -127,57 +187,13 @@ int RunClassify(const std::vector<std::string>& args) {
 
   const std::string server = absl::GetFlag(FLAGS_server);
   const bool json = absl::GetFlag(FLAGS_json);
-  const int64_t max_file_bytes = absl::GetFlag(FLAGS_max_file_bytes);
-  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(server);
-  if (!channel.ok()) {
-    std::fprintf(stderr, "vitclient: %s\n", std::string(channel.status().message()).c_str());
-    return kExitUsage;
-  }
-  auto stub = vitserve::v1::InferenceService::NewStub(*channel);
-
-  vitserve::v1::ClassifyRequest base;
-  base.set_model(absl::GetFlag(FLAGS_model));
-  base.set_keep_rate(static_cast<float>(absl::GetFlag(FLAGS_keep_rate)));
-  base.set_min_keep_rate(static_cast<float>(absl::GetFlag(FLAGS_min_keep_rate)));
-  base.set_min_expected_accuracy(static_cast<float>(absl::GetFlag(FLAGS_min_expected_accuracy)));
-  base.set_latency_budget_ms(static_cast<float>(budget_ms));
-  base.set_top_k(static_cast<uint32_t>(top_k));
-  base.set_return_logits(absl::GetFlag(FLAGS_logits));
+  const std::unique_ptr<vitserve::v1::InferenceService::Stub> stub = MakeStubOrReport(server);
+  if (stub == nullptr) return kExitUsage;
 
   ProgressBar bar(static_cast<int64_t>(files->size()), progress, stderr);
   OrderedPrinter printer(files->size(), &bar);
   const absl::Time start = absl::Now();
-  {
-    CallRunner runner(stub.get(), absl::GetFlag(FLAGS_concurrency),
-                      absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
-    const std::string id_prefix = absl::StrCat("vitclient-", getpid(), "-");
-    for (size_t i = 0; i < files->size(); ++i) {
-      const std::string& file = (*files)[i];
-      const std::string request_id = absl::StrCat(id_prefix, i);
-      absl::StatusOr<std::string> bytes = ReadFileBytes(file, max_file_bytes);
-      if (!bytes.ok()) {
-        printer.Set(i, ErrorOutput(file, request_id, static_cast<int>(bytes.status().code()),
-                                   std::string(bytes.status().message()), json));
-        continue;
-      }
-      vitserve::v1::ClassifyRequest request = base;
-      request.set_image(*std::move(bytes));
-      request.set_request_id(request_id);
-      runner.Start(i, std::move(request),
-                   [&printer, &file, request_id, json](size_t index, CallRunner::Result r) {
-                     if (!r.status.ok()) {
-                       printer.Set(index, ErrorOutput(file, request_id, r.status.error_code(),
-                                                      r.status.error_message(), json));
-                       return;
-                     }
-                     FileOutput o;
-                     o.out = json ? ClassifyResultJson(file, r.response, r.latency_s)
-                                  : ClassifyResultText(file, r.response, r.latency_s);
-                     printer.Set(index, std::move(o));
-                   });
-    }
-    runner.Wait();
-  }
+  ClassifyFiles(stub.get(), *files, BaseRequest(budget_ms, top_k), json, printer);
   bar.Finish();
   const double elapsed = absl::ToDoubleSeconds(absl::Now() - start);
   const int64_t failed = printer.failed();

@@ -18,12 +18,9 @@ int RunHealth(const std::vector<std::string>& args) {
     return kExitUsage;
   }
   const std::string server = absl::GetFlag(FLAGS_server);
-  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(server);
-  if (!channel.ok()) {
-    std::fprintf(stderr, "vitclient: %s\n", std::string(channel.status().message()).c_str());
-    return kExitUsage;
-  }
-  auto stub = grpc::health::v1::Health::NewStub(*channel);
+  const std::shared_ptr<grpc::Channel> channel = MakeChannelOrReport(server);
+  if (channel == nullptr) return kExitUsage;
+  auto stub = grpc::health::v1::Health::NewStub(channel);
   grpc::ClientContext ctx;
   SetTimeout(&ctx, absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
   grpc::health::v1::HealthCheckRequest request;

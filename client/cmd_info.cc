@@ -18,12 +18,8 @@ int RunInfo(const std::vector<std::string>& args) {
     return kExitUsage;
   }
   const std::string server = absl::GetFlag(FLAGS_server);
-  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(server);
-  if (!channel.ok()) {
-    std::fprintf(stderr, "vitclient: %s\n", std::string(channel.status().message()).c_str());
-    return kExitUsage;
-  }
-  auto stub = vitserve::v1::InferenceService::NewStub(*channel);
+  const std::unique_ptr<vitserve::v1::InferenceService::Stub> stub = MakeStubOrReport(server);
+  if (stub == nullptr) return kExitUsage;
   grpc::ClientContext ctx;
   SetTimeout(&ctx, absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
   vitserve::v1::GetModelInfoRequest request;

@@ -160,21 +160,13 @@ std::string ModelsJson(const vitserve::v1::ListModelsResponse& models) {
   return w.str();
 }
 
-std::string ModelInfoText(const vitserve::v1::ModelInfo& info) {
+namespace {
+
+// The "preprocessing" line of `vitclient info`.
+std::string PreprocessingLine(const vitserve::v1::ModelInfo& info) {
   std::string out;
   const auto& a = info.architecture();
   const auto& p = info.preprocessing();
-  absl::StrAppendFormat(
-      &out, "model          %s%s\n", info.name(),
-      info.version().empty() ? "" : absl::StrCat(" (version ", info.version(), ")"));
-  absl::StrAppendFormat(&out, "method         %s\n", info.method());
-  absl::StrAppendFormat(&out, "device         %s\n", info.device().empty() ? "-" : info.device());
-  absl::StrAppendFormat(&out,
-                        "architecture   %dx%d input, patch %d, %d channel(s), width %d, depth %d, "
-                        "%d heads, mlp ratio %g, %d classes%s\n",
-                        a.image_size(), a.image_size(), a.patch_size(), a.in_chans(), a.embed_dim(),
-                        a.depth(), a.num_heads(), a.mlp_ratio(), a.num_classes(),
-                        a.distilled() ? ", distilled" : "");
   // resize 0 means floor(image_size / crop_pct) (timm), as the server computes it.
   std::string resize = "-";
   if (p.resize() > 0) {
@@ -198,20 +190,12 @@ std::string ModelInfoText(const vitserve::v1::ModelInfo& info) {
       p.interpolation().empty() ? "bicubic" : p.interpolation(), a.image_size(), crop,
       absl::StrJoin(p.mean(), ", "), absl::StrJoin(p.std(), ", "), rescale,
       p.grayscale() ? ", grayscale" : "", p.invert() ? ", inverted" : "");
-  absl::StrAppendFormat(&out, "keep-rate      default %g, range [%g, %g]\n",
-                        info.default_keep_rate(), info.min_keep_rate(), info.max_keep_rate());
-  absl::StrAppendFormat(&out, "dense          %s GMACs\n", FormatGmacs(info.dense_macs()));
-  if (info.labels_size() > 0)
-    absl::StrAppendFormat(&out, "labels         %d\n", info.labels_size());
-  if (info.blocks_size() > 0) {
-    std::vector<std::string> blocks;
-    for (const auto& b : info.blocks()) {
-      blocks.push_back(absl::StrCat(b.num_heads(), "h/", b.mlp_hidden()));
-    }
-    absl::StrAppendFormat(&out, "blocks         %s (heads/mlp hidden)\n",
-                          absl::StrJoin(blocks, " "));
-  }
+  return out;
+}
 
+// The "keep-rate grid" table of `vitclient info` (empty without a grid).
+std::string KeepRateGridText(const vitserve::v1::ModelInfo& info) {
+  std::string out;
   if (info.grid_size() > 0) {
     // Batch sizes with a measured latency anywhere in the grid, ascending.
     std::vector<uint32_t> batches;
@@ -240,6 +224,41 @@ std::string ModelInfoText(const vitserve::v1::ModelInfo& info) {
       out += "\n";
     }
   }
+  return out;
+}
+
+}  // namespace
+
+std::string ModelInfoText(const vitserve::v1::ModelInfo& info) {
+  std::string out;
+  const auto& a = info.architecture();
+  absl::StrAppendFormat(
+      &out, "model          %s%s\n", info.name(),
+      info.version().empty() ? "" : absl::StrCat(" (version ", info.version(), ")"));
+  absl::StrAppendFormat(&out, "method         %s\n", info.method());
+  absl::StrAppendFormat(&out, "device         %s\n", info.device().empty() ? "-" : info.device());
+  absl::StrAppendFormat(&out,
+                        "architecture   %dx%d input, patch %d, %d channel(s), width %d, depth %d, "
+                        "%d heads, mlp ratio %g, %d classes%s\n",
+                        a.image_size(), a.image_size(), a.patch_size(), a.in_chans(), a.embed_dim(),
+                        a.depth(), a.num_heads(), a.mlp_ratio(), a.num_classes(),
+                        a.distilled() ? ", distilled" : "");
+  out += PreprocessingLine(info);
+  absl::StrAppendFormat(&out, "keep-rate      default %g, range [%g, %g]\n",
+                        info.default_keep_rate(), info.min_keep_rate(), info.max_keep_rate());
+  absl::StrAppendFormat(&out, "dense          %s GMACs\n", FormatGmacs(info.dense_macs()));
+  if (info.labels_size() > 0)
+    absl::StrAppendFormat(&out, "labels         %d\n", info.labels_size());
+  if (info.blocks_size() > 0) {
+    std::vector<std::string> blocks;
+    for (const auto& b : info.blocks()) {
+      blocks.push_back(absl::StrCat(b.num_heads(), "h/", b.mlp_hidden()));
+    }
+    absl::StrAppendFormat(&out, "blocks         %s (heads/mlp hidden)\n",
+                          absl::StrJoin(blocks, " "));
+  }
+
+  out += KeepRateGridText(info);
   if (info.calibration_size() > 0) {
     out += "\ncalibration\n";
     absl::StrAppendFormat(&out, "  %-12s %-9s %8s %10s %9s\n", "METHOD", "KEEP", "TOP-1",

@@ -5,7 +5,7 @@
 
 #include "absl/flags/parse.h"
 #include "client/commands.h"
-#include "server/runtime/cli_usage.h"
+#include "server/util/cli_usage.h"
 
 namespace {
 

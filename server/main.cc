@@ -43,10 +43,10 @@
 #include "server/rpc/oip_core.h"
 #include "server/rpc/oip_grpc_service.h"
 #include "server/rpc/oip_http_server.h"
-#include "server/runtime/cli_usage.h"
-#include "server/runtime/clock.h"
-#include "server/runtime/malloc_tuning.h"
 #include "server/tls/tls_credentials.h"
+#include "server/util/cli_usage.h"
+#include "server/util/clock.h"
+#include "server/util/malloc_tuning.h"
 
 ABSL_FLAG(std::string, model_repository, "",
           "Directory with one sub-directory per model (config.pbtxt, weights, labels). "

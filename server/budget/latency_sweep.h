@@ -40,8 +40,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/budget/latency_model.h"
-#include "server/runtime/clock.h"
-#include "server/runtime/inference_model.h"
+#include "server/executor/inference_model.h"
+#include "server/util/clock.h"
 
 namespace vitserve {
 

@@ -34,7 +34,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "server/checkpoint/checkpoint.h"
-#include "server/model/model_spec.h"
+#include "server/spec/model_spec.h"
 
 namespace vitserve {
 

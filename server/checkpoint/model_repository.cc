@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "server/checkpoint/atomic_file.h"
 #include "server/checkpoint/hf_model_dir.h"
 #include "server/checkpoint/small_file.h"
 #include "vitserve/v1/inference.pb.h"
@@ -342,25 +343,6 @@ absl::StatusOr<std::vector<CalibrationPoint>> ParseCalibration(const std::string
     points.push_back(std::move(cp));
   }
   return points;
-}
-
-absl::Status WriteFileAtomically(const std::string& path, const std::string& contents) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write '", tmp, "'"));
-    out << contents;
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      return absl::DataLossError(absl::StrCat("write to '", tmp, "' failed"));
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return absl::PermissionDeniedError(absl::StrCat("cannot rename '", tmp, "' to '", path, "'"));
-  }
-  return absl::OkStatus();
 }
 
 // `path` relative to `dir` when it lies inside it, else unchanged.

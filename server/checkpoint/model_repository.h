@@ -40,7 +40,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "server/model/model_spec.h"
+#include "server/spec/model_spec.h"
 
 namespace vitserve {
 

@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "server/checkpoint/atomic_file.h"
 #include "server/checkpoint/safetensors_header.h"
 
 namespace vitserve {
@@ -16,52 +17,33 @@ namespace {
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "safetensors data is little-endian; a big-endian host would need byte swaps");
 
+// Every safetensors dtype with its LibTorch scalar type: one table for both directions.
+struct DtypePair {
+  SafetensorsDtype safetensors;
+  torch::ScalarType scalar_type;
+};
+constexpr DtypePair kDtypes[] = {
+    {SafetensorsDtype::kF32, torch::kFloat32},   {SafetensorsDtype::kF16, torch::kFloat16},
+    {SafetensorsDtype::kBF16, torch::kBFloat16}, {SafetensorsDtype::kF64, torch::kFloat64},
+    {SafetensorsDtype::kI64, torch::kInt64},     {SafetensorsDtype::kI32, torch::kInt32},
+    {SafetensorsDtype::kU8, torch::kUInt8},      {SafetensorsDtype::kBool, torch::kBool},
+};
+
 torch::ScalarType ToTorch(SafetensorsDtype d) {
-  switch (d) {
-    case SafetensorsDtype::kF32:
-      return torch::kFloat32;
-    case SafetensorsDtype::kF16:
-      return torch::kFloat16;
-    case SafetensorsDtype::kBF16:
-      return torch::kBFloat16;
-    case SafetensorsDtype::kF64:
-      return torch::kFloat64;
-    case SafetensorsDtype::kI64:
-      return torch::kInt64;
-    case SafetensorsDtype::kI32:
-      return torch::kInt32;
-    case SafetensorsDtype::kU8:
-      return torch::kUInt8;
-    case SafetensorsDtype::kBool:
-      return torch::kBool;
+  for (const DtypePair& p : kDtypes) {
+    if (p.safetensors == d) return p.scalar_type;
   }
   return torch::kFloat32;
 }
 
 absl::StatusOr<SafetensorsDtype> FromTorch(torch::ScalarType t, const std::string& name) {
-  switch (t) {
-    case torch::kFloat32:
-      return SafetensorsDtype::kF32;
-    case torch::kFloat16:
-      return SafetensorsDtype::kF16;
-    case torch::kBFloat16:
-      return SafetensorsDtype::kBF16;
-    case torch::kFloat64:
-      return SafetensorsDtype::kF64;
-    case torch::kInt64:
-      return SafetensorsDtype::kI64;
-    case torch::kInt32:
-      return SafetensorsDtype::kI32;
-    case torch::kUInt8:
-      return SafetensorsDtype::kU8;
-    case torch::kBool:
-      return SafetensorsDtype::kBool;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor '", name, "' has dtype ", c10::toString(t),
-                       " which safetensors writing does not support here; accepted: float32, "
-                       "float16, bfloat16, float64, int64, int32, uint8, bool"));
+  for (const DtypePair& p : kDtypes) {
+    if (p.scalar_type == t) return p.safetensors;
   }
+  return absl::InvalidArgumentError(
+      absl::StrCat("tensor '", name, "' has dtype ", c10::toString(t),
+                   " which safetensors writing does not support here; accepted: float32, "
+                   "float16, bfloat16, float64, int64, int32, uint8, bool"));
 }
 
 bool IsFloat(SafetensorsDtype d) {
@@ -133,12 +115,9 @@ absl::Status SaveSafetensors(const StateDict& tensors, const std::string& path,
   absl::StatusOr<std::string> header = SerializeSafetensorsHeader(entries, metadata);
   if (!header.ok()) return header.status();
 
-  // Write to a temporary name first so that a crash never leaves a half-written file
-  // under `path`.
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write '", tmp, "'"));
+  // Through a temporary name, so that a crash never leaves a half-written file under
+  // `path`.
+  return WriteFileAtomically(path, [&](std::ostream& out) {
     out.write(header->data(), static_cast<std::streamsize>(header->size()));
     for (size_t i = 0; i < contiguous.size(); ++i) {
       const uint64_t n = entries[i].end - entries[i].begin;
@@ -147,17 +126,8 @@ absl::Status SaveSafetensors(const StateDict& tensors, const std::string& path,
                   static_cast<std::streamsize>(n));
       }
     }
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      return absl::DataLossError(absl::StrCat("write to '", tmp, "' failed"));
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return absl::PermissionDeniedError(absl::StrCat("cannot rename '", tmp, "' to '", path, "'"));
-  }
-  return absl::OkStatus();
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace vitserve

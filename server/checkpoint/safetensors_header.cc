@@ -347,32 +347,11 @@ int SafetensorsDtypeSize(SafetensorsDtype dtype) {
   return 1;
 }
 
-absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view file) {
-  if (file.size() < kLengthPrefixBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "safetensors: file of ", file.size(), " bytes is shorter than the 8-byte length prefix"));
-  }
-  uint64_t header_len = 0;
-  for (int i = kLengthPrefixBytes - 1; i >= 0; --i) {
-    header_len = (header_len << 8) | static_cast<unsigned char>(file[i]);
-  }
-  if (header_len > kMaxSafetensorsHeaderBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("safetensors: header length ", header_len,
-                                                   " exceeds the limit of ",
-                                                   kMaxSafetensorsHeaderBytes, " bytes"));
-  }
-  if (header_len > file.size() - kLengthPrefixBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("safetensors: header length ", header_len,
-                                                   " runs past the end of the ", file.size(),
-                                                   "-byte file (truncated?)"));
-  }
-  const absl::string_view text = file.substr(kLengthPrefixBytes, header_len);
-  if (text.empty() || text[0] != '{') {
-    return absl::InvalidArgumentError("safetensors: header does not start with '{'");
-  }
+namespace {
 
-  SafetensorsHeader header;
-  header.data_start = kLengthPrefixBytes + header_len;
+// Reads the header's JSON object into `header` (tensors in file order, metadata).
+absl::Status ReadHeaderObject(absl::string_view text, SafetensorsHeader* header_out) {
+  SafetensorsHeader& header = *header_out;
   HeaderReader r(text);
   bool seen_metadata = false;
   std::set<std::string> names;
@@ -401,13 +380,16 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view file)
   }
   r.SkipWhitespace();
   if (!r.AtEnd()) return r.Error("trailing characters after the header object");
+  return absl::OkStatus();
+}
 
-  // The tensors must tile the data section: sorted by offset, each starting where the
-  // previous one ended, sizes matching shape x dtype, the last ending at the file's end.
-  const uint64_t data_size = file.size() - header.data_start;
+// The tensors must tile the data section of `data_size` bytes: sorted by offset, each
+// starting where the previous one ended, sizes matching shape x dtype, the last ending at
+// the file's end.
+absl::Status CheckTiling(const std::vector<SafetensorsEntry>& tensors, uint64_t data_size) {
   std::vector<const SafetensorsEntry*> by_offset;
-  by_offset.reserve(header.tensors.size());
-  for (const SafetensorsEntry& e : header.tensors) by_offset.push_back(&e);
+  by_offset.reserve(tensors.size());
+  for (const SafetensorsEntry& e : tensors) by_offset.push_back(&e);
   std::sort(by_offset.begin(), by_offset.end(),
             [](const SafetensorsEntry* a, const SafetensorsEntry* b) {
               return std::make_pair(a->begin, a->end) < std::make_pair(b->begin, b->end);
@@ -446,6 +428,42 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view file)
     return absl::InvalidArgumentError(absl::StrCat("safetensors: the tensors cover ",
                                                    expected_begin, " bytes of a data section of ",
                                                    data_size, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view file) {
+  if (file.size() < kLengthPrefixBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "safetensors: file of ", file.size(), " bytes is shorter than the 8-byte length prefix"));
+  }
+  uint64_t header_len = 0;
+  for (int i = kLengthPrefixBytes - 1; i >= 0; --i) {
+    header_len = (header_len << 8) | static_cast<unsigned char>(file[i]);
+  }
+  if (header_len > kMaxSafetensorsHeaderBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("safetensors: header length ", header_len,
+                                                   " exceeds the limit of ",
+                                                   kMaxSafetensorsHeaderBytes, " bytes"));
+  }
+  if (header_len > file.size() - kLengthPrefixBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("safetensors: header length ", header_len,
+                                                   " runs past the end of the ", file.size(),
+                                                   "-byte file (truncated?)"));
+  }
+  const absl::string_view text = file.substr(kLengthPrefixBytes, header_len);
+  if (text.empty() || text[0] != '{') {
+    return absl::InvalidArgumentError("safetensors: header does not start with '{'");
+  }
+
+  SafetensorsHeader header;
+  header.data_start = kLengthPrefixBytes + header_len;
+  if (absl::Status st = ReadHeaderObject(text, &header); !st.ok()) return st;
+
+  if (absl::Status st = CheckTiling(header.tensors, file.size() - header.data_start); !st.ok()) {
+    return st;
   }
   std::sort(header.tensors.begin(), header.tensors.end(),
             [](const SafetensorsEntry& a, const SafetensorsEntry& b) { return a.name < b.name; });

@@ -1,6 +1,5 @@
 #include "server/checkpoint/unpickler.h"
 
-#include <array>
 #include <cstring>
 #include <unordered_map>
 #include <unordered_set>
@@ -10,101 +9,23 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/checkpoint/pickle_globals.h"
+#include "server/checkpoint/pickle_opcodes.h"
 
 namespace vitserve {
 namespace {
 
 using Kind = PickleValue::Kind;
+// The opcodes read as their pickle.py names in the switch below.
+using namespace pickle_op;  // NOLINT(build/namespaces)
 
-// Pickle opcodes (CPython Lib/pickle.py names).
-enum Opcode : uint8_t {
-  kMark = '(',
-  kStop = '.',
-  kPop = '0',
-  kPopMark = '1',
-  kDup = '2',
-  kBinInt = 'J',
-  kBinInt1 = 'K',
-  kBinInt2 = 'M',
-  kNone = 'N',
-  kBinPersId = 'Q',
-  kReduce = 'R',
-  kBinString = 'T',
-  kShortBinString = 'U',
-  kBinUnicode = 'X',
-  kAppend = 'a',
-  kBuild = 'b',
-  kGlobal = 'c',
-  kDict = 'd',
-  kEmptyDict = '}',
-  kAppends = 'e',
-  kBinGet = 'h',
-  kLongBinGet = 'j',
-  kList = 'l',
-  kEmptyList = ']',
-  kBinPut = 'q',
-  kLongBinPut = 'r',
-  kSetItem = 's',
-  kTuple = 't',
-  kEmptyTuple = ')',
-  kSetItems = 'u',
-  kBinFloat = 'G',
-  // Protocol 2.
-  kProto = 0x80,
-  kNewObj = 0x81,
-  kTuple1 = 0x85,
-  kTuple2 = 0x86,
-  kTuple3 = 0x87,
-  kNewTrue = 0x88,
-  kNewFalse = 0x89,
-  kLong1 = 0x8a,
-  kLong4 = 0x8b,
-  // Protocol 3.
-  kBinBytes = 'B',
-  kShortBinBytes = 'C',
-  // Protocol 4.
-  kShortBinUnicode = 0x8c,
-  kStackGlobal = 0x93,
-  kMemoize = 0x94,
-  kFrame = 0x95,
-};
+PickleValuePtr Make(Kind kind) { return MakePickleValue(kind); }
 
 // Cycle checks may visit this many container slots per input byte in total.
 constexpr size_t kVisitBudgetPerByte = 16;
 
-// Highest pickle protocol understood (only the opcodes above, though).
+// Highest pickle protocol understood (only the opcodes of pickle_opcodes.h, though).
 constexpr int kMaxProtocol = 5;
-
-constexpr absl::string_view kOrderedDict = "collections.OrderedDict";
-constexpr absl::string_view kRebuildTensorV2 = "torch._utils._rebuild_tensor_v2";
-constexpr absl::string_view kRebuildParameter = "torch._utils._rebuild_parameter";
-constexpr absl::string_view kRebuildParameterWithState =
-    "torch._utils._rebuild_parameter_with_state";
-constexpr absl::string_view kNamespace = "argparse.Namespace";
-
-constexpr std::array<absl::string_view, 8> kStorageTypes = {"Float", "Half", "BFloat16", "Double",
-                                                            "Long",  "Int",  "Bool",     "Byte"};
-
-bool IsStorageGlobal(absl::string_view name, std::string* type) {
-  for (const absl::string_view t : kStorageTypes) {
-    if (name == absl::StrCat("torch.", t, "Storage")) {
-      if (type != nullptr) *type = std::string(t);
-      return true;
-    }
-  }
-  return false;
-}
-
-bool IsAllowedGlobal(absl::string_view name) {
-  return name == kOrderedDict || name == kRebuildTensorV2 || name == kRebuildParameter ||
-         name == kRebuildParameterWithState || name == kNamespace || IsStorageGlobal(name, nullptr);
-}
-
-PickleValuePtr Make(Kind kind) {
-  auto v = std::make_shared<PickleValue>();
-  v->kind = kind;
-  return v;
-}
 
 bool IsContainer(const PickleValue& v) {
   return v.kind == Kind::kTuple || v.kind == Kind::kList || v.kind == Kind::kDict ||
@@ -343,7 +264,7 @@ class Unpickler {
 
   absl::Status PushGlobal(const std::string& module, const std::string& name) {
     const std::string full = absl::StrCat(module, ".", name);
-    if (!IsAllowedGlobal(full)) {
+    if (!IsAllowedPickleGlobal(full)) {
       return absl::InvalidArgumentError(
           absl::StrCat("checkpoint refers to forbidden global '", full,
                        "'; only state-dict types are allowed (byte ", op_pos_, " of the pickle)"));
@@ -353,49 +274,10 @@ class Unpickler {
     return Push(std::move(g));
   }
 
-  static bool AsInt(const PickleValue& v, int64_t* out) {
-    if (v.kind == Kind::kInt) {
-      *out = v.integer;
-      return true;
-    }
-    return false;
-  }
-
-  absl::Status IntTuple(const PickleValue& v, absl::string_view what, std::vector<int64_t>* out) {
-    if (v.kind != Kind::kTuple) return Error(absl::StrCat(what, " is not a tuple"));
-    for (const PickleValuePtr& item : v.items) {
-      int64_t x;
-      if (!AsInt(*item, &x)) return Error(absl::StrCat(what, " holds a non-integer"));
-      out->push_back(x);
-    }
-    return absl::OkStatus();
-  }
-
-  absl::StatusOr<PickleValuePtr> RebuildTensor(const PickleValue& args) {
-    // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
-    if (args.items.size() < 4) return Error("_rebuild_tensor_v2 with too few arguments");
-    const PickleValue& storage = *args.items[0];
-    if (storage.kind != Kind::kStorage) {
-      return Error("_rebuild_tensor_v2: first argument is not a storage");
-    }
-    PickleValuePtr t = Make(Kind::kTensor);
-    t->tensor.storage = storage.storage;
-    if (!AsInt(*args.items[1], &t->tensor.storage_offset) || t->tensor.storage_offset < 0) {
-      return Error("_rebuild_tensor_v2: bad storage offset");
-    }
-    if (absl::Status s = IntTuple(*args.items[2], "tensor size", &t->tensor.shape); !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = IntTuple(*args.items[3], "tensor stride", &t->tensor.stride); !s.ok()) {
-      return s;
-    }
-    if (t->tensor.shape.size() != t->tensor.stride.size()) {
-      return Error("_rebuild_tensor_v2: size and stride differ in length");
-    }
-    if (args.items.size() > 4 && args.items[4]->kind == Kind::kBool) {
-      t->tensor.requires_grad = args.items[4]->boolean;
-    }
-    return t;
+  // REDUCE, NEWOBJ, BINPERSID: pop the operands, build the value (pickle_globals.h).
+  absl::Status PushBuilt(absl::StatusOr<PickleValuePtr> v) {
+    if (!v.ok()) return Error(v.status().message());
+    return Push(*std::move(v));
   }
 
   absl::Status Reduce() {
@@ -403,33 +285,7 @@ class Unpickler {
     if (!args.ok()) return args.status();
     absl::StatusOr<PickleValuePtr> callable = Pop();
     if (!callable.ok()) return callable.status();
-    if ((*callable)->kind != Kind::kGlobal) return Error("REDUCE on something not callable");
-    if ((*args)->kind != Kind::kTuple) return Error("REDUCE arguments are not a tuple");
-    const std::string& name = (*callable)->str;
-    const std::vector<PickleValuePtr>& a = (*args)->items;
-    if (name == kOrderedDict) {
-      if (!a.empty()) return Error("OrderedDict called with arguments");
-      return Push(Make(Kind::kDict));
-    }
-    if (name == kNamespace) {
-      if (!a.empty()) return Error("Namespace called with arguments");
-      PickleValuePtr obj = Make(Kind::kObject);
-      obj->str = name;
-      return Push(std::move(obj));
-    }
-    if (name == kRebuildTensorV2) {
-      absl::StatusOr<PickleValuePtr> t = RebuildTensor(**args);
-      if (!t.ok()) return t.status();
-      return Push(*std::move(t));
-    }
-    if (name == kRebuildParameter || name == kRebuildParameterWithState) {
-      // (data, requires_grad, backward_hooks[, state])
-      if (a.empty() || a[0]->kind != Kind::kTensor) {
-        return Error(absl::StrCat(name, ": first argument is not a tensor"));
-      }
-      return Push(a[0]);
-    }
-    return Error(absl::StrCat("'", name, "' cannot be called"));
+    return PushBuilt(CallPickleGlobal(**callable, **args));
   }
 
   absl::Status NewObj() {
@@ -437,16 +293,13 @@ class Unpickler {
     if (!args.ok()) return args.status();
     absl::StatusOr<PickleValuePtr> cls = Pop();
     if (!cls.ok()) return cls.status();
-    if ((*cls)->kind != Kind::kGlobal || (*args)->kind != Kind::kTuple || !(*args)->items.empty()) {
-      return Error("NEWOBJ needs a class and an empty argument tuple");
-    }
-    if ((*cls)->str == kOrderedDict) return Push(Make(Kind::kDict));
-    if ((*cls)->str == kNamespace) {
-      PickleValuePtr obj = Make(Kind::kObject);
-      obj->str = (*cls)->str;
-      return Push(std::move(obj));
-    }
-    return Error(absl::StrCat("'", (*cls)->str, "' cannot be instantiated"));
+    return PushBuilt(NewPickleObject(**cls, **args));
+  }
+
+  absl::Status PersistentId() {
+    absl::StatusOr<PickleValuePtr> pid = Pop();
+    if (!pid.ok()) return pid.status();
+    return PushBuilt(StorageFromPersistentId(**pid));
   }
 
   absl::Status Build() {
@@ -475,28 +328,6 @@ class Unpickler {
       default:
         return Error(absl::StrCat("BUILD on a ", obj.KindName()));
     }
-  }
-
-  absl::Status PersistentId() {
-    absl::StatusOr<PickleValuePtr> pid = Pop();
-    if (!pid.ok()) return pid.status();
-    // ('storage', torch.<Type>Storage, key, location, numel)
-    const PickleValue& p = **pid;
-    if (p.kind != Kind::kTuple || p.items.size() != 5 || p.items[0]->kind != Kind::kString ||
-        p.items[0]->str != "storage" || p.items[1]->kind != Kind::kGlobal ||
-        p.items[2]->kind != Kind::kString || p.items[3]->kind != Kind::kString ||
-        p.items[4]->kind != Kind::kInt) {
-      return Error("persistent id is not ('storage', type, key, location, numel)");
-    }
-    PickleValuePtr s = Make(Kind::kStorage);
-    if (!IsStorageGlobal(p.items[1]->str, &s->storage.type)) {
-      return Error(absl::StrCat("persistent id names '", p.items[1]->str, "', not a storage type"));
-    }
-    s->storage.key = p.items[2]->str;
-    s->storage.location = p.items[3]->str;
-    s->storage.numel = p.items[4]->integer;
-    if (s->storage.numel < 0) return Error("negative storage size");
-    return Push(std::move(s));
   }
 
   absl::Status Step() {
@@ -707,70 +538,6 @@ class Unpickler {
 };
 
 }  // namespace
-
-PickleValue::~PickleValue() {
-  // shared_ptr's destructor would recurse once per nesting level (TUPLE1 nests one level
-  // per input byte). Instead, children are moved out, and a child whose last owner is this
-  // loop is emptied the same way before it dies, so each destructor frees a leaf.
-  std::vector<PickleValuePtr> pending;
-  const auto detach_children = [&pending](PickleValue& v) {
-    for (PickleValuePtr& c : v.items) {
-      if (c != nullptr) pending.push_back(std::move(c));
-    }
-    v.items.clear();
-    for (auto& [k, val] : v.entries) {
-      if (k != nullptr) pending.push_back(std::move(k));
-      if (val != nullptr) pending.push_back(std::move(val));
-    }
-    v.entries.clear();
-  };
-  detach_children(*this);
-  while (!pending.empty()) {
-    PickleValuePtr v = std::move(pending.back());
-    pending.pop_back();
-    if (v.use_count() == 1) detach_children(*v);
-  }
-}
-
-const PickleValue* PickleValue::Find(absl::string_view key) const {
-  for (const auto& [k, v] : entries) {
-    if (k->kind == Kind::kString && k->str == key) return v.get();
-  }
-  return nullptr;
-}
-
-absl::string_view PickleValue::KindName() const {
-  switch (kind) {
-    case Kind::kNone:
-      return "None";
-    case Kind::kBool:
-      return "bool";
-    case Kind::kInt:
-    case Kind::kBigInt:
-      return "int";
-    case Kind::kFloat:
-      return "float";
-    case Kind::kString:
-      return "str";
-    case Kind::kBytes:
-      return "bytes";
-    case Kind::kTuple:
-      return "tuple";
-    case Kind::kList:
-      return "list";
-    case Kind::kDict:
-      return "dict";
-    case Kind::kGlobal:
-      return "global";
-    case Kind::kObject:
-      return "object";
-    case Kind::kStorage:
-      return "storage";
-    case Kind::kTensor:
-      return "tensor";
-  }
-  return "?";
-}
 
 absl::StatusOr<PickleValuePtr> Unpickle(absl::string_view bytes, const UnpickleOptions& options) {
   Unpickler u(bytes, options);

@@ -27,7 +27,7 @@
 #include "prometheus/metric_family.h"
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
-#include "server/model/model_spec.h"
+#include "server/spec/model_spec.h"
 
 namespace vitserve {
 namespace {

@@ -20,7 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
-#include "server/pruning/cost_model.h"
+#include "server/spec/cost_model.h"
 
 namespace vitserve {
 namespace {

@@ -34,9 +34,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "server/model/vit_module.h"
+#include "server/executor/inference_model.h"
 #include "server/pruning/token_pruner.h"
-#include "server/runtime/inference_model.h"
+#include "server/vit/vit_module.h"
 
 namespace vitserve {
 

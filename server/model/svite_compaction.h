@@ -29,7 +29,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/checkpoint/checkpoint.h"
-#include "server/model/model_spec.h"
+#include "server/spec/model_spec.h"
 
 namespace vitserve {
 

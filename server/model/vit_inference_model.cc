@@ -23,9 +23,9 @@
 #ifdef VITSERVE_CUDA
 #include "server/model/cuda_inference_model.h"
 #endif
-#include "server/pruning/cost_model.h"
 #include "server/pruning/gemm_plan.h"
 #include "server/pruning/task_pool.h"
+#include "server/spec/cost_model.h"
 
 namespace vitserve {
 namespace {

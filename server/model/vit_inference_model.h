@@ -1,4 +1,4 @@
-// The LibTorch implementation of InferenceModel (server/runtime/inference_model.h):
+// The LibTorch implementation of InferenceModel (server/executor/inference_model.h):
 // a Vit (vit_module.h) with checkpoint weights, a TokenPruner for the spec's method, and
 // the cost model for per-image MACs. LoadInferenceModel() is defined here.
 //
@@ -29,10 +29,10 @@
 
 #include "absl/status/statusor.h"
 #include "server/checkpoint/checkpoint.h"
-#include "server/model/model_spec.h"
-#include "server/model/vit_module.h"
+#include "server/executor/inference_model.h"
 #include "server/pruning/token_pruner.h"
-#include "server/runtime/inference_model.h"
+#include "server/spec/model_spec.h"
+#include "server/vit/vit_module.h"
 
 namespace vitserve {
 

@@ -162,6 +162,68 @@ absl::StatusOr<cv::Mat> ResizeTo(const cv::Mat& img, int width, int height, int 
   }
   return out;
 }
+
+// Decodes `bytes` (probed as `header`) to 8-bit samples; INVALID_ARGUMENT for what the
+// input gets wrong. OpenCV errors other than the decoder's propagate as cv::Exception.
+absl::StatusOr<cv::Mat> DecodeImage(absl::string_view bytes, const ImageHeaderInfo& header) {
+  const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
+  cv::Mat decoded;
+  try {
+    decoded = cv::imdecode(raw, cv::IMREAD_UNCHANGED);
+  } catch (const cv::Exception& e) {
+    // A decoder that throws on malformed data: the input's fault, not ours.
+    return absl::InvalidArgumentError(
+        absl::StrCat("could not decode the ", ImageFormatName(header.format), " image (", e.what(),
+                     "); accepted formats: ", kAcceptedImageFormats));
+  }
+  if (decoded.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "could not decode the ", ImageFormatName(header.format),
+        " image (corrupt or unsupported variant); accepted formats: ", kAcceptedImageFormats));
+  }
+  if (decoded.cols != header.width || decoded.rows != header.height) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "inconsistent ", ImageFormatName(header.format), " image: header says ", header.width, "x",
+        header.height, " but it decodes to ", decoded.cols, "x", decoded.rows));
+  }
+  if (decoded.depth() == CV_16U) {
+    cv::Mat eight;
+    decoded.convertTo(eight, CV_8U, k16To8Scale);  // round(v / 257)
+    decoded = std::move(eight);
+  } else if (decoded.depth() != CV_8U) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the image's samples are not 8- or 16-bit unsigned integers (OpenCV depth ",
+                     decoded.depth(), "); accepted: 8-bit or 16-bit images"));
+  }
+  return decoded;
+}
+
+// The CHW float tensor of an interleaved 8-bit `crop` (size x size, `channels`
+// channels): each sample times
+// `rescale`, then (v - mean[c]) / stddev[c].
+ImageTensor ToImageTensor(const cv::Mat& crop, int channels, int size, double rescale,
+                          const std::vector<float>& mean, const std::vector<float>& stddev) {
+  ImageTensor t;
+  t.channels = channels;
+  t.height = size;
+  t.width = size;
+  const size_t plane = static_cast<size_t>(size) * size;
+  t.data.resize(plane * channels);
+  for (int c = 0; c < channels; ++c) {
+    float* dst = t.data.data() + plane * c;
+    for (int y = 0; y < size; ++y) {
+      const uint8_t* row = crop.ptr<uint8_t>(y);
+      for (int x = 0; x < size; ++x) {
+        // Same float32 results as torchvision ToTensor + Normalize (for 1/255) and as
+        // Hugging Face's rescale (float64 product, cast) + normalize.
+        const float v = static_cast<float>(row[x * channels + c] * rescale);
+        dst[static_cast<size_t>(y) * size + x] = (v - mean[c]) / stddev[c];
+      }
+    }
+  }
+  return t;
+}
+
 #endif  // VITSERVE_NO_OPENCV
 
 struct Geometry {
@@ -359,36 +421,9 @@ absl::StatusOr<ImageTensor> Preprocessor::FromEncoded(absl::string_view bytes) c
         "encoded image of ", bytes.size(), " bytes is larger than the 2 GiB OpenCV accepts"));
   }
   try {
-    const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
-    cv::Mat decoded;
-    try {
-      decoded = cv::imdecode(raw, cv::IMREAD_UNCHANGED);
-    } catch (const cv::Exception& e) {
-      // A decoder that throws on malformed data: the input's fault, not ours.
-      return absl::InvalidArgumentError(
-          absl::StrCat("could not decode the ", ImageFormatName(header->format), " image (",
-                       e.what(), "); accepted formats: ", kAcceptedImageFormats));
-    }
-    if (decoded.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "could not decode the ", ImageFormatName(header->format),
-          " image (corrupt or unsupported variant); accepted formats: ", kAcceptedImageFormats));
-    }
-    if (decoded.cols != header->width || decoded.rows != header->height) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "inconsistent ", ImageFormatName(header->format), " image: header says ", header->width,
-          "x", header->height, " but it decodes to ", decoded.cols, "x", decoded.rows));
-    }
-    if (decoded.depth() == CV_16U) {
-      cv::Mat eight;
-      decoded.convertTo(eight, CV_8U, k16To8Scale);  // round(v / 257)
-      decoded = std::move(eight);
-    } else if (decoded.depth() != CV_8U) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("the image's samples are not 8- or 16-bit unsigned integers (OpenCV depth ",
-                       decoded.depth(), "); accepted: 8-bit or 16-bit images"));
-    }
-    absl::StatusOr<cv::Mat> converted = ToTargetChannels(decoded, channels_);
+    absl::StatusOr<cv::Mat> decoded = DecodeImage(bytes, *header);
+    if (!decoded.ok()) return decoded.status();
+    absl::StatusOr<cv::Mat> converted = ToTargetChannels(*decoded, channels_);
     if (!converted.ok()) return converted.status();
     cv::Mat img = *std::move(converted);
     if (invert_) img = cv::Scalar::all(kMaxPixelValue) - img;
@@ -410,27 +445,7 @@ absl::StatusOr<ImageTensor> Preprocessor::FromEncoded(absl::string_view bytes) c
                                                  : CenterCropOffset(img.cols, image_size_));
     const cv::Mat crop = img(cv::Rect(left, top, image_size_, image_size_));
 
-    ImageTensor t;
-    t.channels = channels_;
-    t.height = image_size_;
-    t.width = image_size_;
-    const size_t plane = static_cast<size_t>(image_size_) * image_size_;
-    t.data.resize(plane * channels_);
-    for (int c = 0; c < channels_; ++c) {
-      const float mean = mean_[c];
-      const float stddev = std_[c];
-      float* dst = t.data.data() + plane * c;
-      for (int y = 0; y < image_size_; ++y) {
-        const uint8_t* row = crop.ptr<uint8_t>(y);
-        for (int x = 0; x < image_size_; ++x) {
-          // Same float32 results as torchvision ToTensor + Normalize (for 1/255) and as
-          // Hugging Face's rescale (float64 product, cast) + normalize.
-          const float v = static_cast<float>(row[x * channels_ + c] * rescale_factor_);
-          dst[static_cast<size_t>(y) * image_size_ + x] = (v - mean) / stddev;
-        }
-      }
-    }
-    return t;
+    return ToImageTensor(crop, channels_, image_size_, rescale_factor_, mean_, std_);
   } catch (const cv::Exception& e) {
     return absl::InternalError(absl::StrCat("OpenCV failed while preprocessing a ",
                                             ImageFormatName(header->format), " image: ", e.what()));

@@ -57,8 +57,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "server/model/model_spec.h"
-#include "server/runtime/inference_model.h"
+#include "server/executor/image_tensor.h"
+#include "server/spec/model_spec.h"
 #include "vitserve/v1/inference.pb.h"
 
 namespace vitserve {

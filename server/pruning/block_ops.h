@@ -10,7 +10,7 @@
 
 #include <torch/types.h>
 
-#include "server/model/vit_module.h"
+#include "server/vit/vit_module.h"
 
 namespace vitserve {
 

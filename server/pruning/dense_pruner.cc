@@ -14,9 +14,8 @@ class DensePruner : public TokenPruner {
   Method method() const override { return Method::kDense; }
 
   PrunedOutput Forward(VitImpl& vit, const torch::Tensor& images, float) const override {
-    torch::Tensor x = EmbedTokens(vit, images);
     PrunedOutput out;
-    out.tokens_per_stage.push_back(static_cast<int>(x.size(1)));
+    torch::Tensor x = EmbedAndCount(vit, images, &out);
     for (int i = 0; i < vit.options().depth; ++i) x = RunPlainBlock(vit, i, x, options_);
     out.logits = vit.Head(x);
     return out;

@@ -10,16 +10,15 @@
 #include <vector>
 
 #include "server/pruning/forward_common.h"
-#include "server/pruning/keep_counts.h"
 #include "server/pruning/token_pruner.h"
+#include "server/spec/keep_counts.h"
 
 namespace vitserve {
 namespace {
 
-class DynamicVitPruner : public TokenPruner {
+class DynamicVitPruner : public LocatedPruner {
  public:
-  DynamicVitPruner(std::vector<int> locations, const PrunerOptions& options)
-      : locations_(std::move(locations)), options_(options) {}
+  using LocatedPruner::LocatedPruner;
 
   Method method() const override { return Method::kDynamicViT; }
 
@@ -28,33 +27,26 @@ class DynamicVitPruner : public TokenPruner {
     const int prefix = o.num_prefix_tokens();
     const int initial = o.num_patches();
     const double rho = DecimalKeepRate(keep_rate);
-    torch::Tensor x = EmbedTokens(vit, images);
     PrunedOutput out;
-    out.tokens_per_stage.push_back(static_cast<int>(x.size(1)));
+    torch::Tensor x = EmbedAndCount(vit, images, &out);
     int stage = 0;
     for (int i = 0; i < o.depth; ++i) {
-      if (IsLocation(locations_, i)) {
+      if (AtLocation(i)) {
         const int current = static_cast<int>(x.size(1)) - prefix;
         const int keep = DynamicVitKeep(initial, rho, stage);
         if (keep < current) {
           torch::Tensor patches = x.narrow(1, prefix, current);
           torch::Tensor score = PredictorKeepScores(vit.predictor(stage), patches);
-          torch::Tensor order = std::get<1>(at::topk(score, keep, /*dim=*/1, /*largest=*/true,
-                                                     /*sorted=*/true));
-          x = WithPrefix(x, prefix, GatherTokens(patches, order));
+          x = KeepTopScored(x, prefix, patches, score, keep);
         }
         out.tokens_per_stage.push_back(static_cast<int>(x.size(1)));
         ++stage;
       }
-      x = RunPlainBlock(vit, i, x, options_);
+      x = RunPlainBlock(vit, i, x, options());
     }
     out.logits = vit.Head(x);
     return out;
   }
-
- private:
-  std::vector<int> locations_;
-  PrunerOptions options_;
 };
 
 }  // namespace

@@ -12,16 +12,15 @@
 #include <vector>
 
 #include "server/pruning/forward_common.h"
-#include "server/pruning/keep_counts.h"
 #include "server/pruning/token_pruner.h"
+#include "server/spec/keep_counts.h"
 
 namespace vitserve {
 namespace {
 
-class EvitPruner : public TokenPruner {
+class EvitPruner : public LocatedPruner {
  public:
-  EvitPruner(std::vector<int> locations, const PrunerOptions& options)
-      : locations_(std::move(locations)), options_(options) {}
+  using LocatedPruner::LocatedPruner;
 
   Method method() const override { return Method::kEViT; }
 
@@ -29,12 +28,11 @@ class EvitPruner : public TokenPruner {
     const VitOptions& o = vit.options();
     const int prefix = o.num_prefix_tokens();
     const double kr = DecimalKeepRate(keep_rate);
-    torch::Tensor x = EmbedTokens(vit, images);
     PrunedOutput out;
-    out.tokens_per_stage.push_back(static_cast<int>(x.size(1)));
+    torch::Tensor x = EmbedAndCount(vit, images, &out);
     for (int i = 0; i < o.depth; ++i) {
-      if (!IsLocation(locations_, i)) {
-        x = RunPlainBlock(vit, i, x, options_);
+      if (!AtLocation(i)) {
+        x = RunPlainBlock(vit, i, x, options());
         continue;
       }
       BlockImpl& block = vit.block(i);
@@ -59,17 +57,13 @@ class EvitPruner : public TokenPruner {
           at::bmm(sorted_attn.narrow(1, left, dropped).unsqueeze(1), dropped_tokens);
       x = at::cat({x.narrow(1, 0, prefix), kept, fused}, 1);
       out.tokens_per_stage.push_back(static_cast<int>(x.size(1)));
-      x = i == o.depth - 1 && options_.last_block_prefix_only
+      x = i == o.depth - 1 && options().last_block_prefix_only
               ? MlpResidual(block, x.narrow(1, 0, prefix).clone())
               : MlpResidual(block, x);
     }
     out.logits = vit.Head(x);
     return out;
   }
-
- private:
-  std::vector<int> locations_;
-  PrunerOptions options_;
 };
 
 }  // namespace

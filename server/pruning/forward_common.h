@@ -5,11 +5,12 @@
 #include <torch/types.h>
 
 #include <algorithm>
+#include <utility>
 #include <vector>
 
-#include "server/model/vit_module.h"
 #include "server/pruning/block_ops.h"
 #include "server/pruning/token_pruner.h"
+#include "server/vit/vit_module.h"
 
 namespace vitserve {
 
@@ -32,6 +33,38 @@ inline torch::Tensor RunPlainBlock(VitImpl& vit, int i, const torch::Tensor& x,
 inline torch::Tensor WithPrefix(const torch::Tensor& x, int prefix, const torch::Tensor& kept) {
   return at::cat({x.narrow(1, 0, prefix), kept}, 1);
 }
+
+// Embeds `images` and records the initial token count in `out`: how every forward starts.
+inline torch::Tensor EmbedAndCount(VitImpl& vit, const torch::Tensor& images, PrunedOutput* out) {
+  torch::Tensor x = EmbedTokens(vit, images);
+  out->tokens_per_stage.push_back(static_cast<int>(x.size(1)));
+  return x;
+}
+
+// Keeps the `keep` tokens of `patches` (x's tokens after its `prefix` ones) with the
+// highest `score` ([B, patches]), best first, behind the prefix: [prefix, kept...].
+inline torch::Tensor KeepTopScored(const torch::Tensor& x, int prefix, const torch::Tensor& patches,
+                                   const torch::Tensor& score, int keep) {
+  torch::Tensor order =
+      std::get<1>(at::topk(score, keep, /*dim=*/1, /*largest=*/true, /*sorted=*/true));
+  return WithPrefix(x, prefix, GatherTokens(patches, order));
+}
+
+// Base of the pruners that prune at a list of block locations (DynamicViT, EViT, TNT,
+// Tri-Level).
+class LocatedPruner : public TokenPruner {
+ public:
+  LocatedPruner(std::vector<int> locations, const PrunerOptions& options)
+      : locations_(std::move(locations)), options_(options) {}
+
+ protected:
+  bool AtLocation(int block) const { return IsLocation(locations_, block); }
+  const PrunerOptions& options() const { return options_; }
+
+ private:
+  const std::vector<int> locations_;
+  const PrunerOptions options_;
+};
 
 }  // namespace vitserve
 

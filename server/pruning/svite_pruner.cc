@@ -26,8 +26,8 @@
 
 #include "server/pruning/cpu_kernels.h"
 #include "server/pruning/forward_common.h"
-#include "server/pruning/keep_counts.h"
 #include "server/pruning/token_pruner.h"
+#include "server/spec/keep_counts.h"
 
 namespace vitserve {
 namespace {

@@ -10,16 +10,15 @@
 #include <vector>
 
 #include "server/pruning/forward_common.h"
-#include "server/pruning/keep_counts.h"
 #include "server/pruning/token_pruner.h"
+#include "server/spec/keep_counts.h"
 
 namespace vitserve {
 namespace {
 
-class TntPruner : public TokenPruner {
+class TntPruner : public LocatedPruner {
  public:
-  TntPruner(std::vector<int> locations, const PrunerOptions& options)
-      : locations_(std::move(locations)), options_(options) {}
+  using LocatedPruner::LocatedPruner;
 
   Method method() const override { return Method::kTNT; }
 
@@ -27,13 +26,12 @@ class TntPruner : public TokenPruner {
     const VitOptions& o = vit.options();
     const int prefix = o.num_prefix_tokens();
     const double rate = DecimalKeepRate(keep_rate);
-    torch::Tensor x = EmbedTokens(vit, images);
     PrunedOutput out;
-    out.tokens_per_stage.push_back(static_cast<int>(x.size(1)));
+    torch::Tensor x = EmbedAndCount(vit, images, &out);
     for (int i = 0; i < o.depth; ++i) {
       const int current = static_cast<int>(x.size(1)) - prefix;  // blocks keep the count
-      x = RunPlainBlock(vit, i, x, options_);
-      if (!IsLocation(locations_, i)) continue;
+      x = RunPlainBlock(vit, i, x, options());
+      if (!AtLocation(i)) continue;
       const int keep = std::min(current, TntKeep(current, rate));
       // After the last block only the prefix rows remain (RunPlainBlock's shortcut) and a
       // pruning step cannot change the logits: it is counted, not executed.
@@ -42,19 +40,13 @@ class TntPruner : public TokenPruner {
         const torch::nn::LinearImpl& head = vit.alpha_head(i);
         torch::Tensor alpha =
             at::_softmax(at::linear(patches, head.weight, head.bias).squeeze(-1), -1, false);
-        torch::Tensor order =
-            std::get<1>(at::topk(alpha, keep, /*dim=*/1, /*largest=*/true, /*sorted=*/true));
-        x = WithPrefix(x, prefix, GatherTokens(patches, order));
+        x = KeepTopScored(x, prefix, patches, alpha, keep);
       }
       out.tokens_per_stage.push_back(prefix + keep);
     }
     out.logits = vit.Head(x);
     return out;
   }
-
- private:
-  std::vector<int> locations_;
-  PrunerOptions options_;
 };
 
 }  // namespace

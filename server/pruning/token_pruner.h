@@ -27,8 +27,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "server/model/model_spec.h"
-#include "server/model/vit_module.h"
+#include "server/spec/model_spec.h"
+#include "server/vit/vit_module.h"
 
 namespace vitserve {
 

@@ -17,12 +17,12 @@
 #include <utility>
 #include <vector>
 
-#include "server/pruning/cost_model.h"
 #include "server/pruning/cpu_kernels.h"
 #include "server/pruning/forward_common.h"
-#include "server/pruning/keep_counts.h"
 #include "server/pruning/task_pool.h"
 #include "server/pruning/token_pruner.h"
+#include "server/spec/cost_model.h"
+#include "server/spec/keep_counts.h"
 
 namespace vitserve {
 namespace {

@@ -21,8 +21,8 @@
 
 #include "server/pruning/cpu_kernels.h"
 #include "server/pruning/forward_common.h"
-#include "server/pruning/keep_counts.h"
 #include "server/pruning/token_pruner.h"
+#include "server/spec/keep_counts.h"
 
 namespace vitserve {
 namespace {
@@ -30,10 +30,10 @@ namespace {
 // The official masked-softmax epsilon.
 constexpr double kTriLevelEps = 1e-6;
 
-class TriLevelPruner : public TokenPruner {
+class TriLevelPruner : public LocatedPruner {
  public:
   TriLevelPruner(std::vector<int> locations, float attn_ratio, const PrunerOptions& options)
-      : locations_(std::move(locations)), attn_ratio_(attn_ratio), options_(options) {}
+      : LocatedPruner(std::move(locations), options), attn_ratio_(attn_ratio) {}
 
   Method method() const override { return Method::kTriLevel; }
 
@@ -42,13 +42,12 @@ class TriLevelPruner : public TokenPruner {
     const double rho = DecimalKeepRate(keep_rate);
     const bool attention_level = attn_ratio_ > 0.0f && attn_ratio_ < 1.0f;
     const double attn_rho = DecimalKeepRate(attn_ratio_);
-    torch::Tensor x = EmbedTokens(vit, images);
-    torch::Tensor mask;  // [B, N, N] keys kept per query; undefined = all
     PrunedOutput out;
-    out.tokens_per_stage.push_back(static_cast<int>(x.size(1)));
+    torch::Tensor x = EmbedAndCount(vit, images, &out);
+    torch::Tensor mask;  // [B, N, N] keys kept per query; undefined = all
     for (int i = 0; i < o.depth; ++i) {
       BlockImpl& block = vit.block(i);
-      const bool location = IsLocation(locations_, i);
+      const bool location = AtLocation(i);
       torch::Tensor probs;  // [B, H, N, N]
       x = Attention(block, x, mask, &probs);
       if (location) {
@@ -73,7 +72,7 @@ class TriLevelPruner : public TokenPruner {
         out.tokens_per_stage.push_back(static_cast<int>(x.size(1)));
       }
       // The head reads CLS only: the last block's MLP runs on that row alone.
-      if (options_.last_block_prefix_only && i == o.depth - 1) x = x.narrow(1, 0, 1).clone();
+      if (options().last_block_prefix_only && i == o.depth - 1) x = x.narrow(1, 0, 1).clone();
       x = MlpResidual(block, x);
     }
     out.logits = vit.Head(x);
@@ -102,9 +101,7 @@ class TriLevelPruner : public TokenPruner {
     return FastLinear(merged, attn.proj->weight, attn.proj->bias).add_(x);
   }
 
-  std::vector<int> locations_;
   float attn_ratio_;
-  PrunerOptions options_;
 };
 
 }  // namespace

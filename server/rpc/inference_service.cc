@@ -8,6 +8,7 @@
 #include "server/rpc/bounded_stream_reactor.h"
 #include "server/rpc/grpc_deadline.h"
 #include "server/rpc/status_util.h"
+#include "server/spec/cost_model.h"
 
 namespace vitserve {
 

@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/executor/inference_model.h"
 #include "server/preprocess/preprocessor.h"
 #include "server/rpc/inference_service.h"
-#include "server/runtime/inference_model.h"
 
 namespace vitserve {
 

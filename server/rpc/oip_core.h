@@ -38,8 +38,8 @@
 #include "absl/time/time.h"
 #include "inference/grpc_service.pb.h"
 #include "server/rpc/oip_translate.h"
-#include "server/runtime/clock.h"
 #include "server/serving/serving_core.h"
+#include "server/util/clock.h"
 
 namespace vitserve {
 

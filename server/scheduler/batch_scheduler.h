@@ -72,9 +72,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "server/runtime/clock.h"
 #include "server/scheduler/arrival_rate.h"
 #include "server/scheduler/batch_policy.h"
+#include "server/util/clock.h"
 
 namespace vitserve {
 

@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/budget/latency_sweep.h"
-#include "server/pruning/cost_model.h"
+#include "server/spec/cost_model.h"
 #include "server/serving/model_info.h"
 
 namespace vitserve {

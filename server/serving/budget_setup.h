@@ -10,8 +10,8 @@
 #include "server/budget/budget_policy.h"
 #include "server/budget/latency_guard.h"
 #include "server/budget/latency_model.h"
-#include "server/runtime/clock.h"
-#include "server/runtime/inference_model.h"
+#include "server/util/clock.h"
+#include "server/executor/inference_model.h"
 #include "server/serving/serving_options.h"
 
 namespace vitserve {

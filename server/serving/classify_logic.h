@@ -13,7 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "server/model/model_spec.h"
+#include "server/spec/model_spec.h"
 #include "vitserve/v1/inference.pb.h"
 
 namespace vitserve {

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "server/pruning/cost_model.h"
+#include "server/spec/cost_model.h"
 
 namespace vitserve {
 namespace {

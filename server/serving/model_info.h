@@ -1,5 +1,5 @@
 // GetModelInfo's answer, built once per model at startup from the spec and the cost model
-// (server/pruning/cost_model.h). Pure; no gRPC server types.
+// (server/spec/cost_model.h). Pure; no gRPC server types.
 #ifndef VITSERVE_SERVER_SERVING_MODEL_INFO_H_
 #define VITSERVE_SERVER_SERVING_MODEL_INFO_H_
 
@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "server/model/model_spec.h"
+#include "server/spec/model_spec.h"
 #include "vitserve/v1/inference.pb.h"
 
 namespace vitserve {

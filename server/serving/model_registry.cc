@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "server/pruning/cost_model.h"
+#include "server/spec/cost_model.h"
 #include "server/serving/classify_logic.h"
 #include "server/serving/model_info.h"
 #include "server/serving/spec_compat.h"

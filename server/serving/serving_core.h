@@ -55,7 +55,7 @@
 #include "absl/time/time.h"
 #include "server/budget/latency_model.h"
 #include "server/metrics/server_metrics.h"
-#include "server/runtime/clock.h"
+#include "server/util/clock.h"
 #include "server/serving/batch_runner.h"
 #include "server/serving/inference_task.h"
 #include "server/serving/model_registry.h"

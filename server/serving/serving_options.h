@@ -10,7 +10,7 @@
 
 #include "absl/time/time.h"
 #include "server/preprocess/preprocessor.h"
-#include "server/runtime/inference_model.h"
+#include "server/executor/inference_model.h"
 
 namespace vitserve {
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <tuple>
 
-#include "server/model/model_spec.h"
+#include "server/spec/model_spec.h"
 
 namespace vitserve {
 

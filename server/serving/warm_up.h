@@ -4,7 +4,7 @@
 #define VITSERVE_SERVER_SERVING_WARM_UP_H_
 
 #include "absl/status/status.h"
-#include "server/runtime/inference_model.h"
+#include "server/executor/inference_model.h"
 
 namespace vitserve {
 

@@ -13,7 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "server/checkpoint/model_repository.h"
-#include "server/runtime/inference_model.h"
+#include "server/executor/inference_model.h"
 #include "server/train/dataset.h"
 #include "server/train/plot.h"
 
@@ -154,6 +154,60 @@ absl::Status WritePlot(const EvalReport& report, const std::string& path,
   return WriteLinePlot(series, po, path);
 }
 
+// One row of the report: `pass` of method `m` at keep-rate `k` against the labels and
+// the dense predictions.
+EvalRow MakeRow(Method m, float k, const Pass& pass, const ImageDataset& data,
+                const std::vector<int>& dense_predictions, int64_t n) {
+  EvalRow row;
+  row.method = m;
+  row.keep_rate = k;
+  int64_t correct = 0, agree = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    correct += pass.predictions[i] == data.labels[i];
+    agree += pass.predictions[i] == dense_predictions[i];
+  }
+  row.top1 = static_cast<double>(correct) / static_cast<double>(n);
+  row.agreement = static_cast<double>(agree) / static_cast<double>(n);
+  row.macs = pass.macs_sum / static_cast<uint64_t>(n);
+  row.tokens_per_stage = pass.tokens_per_stage;
+  return row;
+}
+
+// The methods to evaluate: dense first (the agreement reference), then each other once.
+std::vector<Method> EvalMethods(const std::vector<Method>& requested) {
+  std::vector<Method> methods = requested;
+  methods.erase(std::remove(methods.begin(), methods.end(), Method::kDense), methods.end());
+  std::sort(methods.begin(), methods.end());
+  methods.erase(std::unique(methods.begin(), methods.end()), methods.end());  // once each
+  methods.insert(methods.begin(), Method::kDense);
+  return methods;
+}
+
+// Writes calibration.pbtxt, the updated config.pbtxt, the CSV and the plot into `dir`.
+absl::Status WriteEvalOutputs(const EvalReport& report, const EvalOptions& o, const ModelSpec& spec,
+                              const fs::path& dir) {
+  std::vector<CalibrationPoint> points;
+  for (const EvalRow& r : report.rows) {
+    CalibrationPoint p;
+    p.method = std::string(MethodName(r.method));
+    p.keep_rate = r.keep_rate;
+    p.top1 = r.top1;
+    p.agreement = r.agreement;
+    p.macs = r.macs;
+    points.push_back(p);
+  }
+  const std::string calibration = (dir / kCalibrationFile).string();
+  absl::Status st = WriteCalibration(points, report.dataset, report.num_examples, calibration);
+  if (!st.ok()) return st;
+  ModelSpec updated = spec;
+  updated.calibration_path = calibration;
+  st = WriteModelConfig(updated, (dir / kConfigFile).string());
+  if (!st.ok()) return st;
+  st = WriteCsv(report, (dir / absl::StrCat("eval_", o.split, ".csv")).string());
+  if (!st.ok()) return st;
+  return WritePlot(report, (dir / kPlotFile).string(), spec.name);
+}
+
 }  // namespace
 
 absl::StatusOr<EvalReport> RunEval(const EvalOptions& o) {
@@ -173,16 +227,10 @@ absl::StatusOr<EvalReport> RunEval(const EvalOptions& o) {
   report.num_examples = static_cast<uint64_t>(n);
   report.dense_macs = DenseMacs(spec->arch);
 
-  // Dense first: the agreement reference.
-  std::vector<Method> methods = o.methods;
-  methods.erase(std::remove(methods.begin(), methods.end(), Method::kDense), methods.end());
-  std::sort(methods.begin(), methods.end());
-  methods.erase(std::unique(methods.begin(), methods.end()), methods.end());  // once each
-  methods.insert(methods.begin(), Method::kDense);
   std::vector<int> dense_predictions;
   ModelLoadOptions load;
   load.max_sub_batch = 0;  // eval batches are already sized
-  for (Method m : methods) {
+  for (Method m : EvalMethods(o.methods)) {
     ModelSpec ms = *spec;
     ms.pruning.method = m;
     if (!(m == Method::kDynamicViT && spec->pruning.method == Method::kDynamicViT)) {
@@ -203,18 +251,7 @@ absl::StatusOr<EvalReport> RunEval(const EvalOptions& o) {
                                                                pass.status().message()));
       }
       if (m == Method::kDense) dense_predictions = pass->predictions;
-      EvalRow row;
-      row.method = m;
-      row.keep_rate = k;
-      int64_t correct = 0, agree = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        correct += pass->predictions[i] == data->labels[i];
-        agree += pass->predictions[i] == dense_predictions[i];
-      }
-      row.top1 = static_cast<double>(correct) / static_cast<double>(n);
-      row.agreement = static_cast<double>(agree) / static_cast<double>(n);
-      row.macs = pass->macs_sum / static_cast<uint64_t>(n);
-      row.tokens_per_stage = pass->tokens_per_stage;
+      EvalRow row = MakeRow(m, k, *pass, *data, dense_predictions, n);
       row.seconds = Now() - t0;
       std::fprintf(stderr, "%-10s keep %.2f: top-1 %.2f%%, agreement %.2f%%, %.2f MMACs, %.1f s\n",
                    std::string(MethodName(m)).c_str(), k, 100.0 * row.top1, 100.0 * row.agreement,
@@ -222,29 +259,8 @@ absl::StatusOr<EvalReport> RunEval(const EvalOptions& o) {
       report.rows.push_back(std::move(row));
     }
   }
-
   if (o.write_outputs) {
-    std::vector<CalibrationPoint> points;
-    for (const EvalRow& r : report.rows) {
-      CalibrationPoint p;
-      p.method = std::string(MethodName(r.method));
-      p.keep_rate = r.keep_rate;
-      p.top1 = r.top1;
-      p.agreement = r.agreement;
-      p.macs = r.macs;
-      points.push_back(p);
-    }
-    const std::string calibration = (dir / kCalibrationFile).string();
-    absl::Status st = WriteCalibration(points, report.dataset, report.num_examples, calibration);
-    if (!st.ok()) return st;
-    ModelSpec updated = *spec;
-    updated.calibration_path = calibration;
-    st = WriteModelConfig(updated, (dir / kConfigFile).string());
-    if (!st.ok()) return st;
-    st = WriteCsv(report, (dir / absl::StrCat("eval_", o.split, ".csv")).string());
-    if (!st.ok()) return st;
-    st = WritePlot(report, (dir / kPlotFile).string(), spec->name);
-    if (!st.ok()) return st;
+    if (absl::Status st = WriteEvalOutputs(report, o, *spec, dir); !st.ok()) return st;
   }
   return report;
 }

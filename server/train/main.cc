@@ -27,12 +27,12 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "server/runtime/cli_usage.h"
 #include "server/train/dataset.h"
 #include "server/train/evaluate.h"
 #include "server/train/objectives.h"
 #include "server/train/trainer.h"
 #include "server/train/vit_training.h"
+#include "server/util/cli_usage.h"
 
 // Data.
 ABSL_FLAG(std::string, data_dir, "/usr/share/datasets/fashion-mnist",
@@ -267,18 +267,43 @@ std::vector<std::string> Untrained(const std::vector<std::string>& missing,
   return out;
 }
 
+// The data of a distillation run: training and validation sets in the student's input
+// format. Seeds LibTorch from --seed (after loading, as before any parameter is drawn).
+struct TrainingData {
+  ImageDataset train_set;
+  ImageDataset val_set;
+  Normalization norm;
+};
+
+absl::StatusOr<TrainingData> LoadTrainingData(const ModelSpec& student) {
+  absl::StatusOr<std::pair<ImageDataset, ImageDataset>> data =
+      LoadTrainVal(student.arch.image_size, student.preprocess.grayscale);
+  if (!data.ok()) return data.status();
+  TrainingData out{std::move(data->first), std::move(data->second), NormalizationOf(student)};
+  torch::manual_seed(absl::GetFlag(FLAGS_seed));
+  return out;
+}
+
+// Trains `objective` with the flags' options, checkpointing into `out_dir`, and prints the
+// summary under `label`.
+absl::Status TrainInto(Objective& objective, const TrainingData& data, const std::string& out_dir,
+                       const std::string& label) {
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  absl::StatusOr<TrainResult> r =
+      Train(objective, data.train_set, data.val_set, data.norm, TrainOptionsFromFlags(out_dir));
+  if (!r.ok()) return r.status();
+  PrintSummary(*r, label);
+  return absl::OkStatus();
+}
+
 absl::Status RunDynamicVit() {
   absl::StatusOr<std::pair<LoadedModel, LoadedModel>> models = LoadTeacherAndStudent();
   if (!models.ok()) return models.status();
   auto& [teacher, student] = *models;
   const std::string out_dir = absl::GetFlag(FLAGS_output_dir);
-  absl::StatusOr<std::pair<ImageDataset, ImageDataset>> data =
-      LoadTrainVal(student.spec.arch.image_size, student.spec.preprocess.grayscale);
+  absl::StatusOr<TrainingData> data = LoadTrainingData(student.spec);
   if (!data.ok()) return data.status();
-  const auto& [train_set, val_set] = *data;
-  const Normalization norm = NormalizationOf(student.spec);
-
-  torch::manual_seed(absl::GetFlag(FLAGS_seed));
   DynamicVitObjectiveOptions o;
   absl::StatusOr<std::vector<int>> locations = ParseLocations(
       absl::GetFlag(FLAGS_locations), student.spec.arch.depth, DynamicVitLocations(student.spec));
@@ -294,15 +319,15 @@ absl::Status RunDynamicVit() {
   }
   teacher.vit->eval();
   const double teacher_acc =
-      Accuracy([&](const torch::Tensor& x) { return teacher.vit->forward(x); }, val_set, norm, 256);
+      Accuracy([&](const torch::Tensor& x) { return teacher.vit->forward(x); }, data->val_set,
+               data->norm, 256);
   std::fprintf(stderr, "teacher val acc %.2f%%\n", 100.0 * teacher_acc);
   DynamicVitObjective objective(student.vit, teacher.vit, o);
-  std::error_code ec;
-  fs::create_directories(out_dir, ec);
-  absl::StatusOr<TrainResult> r =
-      Train(objective, train_set, val_set, norm, TrainOptionsFromFlags(out_dir));
-  if (!r.ok()) return r.status();
-  PrintSummary(*r, absl::StrCat("dynamicvit keep ", o.keep_rate));
+  if (absl::Status st =
+          TrainInto(objective, *data, out_dir, absl::StrCat("dynamicvit keep ", o.keep_rate));
+      !st.ok()) {
+    return st;
+  }
 
   ModelSpec spec = student.spec;
   spec.name = absl::GetFlag(FLAGS_name);
@@ -326,13 +351,8 @@ absl::Status RunTnt() {
   if (!models.ok()) return models.status();
   LoadedModel& student = models->second;
   const std::string out_dir = absl::GetFlag(FLAGS_output_dir);
-  absl::StatusOr<std::pair<ImageDataset, ImageDataset>> data =
-      LoadTrainVal(student.spec.arch.image_size, student.spec.preprocess.grayscale);
+  absl::StatusOr<TrainingData> data = LoadTrainingData(student.spec);
   if (!data.ok()) return data.status();
-  const auto& [train_set, val_set] = *data;
-  const Normalization norm = NormalizationOf(student.spec);
-
-  torch::manual_seed(absl::GetFlag(FLAGS_seed));
   TntObjectiveOptions o;
   o.locations = TntLocations(student.spec);
   o.validation_keep_rate = static_cast<float>(absl::GetFlag(FLAGS_keep_rate));
@@ -340,12 +360,7 @@ absl::Status RunTnt() {
   o.backbone_lr_scale = absl::GetFlag(FLAGS_backbone_lr_scale);
   o.label_smoothing = absl::GetFlag(FLAGS_label_smoothing);
   TntObjective objective(student.vit, o);
-  std::error_code ec;
-  fs::create_directories(out_dir, ec);
-  absl::StatusOr<TrainResult> r =
-      Train(objective, train_set, val_set, norm, TrainOptionsFromFlags(out_dir));
-  if (!r.ok()) return r.status();
-  PrintSummary(*r, "tnt");
+  if (absl::Status st = TrainInto(objective, *data, out_dir, "tnt"); !st.ok()) return st;
 
   ModelSpec spec = student.spec;
   spec.name = absl::GetFlag(FLAGS_name);

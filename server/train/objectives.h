@@ -1,5 +1,5 @@
 // The three training objectives of `vitserve_train` (dense, DynamicViT, TNT) as Trainer
-// Objectives over a Vit from server/model/vit_module.h. See vit_training.h for the
+// Objectives over a Vit from server/vit/vit_module.h. See vit_training.h for the
 // forward passes and losses, trainer.h for the loop.
 //
 // Parameter policy (measured choice, docs/training.md): the DynamicViT and TNT
@@ -14,9 +14,9 @@
 #include <utility>
 #include <vector>
 
-#include "server/model/vit_module.h"
 #include "server/train/trainer.h"
 #include "server/train/vit_training.h"
+#include "server/vit/vit_module.h"
 
 namespace vitserve {
 namespace train {

@@ -8,6 +8,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 
 namespace vitserve {
@@ -75,8 +76,35 @@ std::vector<double> NiceTicks(double lo, double hi, int target) {
   return ticks;
 }
 
-absl::Status WriteLinePlot(const std::vector<PlotSeries>& series, const PlotOptions& o,
-                           const std::string& path) {
+namespace {
+
+// Where data coordinates land in the image: the data range and the plot area's pixels.
+struct PlotFrame {
+  double x_lo, x_hi, y_lo, y_hi;
+  int left, right, top, bottom;
+  int px(double x) const {
+    return static_cast<int>(std::lround(left + (x - x_lo) / (x_hi - x_lo) * (right - left)));
+  }
+  int py(double y) const {
+    return static_cast<int>(std::lround(bottom - (y - y_lo) / (y_hi - y_lo) * (bottom - top)));
+  }
+};
+
+// One axis's range: [fixed_lo, fixed_hi] when given (fixed_hi > fixed_lo), else the data
+// range [*lo, *hi] widened by a margin.
+void FitAxis(double fixed_lo, double fixed_hi, double* lo, double* hi) {
+  if (fixed_hi > fixed_lo) {
+    *lo = fixed_lo;
+    *hi = fixed_hi;
+    return;
+  }
+  const double m = std::max((*hi - *lo) * kRangeMargin, 1e-9 + std::abs(*hi) * 0.01);
+  *lo -= m;
+  *hi += m;
+}
+
+// The data range of `series` (with a margin), or the fixed one of `o`.
+absl::StatusOr<PlotFrame> MakeFrame(const std::vector<PlotSeries>& series, const PlotOptions& o) {
   double x_lo = std::numeric_limits<double>::infinity(), x_hi = -x_lo;
   double y_lo = x_lo, y_hi = -x_lo;
   size_t points = 0;
@@ -94,58 +122,42 @@ absl::Status WriteLinePlot(const std::vector<PlotSeries>& series, const PlotOpti
     }
   }
   if (points == 0) return absl::InvalidArgumentError("plot: no data points");
-  if (o.x_max > o.x_min) {
-    x_lo = o.x_min;
-    x_hi = o.x_max;
-  } else {
-    const double m = std::max((x_hi - x_lo) * kRangeMargin, 1e-9 + std::abs(x_hi) * 0.01);
-    x_lo -= m;
-    x_hi += m;
-  }
-  if (o.y_max > o.y_min) {
-    y_lo = o.y_min;
-    y_hi = o.y_max;
-  } else {
-    const double m = std::max((y_hi - y_lo) * kRangeMargin, 1e-9 + std::abs(y_hi) * 0.01);
-    y_lo -= m;
-    y_hi += m;
-  }
+  FitAxis(o.x_min, o.x_max, &x_lo, &x_hi);
+  FitAxis(o.y_min, o.y_max, &y_lo, &y_hi);
 
-  cv::Mat img(o.height, o.width, CV_8UC3, kWhite);
-  const int left = kMarginLeft, right = o.width - kMarginRight;
-  const int top = kMarginTop, bottom = o.height - kMarginBottom;
-  auto px = [&](double x) {
-    return static_cast<int>(std::lround(left + (x - x_lo) / (x_hi - x_lo) * (right - left)));
-  };
-  auto py = [&](double y) {
-    return static_cast<int>(std::lround(bottom - (y - y_lo) / (y_hi - y_lo) * (bottom - top)));
-  };
+  return PlotFrame{x_lo,        x_hi,
+                   y_lo,        y_hi,
+                   kMarginLeft, o.width - kMarginRight,
+                   kMarginTop,  o.height - kMarginBottom};
+}
 
+// Grid, ticks, tick labels, the frame, axis labels and title.
+void DrawAxes(cv::Mat& img, const PlotFrame& f, const PlotOptions& o) {
   // Grid, ticks and tick labels.
-  const std::vector<double> xt = NiceTicks(x_lo, x_hi, kTargetTicks);
-  const std::vector<double> yt = NiceTicks(y_lo, y_hi, kTargetTicks);
+  const std::vector<double> xt = NiceTicks(f.x_lo, f.x_hi, kTargetTicks);
+  const std::vector<double> yt = NiceTicks(f.y_lo, f.y_hi, kTargetTicks);
   const double x_step = xt.size() > 1 ? xt[1] - xt[0] : 1.0;
   const double y_step = yt.size() > 1 ? yt[1] - yt[0] : 1.0;
   for (double t : xt) {
-    const int x = px(t);
-    cv::line(img, {x, top}, {x, bottom}, kGrid, 1);
-    cv::line(img, {x, bottom}, {x, bottom + 6}, kBlack, 1);
-    PutCentered(img, TickLabel(t, x_step), {x, bottom + 20}, kTickFontScale);
+    const int x = f.px(t);
+    cv::line(img, {x, f.top}, {x, f.bottom}, kGrid, 1);
+    cv::line(img, {x, f.bottom}, {x, f.bottom + 6}, kBlack, 1);
+    PutCentered(img, TickLabel(t, x_step), {x, f.bottom + 20}, kTickFontScale);
   }
   for (double t : yt) {
-    const int y = py(t);
-    cv::line(img, {left, y}, {right, y}, kGrid, 1);
-    cv::line(img, {left - 6, y}, {left, y}, kBlack, 1);
+    const int y = f.py(t);
+    cv::line(img, {f.left, y}, {f.right, y}, kGrid, 1);
+    cv::line(img, {f.left - 6, y}, {f.left, y}, kBlack, 1);
     const std::string label = TickLabel(t, y_step);
     int baseline = 0;
     const cv::Size size = cv::getTextSize(label, kFont, kTickFontScale, 1, &baseline);
-    cv::putText(img, label, {left - 10 - size.width, y + size.height / 2}, kFont, kTickFontScale,
+    cv::putText(img, label, {f.left - 10 - size.width, y + size.height / 2}, kFont, kTickFontScale,
                 kBlack, 1, cv::LINE_AA);
   }
-  cv::rectangle(img, {left, top}, {right, bottom}, kBlack, 1);
+  cv::rectangle(img, {f.left, f.top}, {f.right, f.bottom}, kBlack, 1);
 
   // Axis labels and title; the y label is drawn horizontally, then rotated.
-  PutCentered(img, o.x_label, {(left + right) / 2, o.height - 22}, kLabelFontScale);
+  PutCentered(img, o.x_label, {(f.left + f.right) / 2, o.height - 22}, kLabelFontScale);
   PutCentered(img, o.title, {o.width / 2, kMarginTop / 2}, kTitleFontScale);
   if (!o.y_label.empty()) {
     int baseline = 0;
@@ -155,15 +167,17 @@ absl::Status WriteLinePlot(const std::vector<PlotSeries>& series, const PlotOpti
                 cv::LINE_AA);
     cv::rotate(label, label, cv::ROTATE_90_COUNTERCLOCKWISE);
     const int x0 = 8;
-    const int y0 = std::max(0, (top + bottom) / 2 - label.rows / 2);
+    const int y0 = std::max(0, (f.top + f.bottom) / 2 - label.rows / 2);
     if (x0 + label.cols <= img.cols && y0 + label.rows <= img.rows) {
       label.copyTo(img(cv::Rect(x0, y0, label.cols, label.rows)));
     }
   }
+}
 
+void DrawSeries(cv::Mat& img, const PlotFrame& f, const std::vector<PlotSeries>& series) {
   // Series (clipped to the plot area).
-  cv::Mat area = img(cv::Rect(left, top, right - left, bottom - top));
-  auto local = [&](double x, double y) { return cv::Point(px(x) - left, py(y) - top); };
+  cv::Mat area = img(cv::Rect(f.left, f.top, f.right - f.left, f.bottom - f.top));
+  auto local = [&](double x, double y) { return cv::Point(f.px(x) - f.left, f.py(y) - f.top); };
   for (size_t s = 0; s < series.size(); ++s) {
     const cv::Scalar colour = kColours[s % (sizeof(kColours) / sizeof(kColours[0]))];
     const PlotSeries& ser = series[s];
@@ -175,11 +189,13 @@ absl::Status WriteLinePlot(const std::vector<PlotSeries>& series, const PlotOpti
       cv::circle(area, local(ser.x[i], ser.y[i]), kMarkerRadius, colour, cv::FILLED, cv::LINE_AA);
     }
   }
+}
 
+void DrawLegend(cv::Mat& img, const PlotFrame& f, const std::vector<PlotSeries>& series) {
   // Legend in the lower-right corner of the plot area.
   const int row_h = 22, legend_w = 190;
   const int legend_h = row_h * static_cast<int>(series.size()) + 10;
-  const cv::Rect box(right - legend_w - 10, bottom - legend_h - 10, legend_w, legend_h);
+  const cv::Rect box(f.right - legend_w - 10, f.bottom - legend_h - 10, legend_w, legend_h);
   cv::rectangle(img, box, kWhite, cv::FILLED);
   cv::rectangle(img, box, kBlack, 1);
   for (size_t s = 0; s < series.size(); ++s) {
@@ -190,7 +206,18 @@ absl::Status WriteLinePlot(const std::vector<PlotSeries>& series, const PlotOpti
     cv::putText(img, series[s].name, {box.x + 50, y + 5}, kFont, kTickFontScale, kBlack, 1,
                 cv::LINE_AA);
   }
+}
 
+}  // namespace
+
+absl::Status WriteLinePlot(const std::vector<PlotSeries>& series, const PlotOptions& o,
+                           const std::string& path) {
+  absl::StatusOr<PlotFrame> frame = MakeFrame(series, o);
+  if (!frame.ok()) return frame.status();
+  cv::Mat img(o.height, o.width, CV_8UC3, kWhite);
+  DrawAxes(img, *frame, o);
+  DrawSeries(img, *frame, series);
+  DrawLegend(img, *frame, series);
   try {
     if (!cv::imwrite(path, img)) {
       return absl::InternalError(absl::StrCat(path, ": cannot write PNG"));

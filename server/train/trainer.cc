@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/checkpoint/atomic_file.h"
 
 namespace vitserve {
 namespace train {
@@ -95,12 +96,10 @@ absl::Status SaveTrainingCheckpoint(const std::string& path, torch::nn::Module& 
   archive.write("model", model_archive);
   archive.write("optimizer", optim_archive);
   archive.write("epochs_done", torch::tensor(static_cast<int64_t>(epochs_done)));
-  const std::string tmp = path + ".tmp";
-  archive.save_to(tmp);
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return absl::InternalError(absl::StrCat(path, ": rename failed: ", ec.message()));
-  return absl::OkStatus();
+  return WriteFileAtomically(path, [&archive](std::ostream& out) {
+    archive.save_to(out);
+    return absl::OkStatus();
+  });
 }
 
 int LoadTrainingCheckpoint(const std::string& path, torch::nn::Module& module,
@@ -215,6 +214,99 @@ double Accuracy(const std::function<torch::Tensor(const torch::Tensor&)>& logits
   return static_cast<double>(correct) / static_cast<double>(n);
 }
 
+namespace {
+
+// What every epoch of one Train() call shares.
+struct TrainRun {
+  Objective& objective;
+  const ImageDataset& train_set;
+  const Normalization& norm;
+  const TrainOptions& o;
+  OptimizerSetup& opt;
+  int64_t steps_per_epoch;
+  int64_t total_steps;
+  int64_t warmup_steps;
+  int start_epoch;
+  Clock::time_point run_start;
+};
+
+// The training images of `epoch` in a seeded random order (Fisher-Yates).
+std::vector<int64_t> EpochOrder(int64_t n, uint64_t seed, int epoch, std::mt19937_64& rng) {
+  rng.seed(seed + kEpochSeedStride * static_cast<uint64_t>(epoch + 1));
+  std::vector<int64_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  for (int64_t i = static_cast<int64_t>(order.size()) - 1; i > 0; --i) {
+    std::swap(order[i], order[rng() % static_cast<uint64_t>(i + 1)]);
+  }
+  return order;
+}
+
+// One optimizer step on `images`; returns the objective's output.
+StepOutput OptimizerStep(const TrainRun& r, const torch::Tensor& images,
+                         const torch::Tensor& labels) {
+  StepOutput out = r.objective.Step(images, labels);
+  r.opt.optimizer->zero_grad();
+  out.loss.backward();
+  if (r.o.grad_clip_norm > 0) {
+    std::vector<torch::Tensor> params;
+    for (auto& g : r.opt.optimizer->param_groups()) {
+      params.insert(params.end(), g.params().begin(), g.params().end());
+    }
+    torch::nn::utils::clip_grad_norm_(params, r.o.grad_clip_norm);
+  }
+  r.opt.optimizer->step();
+  return out;
+}
+
+// Trains one epoch; fills the epoch number, training loss and accuracy of the stats.
+EpochStats TrainEpoch(const TrainRun& r, int epoch) {
+  const TrainOptions& o = r.o;
+  const Clock::time_point epoch_start = Clock::now();
+  std::mt19937_64 rng;
+  const std::vector<int64_t> order = EpochOrder(r.train_set.size(), o.seed, epoch, rng);
+  r.objective.module().train();
+  double loss_sum = 0;
+  int64_t correct = 0, seen = 0;
+  std::map<std::string, double> metric_sums;
+  Clock::time_point last_draw = epoch_start;
+  for (int64_t step = 0; step < r.steps_per_epoch; ++step) {
+    const int64_t global = static_cast<int64_t>(epoch) * r.steps_per_epoch + step;
+    const double lr = ScheduledLr(global, r.total_steps, r.warmup_steps, o.lr, o.min_lr);
+    SetLr(r.opt, lr);
+    std::vector<int64_t> idx(order.begin() + step * o.batch_size,
+                             order.begin() + (step + 1) * o.batch_size);
+    torch::Tensor images = MakeBatch(r.train_set, idx, r.norm, &o.augment, &rng);
+    torch::Tensor labels = MakeLabels(r.train_set, idx);
+    StepOutput out = OptimizerStep(r, images, labels);
+    loss_sum += out.loss.item<double>();
+    correct += out.logits.argmax(-1).eq(labels).sum().item<int64_t>();
+    seen += labels.size(0);
+    std::map<std::string, double> shown;
+    for (const auto& [k, v] : out.metrics) {
+      metric_sums[k] += v;
+      shown[k] = metric_sums[k] / static_cast<double>(step + 1);
+    }
+    const Clock::time_point now = Clock::now();
+    if (o.progress &&
+        (Seconds(last_draw, now) >= kProgressInterval || step + 1 == r.steps_per_epoch)) {
+      last_draw = now;
+      const double per_step = Seconds(r.run_start, now) /
+                              static_cast<double>(global - r.start_epoch * r.steps_per_epoch + 1);
+      const double eta = per_step * static_cast<double>(r.total_steps - global - 1);
+      DrawBar(epoch + 1, o.epochs, step + 1, r.steps_per_epoch, loss_sum / (step + 1),
+              static_cast<double>(correct) / static_cast<double>(seen), lr, eta, shown);
+    }
+  }
+  EpochStats stats;
+  stats.epoch = epoch + 1;
+  stats.train_loss = loss_sum / static_cast<double>(r.steps_per_epoch);
+  stats.train_accuracy =
+      static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(seen, 1));
+  return stats;
+}
+
+}  // namespace
+
 absl::StatusOr<TrainResult> Train(Objective& objective, const ImageDataset& train_set,
                                   const ImageDataset& val_set, const Normalization& norm,
                                   const TrainOptions& o) {
@@ -227,75 +319,23 @@ absl::StatusOr<TrainResult> Train(Objective& objective, const ImageDataset& trai
   try {
     OptimizerSetup opt = MakeOptimizer(objective, o);
     int64_t steps_per_epoch = train_set.size() / o.batch_size;  // drop_last
-    if (o.max_steps_per_epoch > 0)
+    if (o.max_steps_per_epoch > 0) {
       steps_per_epoch = std::min(steps_per_epoch, o.max_steps_per_epoch);
-    const int64_t total_steps = steps_per_epoch * o.epochs;
+    }
     const auto warmup_steps =
         static_cast<int64_t>(o.warmup_epochs * static_cast<double>(steps_per_epoch));
-
     int start_epoch = 0;
     if (o.resume && !o.checkpoint_path.empty() && std::filesystem::exists(o.checkpoint_path)) {
       start_epoch = LoadTrainingCheckpoint(o.checkpoint_path, objective.module(), *opt.optimizer);
       std::fprintf(stderr, "resumed from %s after epoch %d\n", o.checkpoint_path.c_str(),
                    start_epoch);
     }
-    const Clock::time_point run_start = Clock::now();
-    for (int epoch = start_epoch; epoch < o.epochs; ++epoch) {
+    const TrainRun run{
+        objective,    train_set,   norm,        o, opt, steps_per_epoch, steps_per_epoch * o.epochs,
+        warmup_steps, start_epoch, Clock::now()};
+    for (int epoch = run.start_epoch; epoch < o.epochs; ++epoch) {
       const Clock::time_point epoch_start = Clock::now();
-      std::mt19937_64 rng(o.seed + kEpochSeedStride * static_cast<uint64_t>(epoch + 1));
-      std::vector<int64_t> order(train_set.size());
-      std::iota(order.begin(), order.end(), 0);
-      for (int64_t i = static_cast<int64_t>(order.size()) - 1; i > 0; --i) {
-        std::swap(order[i], order[rng() % static_cast<uint64_t>(i + 1)]);
-      }
-      objective.module().train();
-      double loss_sum = 0;
-      int64_t correct = 0, seen = 0;
-      std::map<std::string, double> metric_sums;
-      Clock::time_point last_draw = epoch_start;
-      for (int64_t step = 0; step < steps_per_epoch; ++step) {
-        const int64_t global = static_cast<int64_t>(epoch) * steps_per_epoch + step;
-        const double lr = ScheduledLr(global, total_steps, warmup_steps, o.lr, o.min_lr);
-        SetLr(opt, lr);
-        std::vector<int64_t> idx(order.begin() + step * o.batch_size,
-                                 order.begin() + (step + 1) * o.batch_size);
-        torch::Tensor images = MakeBatch(train_set, idx, norm, &o.augment, &rng);
-        torch::Tensor labels = MakeLabels(train_set, idx);
-        StepOutput out = objective.Step(images, labels);
-        opt.optimizer->zero_grad();
-        out.loss.backward();
-        if (o.grad_clip_norm > 0) {
-          std::vector<torch::Tensor> params;
-          for (auto& g : opt.optimizer->param_groups()) {
-            params.insert(params.end(), g.params().begin(), g.params().end());
-          }
-          torch::nn::utils::clip_grad_norm_(params, o.grad_clip_norm);
-        }
-        opt.optimizer->step();
-        loss_sum += out.loss.item<double>();
-        correct += out.logits.argmax(-1).eq(labels).sum().item<int64_t>();
-        seen += labels.size(0);
-        std::map<std::string, double> shown;
-        for (const auto& [k, v] : out.metrics) {
-          metric_sums[k] += v;
-          shown[k] = metric_sums[k] / static_cast<double>(step + 1);
-        }
-        const Clock::time_point now = Clock::now();
-        if (o.progress &&
-            (Seconds(last_draw, now) >= kProgressInterval || step + 1 == steps_per_epoch)) {
-          last_draw = now;
-          const double per_step = Seconds(run_start, now) /
-                                  static_cast<double>(global - start_epoch * steps_per_epoch + 1);
-          const double eta = per_step * static_cast<double>(total_steps - global - 1);
-          DrawBar(epoch + 1, o.epochs, step + 1, steps_per_epoch, loss_sum / (step + 1),
-                  static_cast<double>(correct) / static_cast<double>(seen), lr, eta, shown);
-        }
-      }
-      EpochStats stats;
-      stats.epoch = epoch + 1;
-      stats.train_loss = loss_sum / static_cast<double>(steps_per_epoch);
-      stats.train_accuracy =
-          static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(seen, 1));
+      EpochStats stats = TrainEpoch(run, epoch);
       objective.module().eval();
       if (val_set.size() > 0) {
         stats.val_accuracy =
@@ -315,7 +355,7 @@ absl::StatusOr<TrainResult> Train(Objective& objective, const ImageDataset& trai
         if (!st.ok()) return st;
       }
     }
-    result.seconds = Seconds(run_start, Clock::now());
+    result.seconds = Seconds(run.run_start, Clock::now());
   } catch (const c10::Error& e) {
     return absl::InternalError(
         absl::StrCat("LibTorch error during training: ", e.what_without_backtrace()));

@@ -1,5 +1,5 @@
 // Training-time forward passes and losses for the token-reduction methods, composed from
-// the public building blocks of server/model/vit_module.h (no second ViT implementation):
+// the public building blocks of server/vit/vit_module.h (no second ViT implementation):
 //
 //  * DynamicViT (raoyongming/DynamicViT models/dyvit.py, losses.py): predictors before
 //    the blocks at `locations`; Gumbel-softmax hard keep decisions (straight-through),
@@ -34,8 +34,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "server/model/model_spec.h"
-#include "server/model/vit_module.h"
+#include "server/spec/model_spec.h"
+#include "server/vit/vit_module.h"
 
 namespace vitserve {
 namespace train {

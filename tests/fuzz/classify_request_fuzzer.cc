@@ -12,8 +12,8 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
-#include "server/model/model_spec.h"
 #include "server/serving/classify_logic.h"
+#include "server/spec/model_spec.h"
 #include "tests/fuzz/fuzz_check.h"
 #include "vitserve/v1/inference.pb.h"
 

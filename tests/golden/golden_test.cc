@@ -36,9 +36,9 @@
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
-#include "server/model/model_spec.h"
+#include "server/executor/inference_model.h"
 #include "server/preprocess/preprocessor.h"
-#include "server/runtime/inference_model.h"
+#include "server/spec/model_spec.h"
 
 namespace vitserve {
 namespace {

@@ -11,8 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/checkpoint/checkpoint.h"
-#include "server/model/model_spec.h"
-#include "server/model/vit_module.h"
+#include "server/spec/model_spec.h"
+#include "server/vit/vit_module.h"
 
 namespace vitserve {
 namespace {

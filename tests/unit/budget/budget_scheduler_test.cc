@@ -9,8 +9,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/budget/budget_policy.h"
-#include "server/runtime/clock.h"
 #include "server/scheduler/batch_scheduler.h"
+#include "server/util/clock.h"
 
 namespace vitserve {
 namespace {

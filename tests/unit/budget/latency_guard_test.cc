@@ -4,7 +4,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/runtime/clock.h"
+#include "server/util/clock.h"
 
 namespace vitserve {
 namespace {

@@ -1,4 +1,4 @@
-#include "server/runtime/inference_model.h"
+#include "server/executor/inference_model.h"
 
 #include <torch/torch.h>
 
@@ -14,7 +14,7 @@
 #include "server/checkpoint/checkpoint.h"
 #include "server/model/svite_compaction.h"
 #include "server/model/vit_inference_model.h"
-#include "server/pruning/cost_model.h"
+#include "server/spec/cost_model.h"
 
 namespace vitserve {
 namespace {

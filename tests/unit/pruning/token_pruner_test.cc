@@ -12,8 +12,8 @@
 
 #include "gtest/gtest.h"
 #include "server/pruning/block_ops.h"
-#include "server/pruning/cost_model.h"
-#include "server/pruning/keep_counts.h"
+#include "server/spec/cost_model.h"
+#include "server/spec/keep_counts.h"
 
 namespace vitserve {
 namespace {

@@ -16,7 +16,6 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/metrics/server_metrics.h"
-#include "server/pruning/cost_model.h"
 #include "server/rpc/grpc_server.h"
 #include "tests/unit/serving/fake_model.h"
 #include "vitserve/v1/inference.grpc.pb.h"

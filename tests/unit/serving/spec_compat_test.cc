@@ -42,7 +42,7 @@ constexpr size_t ComparedCount() {
 }
 
 TEST(SpecCompatTest, EveryFieldOfTheSpecIsCompared) {
-  // A failure here: a field was added to the struct in server/model/model_spec.h; add it
+  // A failure here: a field was added to the struct in server/spec/model_spec.h; add it
   // to ServingFields in server/serving/spec_compat.h (or say there why it may change).
   EXPECT_EQ(ComparedCount<Architecture>(), FieldCount<Architecture>());
   EXPECT_EQ(ComparedCount<PruningSpec>(), FieldCount<PruningSpec>());

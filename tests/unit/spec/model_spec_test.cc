@@ -1,4 +1,4 @@
-#include "server/model/model_spec.h"
+#include "server/spec/model_spec.h"
 
 #include "gtest/gtest.h"
 

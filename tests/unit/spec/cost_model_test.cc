@@ -1,9 +1,9 @@
-#include "server/pruning/cost_model.h"
+#include "server/spec/cost_model.h"
 
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "server/pruning/keep_counts.h"
+#include "server/spec/keep_counts.h"
 
 namespace vitserve {
 namespace {

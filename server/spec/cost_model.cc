@@ -1,4 +1,4 @@
-#include "server/pruning/cost_model.h"
+#include "server/spec/cost_model.h"
 
 #include <algorithm>
 #include <cmath>
@@ -7,7 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "server/pruning/keep_counts.h"
+#include "server/spec/keep_counts.h"
 
 namespace vitserve {
 namespace {
@@ -156,6 +156,100 @@ absl::StatusOr<CostEstimate> EstimateToMeCost(const Architecture& arch, int r) {
   return est;
 }
 
+namespace {
+
+// What the per-method schedules below read. Each fills est->blocks (sized to the depth)
+// and appends to est->tokens_per_stage (which holds the input count) at keep-rate `rho`
+// (DecimalKeepRate), and adds the method's own multiply-adds (predictors, selectors,
+// fusion) to *overhead.
+struct ScheduleInput {
+  const Architecture& arch;
+  const std::vector<int>& locations;
+  double rho;
+  int prefix;
+  int n0;      // patch tokens at the input
+  uint64_t c;  // embedding width
+};
+
+void DynamicVitSchedule(const ScheduleInput& in, CostEstimate* est, uint64_t* overhead) {
+  int cur = in.n0;
+  int stage = 0;
+  for (int i = 0; i < in.arch.depth; ++i) {
+    if (Contains(in.locations, i)) {
+      const int keep = DynamicVitKeep(in.n0, in.rho, stage);
+      // A stage that would keep every token is skipped (same tokens, same logits).
+      if (keep < cur) {
+        *overhead += PredictorMacs(cur, in.c);
+        cur = keep;
+      }
+      est->tokens_per_stage.push_back(cur + in.prefix);
+      ++stage;
+    }
+    est->blocks[i] = {cur + in.prefix, cur + in.prefix};
+  }
+}
+
+void EvitSchedule(const ScheduleInput& in, CostEstimate* est, uint64_t* overhead) {
+  int cur = in.n0;  // non-prefix tokens, the fused token included once it exists
+  for (int i = 0; i < in.arch.depth; ++i) {
+    est->blocks[i].attn_tokens = cur + in.prefix;
+    if (Contains(in.locations, i)) {
+      const int left = EvitKeep(cur, in.rho);
+      if (left < cur) {
+        *overhead += static_cast<uint64_t>(cur - left) * in.c;  // fused-token weighted sum
+        cur = left + 1;
+      }
+      est->tokens_per_stage.push_back(cur + in.prefix);
+    }
+    est->blocks[i].mlp_tokens = cur + in.prefix;
+  }
+}
+
+void TntSchedule(const ScheduleInput& in, CostEstimate* est, uint64_t* overhead) {
+  int cur = in.n0;
+  for (int i = 0; i < in.arch.depth; ++i) {
+    est->blocks[i] = {cur + in.prefix, cur + in.prefix};
+    if (Contains(in.locations, i)) {  // pruning happens after block i
+      const int keep = TntKeep(cur, in.rho);
+      if (keep < cur) {
+        *overhead += static_cast<uint64_t>(cur) * in.c;  // alpha head Linear(C, 1)
+        cur = keep;
+      }
+      est->tokens_per_stage.push_back(cur + in.prefix);
+    }
+  }
+}
+
+void TriLevelSchedule(const ScheduleInput& in, CostEstimate* est) {
+  int cur = in.n0;
+  for (int i = 0; i < in.arch.depth; ++i) {
+    est->blocks[i].attn_tokens = cur + in.prefix;
+    if (Contains(in.locations, i)) {
+      cur = std::min(cur, TriLevelKeep(cur, in.rho));
+      est->tokens_per_stage.push_back(cur + in.prefix);
+    }
+    est->blocks[i].mlp_tokens = cur + in.prefix;
+  }
+}
+
+void SviteSchedule(const ScheduleInput& in, bool plain_removal, CostEstimate* est,
+                   uint64_t* overhead) {
+  // svite_pruner.cc: [CLS, k patches, one zero token of multiplicity N - 1 - k].
+  const int n = in.n0 + in.prefix;
+  const int k = SviteSelectCount(n, in.rho);
+  int slots = n;
+  if (k >= n) est->tokens_per_stage.push_back(n);  // the selector keeps everything
+  if (k < n) {
+    *overhead += static_cast<uint64_t>(n) * in.c;  // the selector Linear(C, 1)
+    const bool zero_token = !plain_removal && n - 1 - k > 0;
+    slots = 1 + k + (zero_token ? 1 : 0);
+    est->tokens_per_stage.push_back(k + 1);  // real tokens: k + 1 at most (k if CLS ranked)
+  }
+  for (auto& b : est->blocks) b = {slots, slots};
+}
+
+}  // namespace
+
 absl::StatusOr<CostEstimate> EstimateCost(const Architecture& arch, const PruningSpec& spec,
                                           float keep_rate, const std::vector<BlockShape>& blocks) {
   if (!(keep_rate > 0.0f) || keep_rate > 1.0f) {
@@ -174,114 +268,45 @@ absl::StatusOr<CostEstimate> EstimateCost(const Architecture& arch, const Prunin
           absl::StrCat("pruning location ", loc, " is outside [0, depth=", arch.depth, ")"));
     }
   }
-
-  const double rho = DecimalKeepRate(keep_rate);
-  const int prefix = arch.num_prefix_tokens();
-  const int n0 = arch.num_patches();
-  const uint64_t c = arch.embed_dim;
+  const ScheduleInput in{arch,
+                         locations,
+                         DecimalKeepRate(keep_rate),
+                         arch.num_prefix_tokens(),
+                         arch.num_patches(),
+                         static_cast<uint64_t>(arch.embed_dim)};
 
   CostEstimate est;
   est.keep_rate = keep_rate;
   est.dense_macs = DenseMacs(arch, blocks);
   est.blocks.resize(arch.depth);
-  est.tokens_per_stage.push_back(n0 + prefix);
+  est.tokens_per_stage.push_back(in.n0 + in.prefix);
   uint64_t overhead = 0;
-
   switch (spec.method) {
     case Method::kDense:
-      for (auto& b : est.blocks) b = {n0 + prefix, n0 + prefix};
+      for (auto& b : est.blocks) b = {in.n0 + in.prefix, in.n0 + in.prefix};
       break;
-
-    case Method::kDynamicViT: {
-      int cur = n0;
-      int stage = 0;
-      for (int i = 0; i < arch.depth; ++i) {
-        if (Contains(locations, i)) {
-          const int keep = DynamicVitKeep(n0, rho, stage);
-          // A stage that would keep every token is skipped (same tokens, same logits).
-          if (keep < cur) {
-            overhead += PredictorMacs(cur, c);
-            cur = keep;
-          }
-          est.tokens_per_stage.push_back(cur + prefix);
-          ++stage;
-        }
-        est.blocks[i] = {cur + prefix, cur + prefix};
-      }
+    case Method::kDynamicViT:
+      DynamicVitSchedule(in, &est, &overhead);
       break;
-    }
-
-    case Method::kEViT: {
-      int cur = n0;  // non-prefix tokens, the fused token included once it exists
-      for (int i = 0; i < arch.depth; ++i) {
-        est.blocks[i].attn_tokens = cur + prefix;
-        if (Contains(locations, i)) {
-          const int left = EvitKeep(cur, rho);
-          if (left < cur) {
-            overhead += static_cast<uint64_t>(cur - left) * c;  // fused-token weighted sum
-            cur = left + 1;
-          }
-          est.tokens_per_stage.push_back(cur + prefix);
-        }
-        est.blocks[i].mlp_tokens = cur + prefix;
-      }
+    case Method::kEViT:
+      EvitSchedule(in, &est, &overhead);
       break;
-    }
-
-    case Method::kToMe: {
+    case Method::kToMe:
       est.tome_r = ToMeMergeCountForKeepRate(arch, keep_rate);
       est.tokens_per_stage.clear();
-      est.tokens_per_stage.push_back(n0 + prefix);
+      est.tokens_per_stage.push_back(in.n0 + in.prefix);
       est.blocks = ToMeSchedule(arch, est.tome_r, &est.tokens_per_stage, &overhead);
       break;
-    }
-
-    case Method::kTNT: {
-      int cur = n0;
-      for (int i = 0; i < arch.depth; ++i) {
-        est.blocks[i] = {cur + prefix, cur + prefix};
-        if (Contains(locations, i)) {  // pruning happens after block i
-          const int keep = TntKeep(cur, rho);
-          if (keep < cur) {
-            overhead += static_cast<uint64_t>(cur) * c;  // alpha head Linear(C, 1)
-            cur = keep;
-          }
-          est.tokens_per_stage.push_back(cur + prefix);
-        }
-      }
+    case Method::kTNT:
+      TntSchedule(in, &est, &overhead);
       break;
-    }
-
-    case Method::kTriLevel: {
-      int cur = n0;
-      for (int i = 0; i < arch.depth; ++i) {
-        est.blocks[i].attn_tokens = cur + prefix;
-        if (Contains(locations, i)) {
-          cur = std::min(cur, TriLevelKeep(cur, rho));
-          est.tokens_per_stage.push_back(cur + prefix);
-        }
-        est.blocks[i].mlp_tokens = cur + prefix;
-      }
+    case Method::kTriLevel:
+      TriLevelSchedule(in, &est);
       break;
-    }
-
-    case Method::kSViTE: {
-      // svite_pruner.cc: [CLS, k patches, one zero token of multiplicity N - 1 - k].
-      const int n = n0 + prefix;
-      const int k = SviteSelectCount(n, rho);
-      int slots = n;
-      if (k >= n) est.tokens_per_stage.push_back(n);  // the selector keeps everything
-      if (k < n) {
-        overhead += static_cast<uint64_t>(n) * c;  // the selector Linear(C, 1)
-        const bool zero_token = !spec.svite_plain_removal && n - 1 - k > 0;
-        slots = 1 + k + (zero_token ? 1 : 0);
-        est.tokens_per_stage.push_back(k + 1);  // real tokens: k + 1 at most (k if CLS ranked)
-      }
-      for (auto& b : est.blocks) b = {slots, slots};
+    case Method::kSViTE:
+      SviteSchedule(in, spec.svite_plain_removal, &est, &overhead);
       break;
-    }
   }
-
   est.macs = EmbedAndHeadMacs(arch) + ScheduleMacs(arch, est.blocks, blocks) + overhead;
   return est;
 }

@@ -1,4 +1,4 @@
-#include "server/model/vit_module.h"
+#include "server/vit/vit_module.h"
 
 #include <torch/nn/modules/activation.h>
 

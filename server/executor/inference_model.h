@@ -1,7 +1,8 @@
 // The executor interface between the scheduler and the model code. Torch-free: the
 // scheduler and RPC layer see only this header; server/model/ implements it with LibTorch.
-#ifndef VITSERVE_SERVER_RUNTIME_INFERENCE_MODEL_H_
-#define VITSERVE_SERVER_RUNTIME_INFERENCE_MODEL_H_
+// It depends only downward, on spec/ (ModelSpec, BlockShape).
+#ifndef VITSERVE_SERVER_EXECUTOR_INFERENCE_MODEL_H_
+#define VITSERVE_SERVER_EXECUTOR_INFERENCE_MODEL_H_
 
 #include <cstdint>
 #include <memory>
@@ -10,18 +11,11 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "server/model/model_spec.h"
-#include "server/pruning/cost_model.h"
+#include "server/executor/image_tensor.h"
+#include "server/spec/cost_model.h"
+#include "server/spec/model_spec.h"
 
 namespace vitserve {
-
-// A preprocessed image: float32, CHW, row-major, already normalised.
-struct ImageTensor {
-  int channels = 0;
-  int height = 0;
-  int width = 0;
-  std::vector<float> data;  // channels * height * width values
-};
 
 // What one image of a batch produced.
 struct ImageResult {
@@ -95,4 +89,4 @@ absl::StatusOr<std::unique_ptr<InferenceModel>> LoadInferenceModel(const ModelSp
 
 }  // namespace vitserve
 
-#endif  // VITSERVE_SERVER_RUNTIME_INFERENCE_MODEL_H_
+#endif  // VITSERVE_SERVER_EXECUTOR_INFERENCE_MODEL_H_

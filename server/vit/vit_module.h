@@ -31,8 +31,8 @@
 // (under torch::InferenceMode). Mutating it (load, to(), train()) must not overlap any
 // forward. Errors: the forward functions throw c10::Error on shape mismatches (callers
 // at module boundaries catch it).
-#ifndef VITSERVE_SERVER_MODEL_VIT_MODULE_H_
-#define VITSERVE_SERVER_MODEL_VIT_MODULE_H_
+#ifndef VITSERVE_SERVER_VIT_VIT_MODULE_H_
+#define VITSERVE_SERVER_VIT_VIT_MODULE_H_
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
@@ -45,7 +45,7 @@
 #include <tuple>
 #include <vector>
 
-#include "server/model/model_spec.h"
+#include "server/spec/model_spec.h"
 
 namespace vitserve {
 
@@ -212,4 +212,4 @@ TORCH_MODULE(Vit);
 
 }  // namespace vitserve
 
-#endif  // VITSERVE_SERVER_MODEL_VIT_MODULE_H_
+#endif  // VITSERVE_SERVER_VIT_VIT_MODULE_H_

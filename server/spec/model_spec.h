@@ -1,6 +1,6 @@
 // Plain, torch-free description of a served model: what config.pbtxt says, validated.
-#ifndef VITSERVE_SERVER_MODEL_MODEL_SPEC_H_
-#define VITSERVE_SERVER_MODEL_MODEL_SPEC_H_
+#ifndef VITSERVE_SERVER_SPEC_MODEL_SPEC_H_
+#define VITSERVE_SERVER_SPEC_MODEL_SPEC_H_
 
 #include <string>
 #include <utility>
@@ -120,4 +120,4 @@ std::vector<int> DefaultLocations(Method m, int depth);
 
 }  // namespace vitserve
 
-#endif  // VITSERVE_SERVER_MODEL_MODEL_SPEC_H_
+#endif  // VITSERVE_SERVER_SPEC_MODEL_SPEC_H_

@@ -4,8 +4,8 @@
 // (vitserve.cc, vitserve_main.cc, ...). Ours live elsewhere (server/main.cc,
 // server/train/main.cc, client/client_flags.cc), so without this --help printed "No flags
 // matched". Call once at the top of main(), before absl::ParseCommandLine.
-#ifndef VITSERVE_SERVER_RUNTIME_CLI_USAGE_H_
-#define VITSERVE_SERVER_RUNTIME_CLI_USAGE_H_
+#ifndef VITSERVE_SERVER_UTIL_CLI_USAGE_H_
+#define VITSERVE_SERVER_UTIL_CLI_USAGE_H_
 
 #include <string>
 
@@ -29,4 +29,4 @@ inline void SetCommandLineUsage(absl::string_view flags_file, absl::string_view 
 
 }  // namespace vitserve
 
-#endif  // VITSERVE_SERVER_RUNTIME_CLI_USAGE_H_
+#endif  // VITSERVE_SERVER_UTIL_CLI_USAGE_H_

@@ -7,14 +7,14 @@
 // multiply-adds; with H_mlp = 4C a dense block is 12·N·C² + 2·N²·C. Patch embed
 // P·C·(in_chans·patch²), head C·classes (×2 heads when distilled). Method overheads
 // (DynamicViT predictors, ToMe similarity, TNT/SViTE score heads) are added.
-#ifndef VITSERVE_SERVER_PRUNING_COST_MODEL_H_
-#define VITSERVE_SERVER_PRUNING_COST_MODEL_H_
+#ifndef VITSERVE_SERVER_SPEC_COST_MODEL_H_
+#define VITSERVE_SERVER_SPEC_COST_MODEL_H_
 
 #include <cstdint>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "server/model/model_spec.h"
+#include "server/spec/model_spec.h"
 
 namespace vitserve {
 
@@ -62,4 +62,4 @@ absl::StatusOr<CostEstimate> EstimateToMeCost(const Architecture& arch, int r);
 
 }  // namespace vitserve
 
-#endif  // VITSERVE_SERVER_PRUNING_COST_MODEL_H_
+#endif  // VITSERVE_SERVER_SPEC_COST_MODEL_H_

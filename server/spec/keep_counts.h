@@ -6,8 +6,8 @@
 // Python double the user typed (0.7, not 0.699999988...), and the truncation / ceil in
 // these formulas can flip on that difference. DecimalKeepRate() recovers that double by
 // rounding to 6 decimals; every function below takes it.
-#ifndef VITSERVE_SERVER_PRUNING_KEEP_COUNTS_H_
-#define VITSERVE_SERVER_PRUNING_KEEP_COUNTS_H_
+#ifndef VITSERVE_SERVER_SPEC_KEEP_COUNTS_H_
+#define VITSERVE_SERVER_SPEC_KEEP_COUNTS_H_
 
 #include <algorithm>
 #include <cmath>
@@ -52,4 +52,4 @@ inline int ToMeMergeCount(int r, int tokens, int protected_tokens) {
 
 }  // namespace vitserve
 
-#endif  // VITSERVE_SERVER_PRUNING_KEEP_COUNTS_H_
+#endif  // VITSERVE_SERVER_SPEC_KEEP_COUNTS_H_

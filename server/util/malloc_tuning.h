@@ -11,8 +11,8 @@
 //
 // Call once at startup, before threads start. Environment variables MALLOC_MMAP_THRESHOLD_
 // / MALLOC_TRIM_THRESHOLD_ given by the user win (then nothing is changed).
-#ifndef VITSERVE_SERVER_RUNTIME_MALLOC_TUNING_H_
-#define VITSERVE_SERVER_RUNTIME_MALLOC_TUNING_H_
+#ifndef VITSERVE_SERVER_UTIL_MALLOC_TUNING_H_
+#define VITSERVE_SERVER_UTIL_MALLOC_TUNING_H_
 
 #include <malloc.h>
 
@@ -34,4 +34,4 @@ inline void TuneMallocForInference() {
 
 }  // namespace vitserve
 
-#endif  // VITSERVE_SERVER_RUNTIME_MALLOC_TUNING_H_
+#endif  // VITSERVE_SERVER_UTIL_MALLOC_TUNING_H_

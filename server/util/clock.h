@@ -1,6 +1,6 @@
 // Injected time. Production uses RealClock; tests use FakeClock and advance it by hand.
-#ifndef VITSERVE_SERVER_RUNTIME_CLOCK_H_
-#define VITSERVE_SERVER_RUNTIME_CLOCK_H_
+#ifndef VITSERVE_SERVER_UTIL_CLOCK_H_
+#define VITSERVE_SERVER_UTIL_CLOCK_H_
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -56,4 +56,4 @@ class FakeClock : public Clock {
 
 }  // namespace vitserve
 
-#endif  // VITSERVE_SERVER_RUNTIME_CLOCK_H_
+#endif  // VITSERVE_SERVER_UTIL_CLOCK_H_
