@@ -81,7 +81,7 @@ struct Candidate {
 class Decider {
  public:
   Decider(const BudgetPolicy::Options& options, const LatencyTable& table, double safety_factor,
-          absl::Time now);
+          double reserve, absl::Time now);
 
   // Rule 1: the task views, most urgent first; unreachable min_keep_rates go to `reject`.
   void Classify(const QueueSnapshot& queue, std::vector<std::pair<size_t, absl::Status>>& reject);
@@ -117,6 +117,7 @@ class Decider {
   const BudgetPolicy::Options& options_;
   const LatencyTable& table_;
   const double safety_factor_;
+  const double reserve_;  // ρ: the fraction of each budget kept free at its end
   const absl::Time now_;
   const std::vector<float>& levels_;  // highest first
   const size_t max_n_;
@@ -129,10 +130,11 @@ class Decider {
 };
 
 Decider::Decider(const BudgetPolicy::Options& options, const LatencyTable& table,
-                 double safety_factor, absl::Time now)
+                 double safety_factor, double reserve, absl::Time now)
     : options_(options),
       table_(table),
       safety_factor_(safety_factor),
+      reserve_(std::clamp(reserve, 0.0, 1.0)),
       now_(now),
       levels_(table.keep_rate_levels()),
       max_n_(static_cast<size_t>(options.max_batch_size)),
@@ -173,6 +175,9 @@ void Decider::Classify(const QueueSnapshot& queue,
     TaskView v;
     v.index = i;
     v.bound = Bound(task);
+    if (reserve_ > 0.0 && v.bound != absl::InfiniteFuture() && v.bound > task.enqueue_time) {
+      v.bound -= (v.bound - task.enqueue_time) * reserve_;  // the guard's reserve
+    }
     v.enqueue_time = task.enqueue_time;
     v.priority = task.attributes.priority;
     v.fixed = task.attributes.keep_rate > 0.0f;
@@ -244,7 +249,10 @@ std::string Decider::HopelessMessage(const Lost& l, absl::Time scan_start) const
       absl::FormatDuration(table_.Predict(rate, 1)), " (", absl::FormatDuration(Guarded(rate, 1)),
       " with the safety margin) at keep-rate ", rate,
       t.fixed ? " (as requested)" : " (the lowest allowed)", " for a batch of 1", ahead,
-      " exceeds the remaining budget ", absl::FormatDuration(t.bound - now_));
+      " exceeds the remaining budget ", absl::FormatDuration(t.bound - now_),
+      reserve_ > 0.0
+          ? absl::StrCat(" (", std::lround(100 * reserve_), " % of the budget kept in reserve)")
+          : "");
 }
 
 void Decider::RejectHopeless(absl::Time scan_start, bool rejects_only, size_t num_tasks,
@@ -429,26 +437,30 @@ absl::Duration BudgetPolicy::GuardedCompute(const LatencyTable& table, float kee
 
 BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now) const {
   const std::shared_ptr<const LatencyTable> table = latency_model_->Snapshot();
-  return Decide(queue, now, *table, SafetyFactor());
+  const LatencyGuard::State guard = GuardState();
+  return Decide(queue, now, *table, guard.factor, guard.reserve);
 }
 
 BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
-                                   const LatencyTable& table, double safety_factor) const {
-  return DecideFrom(queue, now, now, /*rejects_only=*/false, table, safety_factor);
+                                   const LatencyTable& table, double safety_factor,
+                                   double reserve) const {
+  return DecideFrom(queue, now, now, /*rejects_only=*/false, table, safety_factor, reserve);
 }
 
 absl::Status BudgetPolicy::Admit(const QueueSnapshot& queue, absl::Time now,
                                  absl::Time free_at) const {
   const std::shared_ptr<const LatencyTable> table = latency_model_->Snapshot();
-  return Admit(queue, now, free_at, *table, SafetyFactor());
+  const LatencyGuard::State guard = GuardState();
+  return Admit(queue, now, free_at, *table, guard.factor, guard.reserve);
 }
 
 absl::Status BudgetPolicy::Admit(const QueueSnapshot& queue, absl::Time now, absl::Time free_at,
-                                 const LatencyTable& table, double safety_factor) const {
+                                 const LatencyTable& table, double safety_factor,
+                                 double reserve) const {
   if (queue.tasks.empty()) return absl::OkStatus();
   const size_t last = queue.tasks.size() - 1;
-  BatchDecision d =
-      DecideFrom(queue, now, std::max(now, free_at), /*rejects_only=*/true, table, safety_factor);
+  BatchDecision d = DecideFrom(queue, now, std::max(now, free_at), /*rejects_only=*/true, table,
+                               safety_factor, reserve);
   for (auto& [index, status] : d.reject) {
     if (index == last) return status;
   }
@@ -457,9 +469,10 @@ absl::Status BudgetPolicy::Admit(const QueueSnapshot& queue, absl::Time now, abs
 
 BatchDecision BudgetPolicy::DecideFrom(const QueueSnapshot& queue, absl::Time now,
                                        absl::Time scan_start, bool rejects_only,
-                                       const LatencyTable& table, double safety_factor) const {
+                                       const LatencyTable& table, double safety_factor,
+                                       double reserve) const {
   BatchDecision decision;
-  Decider decider(options_, table, safety_factor, now);
+  Decider decider(options_, table, safety_factor, reserve, now);
   decider.Classify(queue, decision.reject);
   decider.RejectHopeless(scan_start, rejects_only, queue.tasks.size(), decision.reject);
   if (rejects_only) return decision;

@@ -26,6 +26,11 @@ absl::StatusOr<std::unique_ptr<LatencyGuard>> LatencyGuard::Create(const Options
         absl::StrCat("max_observation_ratio and max_factor must be >= 1, got ",
                      options.max_observation_ratio, " and ", options.max_factor));
   }
+  if (!(options.reserve_step > 0.0) || !(options.max_reserve >= 0.0 && options.max_reserve < 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("reserve_step must be > 0 and max_reserve in [0, 1), got ",
+                     options.reserve_step, " and ", options.max_reserve));
+  }
   return std::unique_ptr<LatencyGuard>(new LatencyGuard(options));
 }
 
@@ -58,6 +63,8 @@ void LatencyGuard::ObserveRequest(absl::Time at, bool met) {
   requests_ = requests_ * decay + 1.0;
   log_boost_ += met ? -options_.miss_step * target / (1.0 - target) : options_.miss_step;
   log_boost_ = std::clamp(log_boost_, 0.0, std::log(options_.max_factor));
+  reserve_ += met ? -options_.reserve_step * target / (1.0 - target) : options_.reserve_step;
+  reserve_ = std::clamp(reserve_, 0.0, options_.max_reserve);
 }
 
 void LatencyGuard::ObserveRefusal(absl::Time at) {
@@ -76,12 +83,18 @@ double LatencyGuard::Factor() const {
   return FactorLocked();
 }
 
+double LatencyGuard::Reserve() const {
+  absl::MutexLock lock(&mu_);
+  return reserve_;
+}
+
 LatencyGuard::State LatencyGuard::GetState() const {
   absl::MutexLock lock(&mu_);
   State state;
   state.factor = FactorLocked();
   state.gap = predicted_sum_ > 0.0 ? observed_sum_ / predicted_sum_ : 1.0;
   state.boost = std::exp(log_boost_);
+  state.reserve = reserve_;
   state.miss_ratio = requests_ > 0.0 ? misses_ / requests_ : 0.0;
   return state;
 }

@@ -27,6 +27,19 @@
 //            refusals. Without this, misses a larger factor cannot prevent (stalls of the
 //            whole machine) drove b to its maximum and the policy refused most requests.
 //   F = min(max_factor, max(1, g) × b).
+//   reserve ρ  integral control on the same misses, as a fraction of each request's budget
+//            that the policy keeps free at the end: it plans every budgeted request to finish
+//            by deadline − ρ × budget. Every admitted budgeted request moves ρ by
+//            +reserve_step when it missed and by −reserve_step × target/(1 − target) when
+//            it met its budget; ρ in [0, max_reserve]. Refusals do not move it. F scales the
+//            compute predictions (throughput falls with it); ρ is additive time: it covers
+//            what happens outside the batch (the response path, the client's receive thread,
+//            preempted threads around a batch), which grows under CPU interference whatever
+//            the batch size, and costs throughput only where requests would otherwise use
+//            their budget's last ρ. Measured on a 2-core VM with a one-thread CPU hog: half of
+//            the misses were answered by the server in time and arrived late at the client
+//            (docs/scheduler.md). max_reserve bounds the refusals misses no reserve can
+//            prevent may cause.
 //
 // It also keeps the recent miss ratio for metrics: misses / requests, both sums decayed with
 // time constant miss_window.
@@ -65,12 +78,17 @@ class LatencyGuard {
     absl::Duration miss_window = absl::Seconds(2);
     // Upper bound of the factor (and of the boost alone), >= 1.
     double max_factor = 3.0;
+    // Reserve (fraction of a request's budget) added per missed budget, > 0; 0.01 = 1 %.
+    double reserve_step = 0.01;
+    // Upper bound of the reserve, in [0, 1).
+    double max_reserve = 0.3;
   };
 
   struct State {
     double factor = 1.0;      // F
     double gap = 1.0;         // g (1 before any batch)
     double boost = 1.0;       // b
+    double reserve = 0.0;     // ρ
     double miss_ratio = 0.0;  // recent misses / admitted budgeted requests (0 before any)
   };
 
@@ -90,6 +108,8 @@ class LatencyGuard {
 
   // F, the multiplier for predicted compute times.
   double Factor() const;
+  // ρ, the fraction of each budget kept free at its end.
+  double Reserve() const;
   State GetState() const;
 
  private:
@@ -104,6 +124,7 @@ class LatencyGuard {
   double predicted_sum_ ABSL_GUARDED_BY(mu_) = 0.0;  // decayed seconds
   absl::Time last_batch_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   double log_boost_ ABSL_GUARDED_BY(mu_) = 0.0;
+  double reserve_ ABSL_GUARDED_BY(mu_) = 0.0;
   double misses_ ABSL_GUARDED_BY(mu_) = 0.0;    // decayed count
   double requests_ ABSL_GUARDED_BY(mu_) = 0.0;  // decayed count
   absl::Time last_request_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();

@@ -642,7 +642,7 @@ void InferenceServiceImpl::ProcessBatch(float keep_rate,
                                         options_.num_batch_threads));
       if (model->guard != nullptr) {
         const LatencyGuard::State guard = model->guard->GetState();
-        metrics_->SetLatencyGuard(model->name, guard.factor, guard.miss_ratio);
+        metrics_->SetLatencyGuard(model->name, guard.factor, guard.reserve, guard.miss_ratio);
       }
     }
     if (model->latency != nullptr && results.ok()) {

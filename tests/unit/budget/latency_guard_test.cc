@@ -49,6 +49,12 @@ TEST(LatencyGuardTest, CreateValidatesOptions) {
   bad = {};
   bad.max_factor = 0.5;
   EXPECT_THAT(LatencyGuard::Create(bad).status().message(), HasSubstr("max_factor"));
+  bad = {};
+  bad.reserve_step = 0.0;
+  EXPECT_THAT(LatencyGuard::Create(bad).status().message(), HasSubstr("reserve_step"));
+  bad = {};
+  bad.max_reserve = 1.0;
+  EXPECT_THAT(LatencyGuard::Create(bad).status().message(), HasSubstr("max_reserve"));
   EXPECT_TRUE(LatencyGuard::Create({}).ok());
 }
 
@@ -58,6 +64,8 @@ TEST(LatencyGuardTest, StartsNeutral) {
   EXPECT_EQ(s.factor, 1.0);
   EXPECT_EQ(s.gap, 1.0);
   EXPECT_EQ(s.boost, 1.0);
+  EXPECT_EQ(s.reserve, 0.0);
+  EXPECT_EQ(guard->Reserve(), 0.0);
   EXPECT_EQ(s.miss_ratio, 0.0);
 }
 
@@ -167,6 +175,48 @@ TEST(LatencyGuardTest, FactorIsCappedAndCombinesGapAndBoost) {
   RunRequests(*guard, clock, 100, absl::Milliseconds(5), 1);  // boost capped at 2.5
   EXPECT_NEAR(guard->GetState().boost, 2.5, 1e-9);
   EXPECT_EQ(guard->Factor(), 2.5);
+}
+
+// The reserve: +1 % of the budget per miss, −1 % × 0.005/0.995 per met request.
+TEST(LatencyGuardTest, MissesRaiseTheReserveAndMetRequestsTakeItBack) {
+  FakeClock clock;
+  auto guard = MakeGuard();
+  RunRequests(*guard, clock, 10, absl::Milliseconds(2), 1);  // 10 misses
+  EXPECT_NEAR(guard->Reserve(), 0.10, 1e-12);
+  // 199 met requests undo one miss.
+  RunRequests(*guard, clock, 199, absl::Milliseconds(2), 0);
+  EXPECT_NEAR(guard->Reserve(), 0.09, 1e-9);
+  // At the target (one miss in 200) it holds.
+  RunRequests(*guard, clock, 4000, absl::Milliseconds(2), 200);
+  EXPECT_NEAR(guard->Reserve(), 0.09, 1e-6);
+  // Without misses, 300 requests/s: 0.09 is gone after 0.09 / (300 × 0.01 × 0.005/0.995)
+  // = 6 s, and it never goes below 0.
+  RunRequests(*guard, clock, 1790, absl::Microseconds(3333), 0);
+  EXPECT_GT(guard->Reserve(), 0.0);
+  RunRequests(*guard, clock, 20, absl::Microseconds(3333), 0);
+  EXPECT_EQ(guard->Reserve(), 0.0);
+  EXPECT_EQ(guard->GetState().reserve, 0.0);
+}
+
+// A CPU hog: 10 % of 500 requests/s miss. Within the first 100 ms (5 misses) the policy
+// keeps 5 % of every budget free; it stops at max_reserve whatever the misses, and
+// refusals do not move it.
+TEST(LatencyGuardTest, ReserveFollowsAMissBurstWithinASecondUpToItsCap) {
+  FakeClock clock;
+  LatencyGuard::Options options;
+  options.max_reserve = 0.25;
+  auto guard = MakeGuard(options);
+  RunRequests(*guard, clock, 50, absl::Milliseconds(2), 10);
+  // 5 misses; the 9 met requests before the first find the reserve at 0, 36 follow misses.
+  EXPECT_NEAR(guard->Reserve(), 0.05 - 36 * 0.01 * 0.005 / 0.995, 1e-9);
+  RunRequests(*guard, clock, 450, absl::Milliseconds(2), 10);
+  EXPECT_EQ(guard->Reserve(), 0.25);
+  // The factor's boost is a separate controller on the same misses; refusals pull it down
+  // (to 1 here), not the reserve.
+  EXPECT_GT(guard->GetState().boost, 1.0);
+  for (int i = 0; i < 1000; ++i) guard->ObserveRefusal(clock.Now());
+  EXPECT_EQ(guard->GetState().boost, 1.0);
+  EXPECT_EQ(guard->Reserve(), 0.25);
 }
 
 TEST(LatencyGuardTest, MissRatioIsAnExponentiallyWeightedWindow) {
