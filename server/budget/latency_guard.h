@@ -30,15 +30,22 @@
 //   reserve ρ  integral control on the same misses, as a fraction of each request's budget
 //            that the policy keeps free at the end: it plans every budgeted request to finish
 //            by deadline − ρ × budget. Every admitted budgeted request moves ρ by
-//            +reserve_step when it missed and by −reserve_step × target/(1 − target) when
-//            it met its budget; ρ in [0, max_reserve]. Refusals do not move it. F scales the
-//            compute predictions (throughput falls with it); ρ is additive time: it covers
-//            what happens outside the batch (the response path, the client's receive thread,
-//            preempted threads around a batch), which grows under CPU interference whatever
-//            the batch size, and costs throughput only where requests would otherwise use
-//            their budget's last ρ. Measured on a 2-core VM with a one-thread CPU hog: half of
-//            the misses were answered by the server in time and arrived late at the client
-//            (docs/scheduler.md). max_reserve bounds the refusals misses no reserve can
+//            +reserve_step when it missed and by −reserve_step × rt/(1 − rt) when it met its
+//            budget, rt = reserve_target_ratio (0.2 %: one miss is undone by 499 met
+//            requests); a refusal takes back 1/refusals_per_miss (50) of a miss step, so
+//            ρ also relaxes while everything is refused (without that, a reserve raised by
+//            misses at start-up could refuse every later request and never learn otherwise;
+//            with 500 refusals/s the cap is gone in 3 s), and the reserve buys one miss fewer
+//            with at most ~50 refusals. ρ in
+//            [0, max_reserve]. F scales the compute predictions (throughput falls with it);
+//            ρ is additive time: it covers what happens outside the batch (the response
+//            path, the client's receive thread, threads preempted around a batch), which
+//            grows under CPU interference whatever the batch size, and costs throughput only
+//            where requests would otherwise use their budget's last ρ. Its target is below
+//            target_miss_ratio because the server sees only part of the misses: on a 2-core
+//            VM with a one-thread CPU hog and the client on the same cores, about half of the
+//            client's misses were answered by the server in time and arrived late
+//            (docs/scheduler.md). max_reserve bounds the refusals that misses no reserve can
 //            prevent may cause.
 //
 // It also keeps the recent miss ratio for metrics: misses / requests, both sums decayed with
@@ -80,8 +87,12 @@ class LatencyGuard {
     double max_factor = 3.0;
     // Reserve (fraction of a request's budget) added per missed budget, > 0; 0.01 = 1 %.
     double reserve_step = 0.01;
+    // The miss ratio (server-seen) the reserve steers toward, in (0, 1).
+    double reserve_target_ratio = 0.002;
     // Upper bound of the reserve, in [0, 1).
     double max_reserve = 0.3;
+    // A refusal lowers the reserve by reserve_step / refusals_per_miss, >= 1.
+    double refusals_per_miss = 50.0;
   };
 
   struct State {
@@ -103,7 +114,8 @@ class LatencyGuard {
   // expired in the queue missed).
   void ObserveRequest(absl::Time at, bool met);
 
-  // One budgeted request the policy refused at once (budget judged unmeetable), at `at`.
+  // One budgeted request the policy refused at once (budget judged unmeetable), at `at`:
+  // lowers the boost by one miss step and the reserve by 1/refusals_per_miss of one.
   void ObserveRefusal(absl::Time at);
 
   // F, the multiplier for predicted compute times.
@@ -117,6 +129,8 @@ class LatencyGuard {
   // exp(-(at - last) / window), advancing `last` to `at` (never backwards).
   static double Decay(absl::Time at, absl::Duration window, absl::Time& last);
   double FactorLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The reserve lowered by `steps` reserve steps, not below 0.
+  double RelaxedReserve(double steps) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   mutable absl::Mutex mu_;
