@@ -7,8 +7,9 @@
 // interference (other processes on the cores, a heavy client on the same machine) batches
 // take longer than predicted and time outside the measured compute (thread wake-ups,
 // decoding on the gRPC threads) grows: admitted requests miss their budgets. The guard
-// watches two signals and turns them into one safety factor F >= 1 that multiplies every
-// prediction the budget policy uses (its deadline checks and its load cap):
+// watches two signals and turns them into a safety factor F >= 1 that multiplies every
+// prediction the budget policy uses (its deadline checks and its load cap), and a reserve
+// ρ in [0, 1): the share of each budget the policy keeps free at its end:
 //
 //   gap g    observed / predicted compute over recent batches: the ratio of two sums
 //            decayed with time constant gap_window (so a long batch weighs more), each
