@@ -164,11 +164,14 @@ def open_loop(stub, pb2, images, rate, budget_ms, duration_s, seed, hog_at_s, de
     def on_done(future, send_at, start):
         latency = time.perf_counter() - start
         code = future.code()
-        sample = {"t": send_at, "latency": latency, "code": code.name}
+        sample = {"t": send_at, "sent": start - begin, "latency": latency, "code": code.name}
         if code == grpc.StatusCode.OK:
             response = future.result()
             sample["keep_rate"] = response.keep_rate
             sample["server_total"] = response.timing.total_seconds
+            sample["server_queue"] = response.timing.queue_seconds
+            sample["server_compute"] = response.timing.compute_seconds
+            sample["batch_size"] = response.batch_size
         else:
             sample["details"] = future.details() or ""
         with lock:
@@ -176,6 +179,7 @@ def open_loop(stub, pb2, images, rate, budget_ms, duration_s, seed, hog_at_s, de
         pending.release()
 
     begin = time.perf_counter()
+    begin_unix = time.time()
     next_at = 0.0
     try:
         while True:
@@ -204,7 +208,8 @@ def open_loop(stub, pb2, images, rate, budget_ms, duration_s, seed, hog_at_s, de
             hog.wait()
     lag.sort()
     return samples, hog_started, {"p50": lag[len(lag) // 2] if lag else 0.0,
-                                  "p99": lag[int(len(lag) * 0.99)] if lag else 0.0}
+                                  "p99": lag[int(len(lag) * 0.99)] if lag else 0.0,
+                                  "begin_unix": begin_unix}
 
 
 def classify_sample(sample, budget_s):
@@ -258,6 +263,7 @@ def main():
     parser.add_argument("--no_deadline", action="store_true",
                         help="send only latency_budget_ms, no gRPC deadline")
     parser.add_argument("--json_out")
+    parser.add_argument("--samples_out", help="run: every request's sample as JSON lines")
     args = parser.parse_args()
 
     pb2, pb2_grpc = load_stubs()
@@ -277,6 +283,10 @@ def main():
                                               deadline=not args.no_deadline)
         sampler.stop.set()
         sampler.join()
+        if args.samples_out:
+            with open(args.samples_out, "w") as f:
+                for sample in sorted(samples, key=lambda x: x["t"]):
+                    f.write(json.dumps(sample) + "\n")
         loads = sampler.samples
         result = {
             "rate": args.rate, "budget_ms": args.budget_ms, "duration_s": args.duration_s,

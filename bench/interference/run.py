@@ -70,7 +70,8 @@ class Server:
                 label = re.search(r'(outcome|reason)="([^"]*)"', m.group(2)).group(2)
                 key = f"{m.group(1)}:{label}"
                 out[key] = out.get(key, 0.0) + float(m.group(3))
-        for name in ("vitserve_latency_safety_factor", "vitserve_budget_miss_ratio"):
+        for name in ("vitserve_latency_safety_factor", "vitserve_budget_reserve_ratio",
+                     "vitserve_budget_miss_ratio"):
             m = re.search(rf"^{name}\{{[^}}]*\}} (\S+)", text, re.M)
             if m:
                 out[name] = float(m.group(1))
@@ -138,11 +139,14 @@ def one_run(args, condition, repeat, plan, log_prefix):
                      f"--duration_s={args.duration_s}", f"--seed={repeat}", f"--json_out={out_json}"]
             if condition == "2x-hog":
                 extra.append(f"--hog_at_s={args.hog_at_s}")
+            if args.trace:
+                extra.append(f"--samples_out={log_prefix}.samples.jsonl")
             result = client("run", server.address, *extra)
         time.sleep(0.5)
         after = server.counters()
         result["server_counters"] = delta(after, before)
         result["server_guard"] = {k: after.get(k) for k in ("vitserve_latency_safety_factor",
+                                                             "vitserve_budget_reserve_ratio",
                                                              "vitserve_budget_miss_ratio")}
         result["loadavg_before"] = float(load_before)
         result["loadavg_after"] = float(open("/proc/loadavg").read().split()[0])
@@ -185,6 +189,8 @@ def main():
     parser.add_argument("--capacity_rps", type=float,
                         help="skip the measurement: use this capacity and --budget_ms")
     parser.add_argument("--budget_ms", type=float)
+    parser.add_argument("--trace", action="store_true",
+                        help="the Python client writes every request to <out_dir>/<run>.samples.jsonl")
     parser.add_argument("--out_dir", default=tempfile.mkdtemp(prefix="interference_"))
     args = parser.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)

@@ -38,6 +38,345 @@ absl::Time Bound(const QueuedTask& task) {
   return absl::InfiniteFuture();
 }
 
+// G(k, n) = predicted × safety_factor × (1 + safety_fraction) + safety_margin.
+absl::Duration GuardedTime(const BudgetPolicy::Options& options, const LatencyTable& table,
+                           float keep_rate, int batch_size, double safety_factor) {
+  return table.Predict(keep_rate, batch_size) * (safety_factor * (1.0 + options.safety_fraction)) +
+         options.safety_margin;
+}
+
+// What can run at `rate` next to others (batch compatibility).
+bool RunsAt(const TaskView& t, float rate) {
+  if (t.fixed) return SameRate(t.fixed_rate, rate);
+  if (t.budgeted()) return t.lowest <= rate + kKeepRateTolerance;
+  return SameRate(t.unbudgeted_rate, rate);
+}
+
+// The fastest rate a task may run at: its own when fixed, lo(t) for "server chooses" with a
+// budget, the default rate without one.
+float FloorRate(const TaskView& t) {
+  return t.fixed ? t.fixed_rate : (t.budgeted() ? t.lowest : t.unbudgeted_rate);
+}
+
+// A budgeted task the backlog scan loses, with the time its own batch could start at the
+// earliest.
+struct Lost {
+  size_t view;
+  absl::Time start;
+};
+
+// A batch the policy could run (rule 2): members index the decision's views.
+struct Candidate {
+  std::vector<size_t> members;
+  float rate = 1.0f;
+  absl::Time min_bound = absl::InfiniteFuture();
+  absl::Time oldest = absl::InfiniteFuture();
+  absl::Duration compute;  // G(rate, |members|)
+  absl::Time latest_safe_start = absl::InfiniteFuture();
+};
+
+// One decision of the rule in budget_policy.h, at `now` against one table and safety factor.
+// The steps are called in order: Classify (rule 1), RejectHopeless (1b), SetCap (2c),
+// PickBatch (2, 2b, 3).
+class Decider {
+ public:
+  Decider(const BudgetPolicy::Options& options, const LatencyTable& table, double safety_factor,
+          double reserve, absl::Time now);
+
+  // Rule 1: the task views, most urgent first; unreachable min_keep_rates go to `reject`.
+  void Classify(const QueueSnapshot& queue, std::vector<std::pair<size_t, absl::Status>>& reject);
+  // Rule 1b: rejects the tasks the backlog scan from `scan_start` loses (with
+  // `rejects_only`, reports only the newcomer, the last of `num_tasks`).
+  void RejectHopeless(absl::Time scan_start, bool rejects_only, size_t num_tasks,
+                      std::vector<std::pair<size_t, absl::Status>>& reject);
+  // Rule 2c's cap (the highest level until set).
+  void SetCap(float cap) { cap_ = cap; }
+  // Rules 2, 2b and 3: sets the batch to run now, or wake_at.
+  void PickBatch(bool draining, BatchDecision& decision);
+
+ private:
+  absl::Duration Guarded(float rate, int n) const;
+  // best(t, start, n): the highest level in [lowest, max(cap, lowest)] that fits the bound.
+  std::optional<float> Best(const TaskView& t, absl::Time start, int n) const;
+  // The backlog scan: the tasks not `excluded`, in urgency order, run back to back from
+  // `start` in greedy batches at their floor rates (with `at_least` > 0, "server chooses"
+  // tasks with a budget at no less than it). Returns the budgeted tasks lost even so.
+  std::vector<Lost> Scan(absl::Time start, std::vector<bool> excluded, float at_least) const;
+  // The greedy batch headed by views_[h] at `rate` over the unassigned tasks. `rescue`:
+  // followers join whenever they fit (no waiting check).
+  Candidate Form(size_t h, float rate, bool rescue) const;
+  // Budgeted tasks outside `c` the backlog scan loses once `c` has run.
+  int LostAfter(const Candidate& c, float at_least) const;
+  // Rule 2b for head h whose greedy batch `c` loses tasks behind it.
+  Candidate Rescue(size_t h, Candidate c) const;
+  // The head's keep-rate (rule 2).
+  float HeadRate(const TaskView& head) const;
+  // Error message of rule 1b for a lost task.
+  std::string HopelessMessage(const Lost& l, absl::Time scan_start) const;
+
+  const BudgetPolicy::Options& options_;
+  const LatencyTable& table_;
+  const double safety_factor_;
+  const double reserve_;  // ρ: the fraction of each budget kept free at its end
+  const absl::Time now_;
+  const std::vector<float>& levels_;  // highest first
+  const size_t max_n_;
+  // G(k, n) for every level and n <= max_batch_size, computed once per decision (batch
+  // forming asks for it O(tasks²) times).
+  std::vector<absl::Duration> grid_;
+  float cap_;
+  std::vector<TaskView> views_;
+  std::vector<bool> assigned_;  // in a candidate, or rejected
+};
+
+Decider::Decider(const BudgetPolicy::Options& options, const LatencyTable& table,
+                 double safety_factor, double reserve, absl::Time now)
+    : options_(options),
+      table_(table),
+      safety_factor_(safety_factor),
+      reserve_(std::clamp(reserve, 0.0, 1.0)),
+      now_(now),
+      levels_(table.keep_rate_levels()),
+      max_n_(static_cast<size_t>(options.max_batch_size)),
+      grid_(levels_.size() * max_n_),
+      cap_(levels_.front()) {
+  for (size_t l = 0; l < levels_.size(); ++l) {
+    for (size_t n = 1; n <= max_n_; ++n) {
+      grid_[l * max_n_ + n - 1] =
+          GuardedTime(options_, table_, levels_[l], static_cast<int>(n), safety_factor_);
+    }
+  }
+}
+
+absl::Duration Decider::Guarded(float rate, int n) const {
+  if (n >= 1 && static_cast<size_t>(n) <= max_n_) {
+    for (size_t l = 0; l < levels_.size(); ++l) {
+      if (levels_[l] == rate) return grid_[l * max_n_ + static_cast<size_t>(n) - 1];
+    }
+  }
+  return GuardedTime(options_, table_, rate, n, safety_factor_);  // a fixed rate off the grid
+}
+
+std::optional<float> Decider::Best(const TaskView& t, absl::Time start, int n) const {
+  const float highest = std::max(cap_, t.lowest);
+  for (float level : levels_) {
+    if (level > highest + kKeepRateTolerance) continue;
+    if (level < t.lowest - kKeepRateTolerance) break;
+    if (start + Guarded(level, n) <= t.bound) return level;
+  }
+  return std::nullopt;
+}
+
+void Decider::Classify(const QueueSnapshot& queue,
+                       std::vector<std::pair<size_t, absl::Status>>& reject) {
+  views_.reserve(queue.tasks.size());
+  for (size_t i = 0; i < queue.tasks.size(); ++i) {
+    const QueuedTask& task = queue.tasks[i];
+    TaskView v;
+    v.index = i;
+    v.bound = Bound(task);
+    if (reserve_ > 0.0 && v.bound != absl::InfiniteFuture() && v.bound > task.enqueue_time) {
+      v.bound -= (v.bound - task.enqueue_time) * reserve_;  // the guard's reserve
+    }
+    v.enqueue_time = task.enqueue_time;
+    v.priority = task.attributes.priority;
+    v.fixed = task.attributes.keep_rate > 0.0f;
+    v.fixed_rate = task.attributes.keep_rate;
+    if (!v.fixed) {
+      const float min_rate = task.attributes.min_keep_rate;
+      if (min_rate > levels_.front() + kKeepRateTolerance) {
+        reject.emplace_back(i, absl::InvalidArgumentError(absl::StrCat(
+                                   "min_keep_rate ", min_rate,
+                                   " is above the model's highest keep-rate ", levels_.front())));
+        continue;
+      }
+      // Lowest level >= min_keep_rate (levels are highest first).
+      v.lowest = levels_.front();
+      for (float level : levels_) {
+        if (level >= min_rate - kKeepRateTolerance) v.lowest = level;
+      }
+      v.unbudgeted_rate = std::max(options_.default_keep_rate, min_rate);
+    }
+    views_.push_back(v);
+  }
+  // Rule 2's order: most urgent first.
+  std::sort(views_.begin(), views_.end(), [](const TaskView& a, const TaskView& b) {
+    return std::tie(a.priority, a.bound, a.enqueue_time, a.index) <
+           std::tie(b.priority, b.bound, b.enqueue_time, b.index);
+  });
+  assigned_.assign(views_.size(), false);
+}
+
+std::vector<Lost> Decider::Scan(absl::Time start, std::vector<bool> excluded,
+                                float at_least) const {
+  std::vector<Lost> lost;
+  absl::Time t = start;
+  for (size_t h = 0; h < views_.size(); ++h) {
+    if (excluded[h]) continue;
+    excluded[h] = true;
+    const TaskView& head = views_[h];
+    float rate = FloorRate(head);
+    if (!head.fixed && head.budgeted()) rate = std::max(rate, at_least);
+    if (head.budgeted() && t + Guarded(rate, 1) > head.bound) {
+      lost.push_back({h, t});
+      continue;
+    }
+    int n = 1;
+    absl::Time min_bound = head.bound;
+    for (size_t j = h + 1; j < views_.size() && static_cast<size_t>(n) < max_n_; ++j) {
+      if (excluded[j] || !RunsAt(views_[j], rate)) continue;
+      if (t + Guarded(rate, n + 1) > std::min(min_bound, views_[j].bound)) continue;
+      excluded[j] = true;
+      ++n;
+      min_bound = std::min(min_bound, views_[j].bound);
+    }
+    t += Guarded(rate, n);
+  }
+  return lost;
+}
+
+std::string Decider::HopelessMessage(const Lost& l, absl::Time scan_start) const {
+  const TaskView& t = views_[l.view];
+  const float rate = FloorRate(t);
+  std::string ahead;
+  if (l.start > now_) {
+    ahead = absl::StrCat(
+        " after ", absl::FormatDuration(l.start - now_), " of predicted compute ahead of it (",
+        scan_start > now_ ? "the running batch and " : "", "the requests queued before it)");
+  }
+  return absl::StrCat(
+      "latency budget cannot be met: predicted compute time ",
+      absl::FormatDuration(table_.Predict(rate, 1)), " (", absl::FormatDuration(Guarded(rate, 1)),
+      " with the safety margin) at keep-rate ", rate,
+      t.fixed ? " (as requested)" : " (the lowest allowed)", " for a batch of 1", ahead,
+      " exceeds the remaining budget ", absl::FormatDuration(t.bound - now_),
+      reserve_ > 0.0
+          ? absl::StrCat(" (", std::lround(100 * reserve_), " % of the budget kept in reserve)")
+          : "");
+}
+
+void Decider::RejectHopeless(absl::Time scan_start, bool rejects_only, size_t num_tasks,
+                             std::vector<std::pair<size_t, absl::Status>>& reject) {
+  for (const Lost& l : Scan(scan_start, assigned_, /*at_least=*/0.0f)) {
+    const TaskView& t = views_[l.view];
+    assigned_[l.view] = true;
+    // Admission asks only about the newcomer (the last task): no message for the others.
+    if (rejects_only && t.index + 1 != num_tasks) continue;
+    reject.emplace_back(t.index, absl::DeadlineExceededError(HopelessMessage(l, scan_start)));
+  }
+}
+
+Candidate Decider::Form(size_t h, float rate, bool rescue) const {
+  Candidate c;
+  c.rate = rate;
+  c.members = {h};
+  c.min_bound = views_[h].bound;
+  c.oldest = views_[h].enqueue_time;
+  // G(rate, n), filled on first use.
+  std::vector<absl::Duration> compute_for(max_n_, absl::InfiniteDuration());
+  auto compute = [&](size_t n) {
+    if (compute_for[n - 1] == absl::InfiniteDuration()) {
+      compute_for[n - 1] = Guarded(rate, static_cast<int>(n));
+    }
+    return compute_for[n - 1];
+  };
+  for (size_t j = h + 1; j < views_.size() && c.members.size() < max_n_; ++j) {
+    if (assigned_[j]) continue;
+    const TaskView& t = views_[j];
+    // Cheap compatibility first, then the fit, then (budgeted) the waiting check.
+    if (!RunsAt(t, rate)) continue;
+    const absl::Time finish = now_ + compute(c.members.size() + 1);
+    if (finish > std::min(c.min_bound, t.bound)) continue;
+    if (!rescue && !t.fixed && t.budgeted()) {
+      const std::optional<float> later = Best(t, finish, 1);
+      if (later.has_value() && *later > rate + kKeepRateTolerance) continue;
+    }
+    c.members.push_back(j);
+    c.min_bound = std::min(c.min_bound, t.bound);
+    c.oldest = std::min(c.oldest, t.enqueue_time);
+  }
+  c.compute = compute(c.members.size());
+  if (c.min_bound != absl::InfiniteFuture()) c.latest_safe_start = c.min_bound - c.compute;
+  return c;
+}
+
+int Decider::LostAfter(const Candidate& c, float at_least) const {
+  std::vector<bool> excluded = assigned_;
+  for (size_t m : c.members) excluded[m] = true;
+  return static_cast<int>(Scan(now_ + c.compute, std::move(excluded), at_least).size());
+}
+
+Candidate Decider::Rescue(size_t h, Candidate c) const {
+  // Serve the queue at one level: the highest level k at which this batch and then every
+  // "server chooses" task at >= k loses nobody. Failing that (the fastest schedule already
+  // loses some), the level with the most members minus losses.
+  const float rate = c.rate;
+  std::vector<Candidate> tried;  // the rescue batches, highest level first
+  for (float level : levels_) {
+    if (level > rate + kKeepRateTolerance || level < views_[h].lowest - kKeepRateTolerance) {
+      continue;
+    }
+    tried.push_back(Form(h, level, /*rescue=*/true));
+    if (LostAfter(tried.back(), level) == 0) return std::move(tried.back());
+  }
+  int best_score = static_cast<int>(c.members.size()) - LostAfter(c, 0.0f);
+  for (Candidate& lower : tried) {
+    const int score = static_cast<int>(lower.members.size()) - LostAfter(lower, 0.0f);
+    if (score > best_score) {
+      best_score = score;
+      c = std::move(lower);
+    }
+  }
+  return c;
+}
+
+float Decider::HeadRate(const TaskView& head) const {
+  if (head.fixed) return head.fixed_rate;
+  if (head.budgeted()) return *Best(head, now_, 1);  // exists: the head passed rule 1b
+  return head.unbudgeted_rate;
+}
+
+void Decider::PickBatch(bool draining, BatchDecision& decision) {
+  std::vector<Candidate> waiting;  // earlier candidates that wait for company
+  const Candidate* run = nullptr;
+  Candidate ready;
+  for (size_t h = 0; h < views_.size() && run == nullptr; ++h) {
+    if (assigned_[h]) continue;
+    const TaskView& head = views_[h];
+    const float rate = HeadRate(head);
+    Candidate c = Form(h, rate, /*rescue=*/false);
+    if (options_.rescue_batching && !head.fixed && head.budgeted() && LostAfter(c, rate) > 0) {
+      c = Rescue(h, std::move(c));
+    }
+    for (size_t m : c.members) assigned_[m] = true;
+
+    // 3. Run now, or note when to look again.
+    const absl::Time delay_due = c.oldest + options_.max_queue_delay;
+    if (draining || c.members.size() >= max_n_ || now_ >= delay_due ||
+        now_ >= c.latest_safe_start) {
+      ready = std::move(c);
+      run = &ready;
+      // Running it would push an earlier (more urgent) waiting candidate past its latest
+      // safe start: run that one now instead; this one is next.
+      for (const Candidate& w : waiting) {
+        if (w.latest_safe_start < now_ + ready.compute) {
+          run = &w;
+          break;
+        }
+      }
+      break;
+    }
+    decision.wake_at = std::min({decision.wake_at, delay_due, c.latest_safe_start});
+    waiting.push_back(std::move(c));
+  }
+  if (run == nullptr) return;
+  for (size_t m : run->members) decision.batch.push_back(views_[m].index);
+  std::sort(decision.batch.begin(), decision.batch.end());
+  decision.keep_rate = run->rate;
+  decision.predicted_compute = run->compute;
+  decision.wake_at = absl::InfiniteFuture();
+}
+
 }  // namespace
 
 float LoadCapKeepRate(const LatencyTable& table, double arrival_rate, double target_utilization,
@@ -93,32 +432,35 @@ absl::StatusOr<std::unique_ptr<BudgetPolicy>> BudgetPolicy::Create(
 
 absl::Duration BudgetPolicy::GuardedCompute(const LatencyTable& table, float keep_rate,
                                             int batch_size, double safety_factor) const {
-  return table.Predict(keep_rate, batch_size) * (safety_factor * (1.0 + options_.safety_fraction)) +
-         options_.safety_margin;
+  return GuardedTime(options_, table, keep_rate, batch_size, safety_factor);
 }
 
 BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now) const {
   const std::shared_ptr<const LatencyTable> table = latency_model_->Snapshot();
-  return Decide(queue, now, *table, SafetyFactor());
+  const LatencyGuard::State guard = GuardState();
+  return Decide(queue, now, *table, guard.factor, guard.reserve);
 }
 
 BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
-                                   const LatencyTable& table, double safety_factor) const {
-  return DecideFrom(queue, now, now, /*rejects_only=*/false, table, safety_factor);
+                                   const LatencyTable& table, double safety_factor,
+                                   double reserve) const {
+  return DecideFrom(queue, now, now, /*rejects_only=*/false, table, safety_factor, reserve);
 }
 
 absl::Status BudgetPolicy::Admit(const QueueSnapshot& queue, absl::Time now,
                                  absl::Time free_at) const {
   const std::shared_ptr<const LatencyTable> table = latency_model_->Snapshot();
-  return Admit(queue, now, free_at, *table, SafetyFactor());
+  const LatencyGuard::State guard = GuardState();
+  return Admit(queue, now, free_at, *table, guard.factor, guard.reserve);
 }
 
 absl::Status BudgetPolicy::Admit(const QueueSnapshot& queue, absl::Time now, absl::Time free_at,
-                                 const LatencyTable& table, double safety_factor) const {
+                                 const LatencyTable& table, double safety_factor,
+                                 double reserve) const {
   if (queue.tasks.empty()) return absl::OkStatus();
   const size_t last = queue.tasks.size() - 1;
-  BatchDecision d =
-      DecideFrom(queue, now, std::max(now, free_at), /*rejects_only=*/true, table, safety_factor);
+  BatchDecision d = DecideFrom(queue, now, std::max(now, free_at), /*rejects_only=*/true, table,
+                               safety_factor, reserve);
   for (auto& [index, status] : d.reject) {
     if (index == last) return status;
   }
@@ -127,280 +469,18 @@ absl::Status BudgetPolicy::Admit(const QueueSnapshot& queue, absl::Time now, abs
 
 BatchDecision BudgetPolicy::DecideFrom(const QueueSnapshot& queue, absl::Time now,
                                        absl::Time scan_start, bool rejects_only,
-                                       const LatencyTable& table, double safety_factor) const {
+                                       const LatencyTable& table, double safety_factor,
+                                       double reserve) const {
   BatchDecision decision;
-  const std::vector<float>& levels = table.keep_rate_levels();  // highest first
-
-  // G(k, n) for every level and n <= max_batch_size, computed once per decision (the
-  // batch-forming loop below asks for it O(tasks²) times).
-  const size_t max_n = static_cast<size_t>(options_.max_batch_size);
-  std::vector<absl::Duration> grid(levels.size() * max_n);
-  for (size_t l = 0; l < levels.size(); ++l) {
-    for (size_t n = 1; n <= max_n; ++n) {
-      grid[l * max_n + n - 1] =
-          GuardedCompute(table, levels[l], static_cast<int>(n), safety_factor);
-    }
-  }
-  auto guarded = [&](float rate, int n) -> absl::Duration {
-    if (n >= 1 && static_cast<size_t>(n) <= max_n) {
-      for (size_t l = 0; l < levels.size(); ++l) {
-        if (levels[l] == rate) return grid[l * max_n + static_cast<size_t>(n) - 1];
-      }
-    }
-    return GuardedCompute(table, rate, n, safety_factor);  // a fixed keep-rate off the grid
-  };
-  // 2c. The load cap: the highest level at which the offered load fits the device. Set
-  // below, after admission's early return (rule 1b does not use it).
-  float cap = levels.front();
-  // best(t, start, n): highest level in [lowest, max(cap, lowest)] whose guarded batch
-  // time fits the bound.
-  auto best = [&](const TaskView& t, absl::Time start, int n) -> std::optional<float> {
-    const float highest = std::max(cap, t.lowest);
-    for (float level : levels) {
-      if (level > highest + kKeepRateTolerance) continue;
-      if (level < t.lowest - kKeepRateTolerance) break;
-      if (start + guarded(level, n) <= t.bound) return level;
-    }
-    return std::nullopt;
-  };
-
-  // 1. Classify; an unreachable min_keep_rate is INVALID_ARGUMENT.
-  std::vector<TaskView> views;
-  views.reserve(queue.tasks.size());
-  for (size_t i = 0; i < queue.tasks.size(); ++i) {
-    const QueuedTask& task = queue.tasks[i];
-    TaskView v;
-    v.index = i;
-    v.bound = Bound(task);
-    v.enqueue_time = task.enqueue_time;
-    v.priority = task.attributes.priority;
-    v.fixed = task.attributes.keep_rate > 0.0f;
-    v.fixed_rate = task.attributes.keep_rate;
-    if (!v.fixed) {
-      const float min_rate = task.attributes.min_keep_rate;
-      if (min_rate > levels.front() + kKeepRateTolerance) {
-        decision.reject.emplace_back(
-            i, absl::InvalidArgumentError(absl::StrCat("min_keep_rate ", min_rate,
-                                                       " is above the model's highest keep-rate ",
-                                                       levels.front())));
-        continue;
-      }
-      // Lowest level >= min_keep_rate (levels are highest first).
-      v.lowest = levels.front();
-      for (float level : levels) {
-        if (level >= min_rate - kKeepRateTolerance) v.lowest = level;
-      }
-      v.unbudgeted_rate = std::max(options_.default_keep_rate, min_rate);
-    }
-    views.push_back(v);
-  }
-
-  // 2. Most urgent first; candidate batches formed greedily.
-  std::sort(views.begin(), views.end(), [](const TaskView& a, const TaskView& b) {
-    return std::tie(a.priority, a.bound, a.enqueue_time, a.index) <
-           std::tie(b.priority, b.bound, b.enqueue_time, b.index);
-  });
-  // What can run at `rate` next to others (batch compatibility).
-  auto runs_at = [](const TaskView& t, float rate) {
-    if (t.fixed) return SameRate(t.fixed_rate, rate);
-    if (t.budgeted()) return t.lowest <= rate + kKeepRateTolerance;
-    return SameRate(t.unbudgeted_rate, rate);
-  };
-  // The fastest rate a task may run at: its own when fixed, lo(t) for "server chooses"
-  // with a budget, the default rate without one.
-  auto floor_rate = [](const TaskView& t) {
-    return t.fixed ? t.fixed_rate : (t.budgeted() ? t.lowest : t.unbudgeted_rate);
-  };
-  // The backlog scan: the tasks not `excluded`, in urgency order, run back to back from
-  // `start` in greedy batches at their floor rates (the fastest schedule the policy could
-  // still choose). Returns the budgeted tasks that miss their bound even so, each with the
-  // time its own batch could start at the earliest.
-  struct Lost {
-    size_t view;
-    absl::Time start;
-  };
-  // With `at_least` > 0, "server chooses" tasks with a budget run at no less than it
-  // (the queue served at one keep-rate level).
-  auto scan = [&](absl::Time start, std::vector<bool> excluded, float at_least) {
-    std::vector<Lost> lost;
-    absl::Time t = start;
-    for (size_t h = 0; h < views.size(); ++h) {
-      if (excluded[h]) continue;
-      excluded[h] = true;
-      const TaskView& head = views[h];
-      float rate = floor_rate(head);
-      if (!head.fixed && head.budgeted()) rate = std::max(rate, at_least);
-      if (head.budgeted() && t + guarded(rate, 1) > head.bound) {
-        lost.push_back({h, t});
-        continue;
-      }
-      int n = 1;
-      absl::Time min_bound = head.bound;
-      for (size_t j = h + 1; j < views.size() && static_cast<size_t>(n) < max_n; ++j) {
-        if (excluded[j] || !runs_at(views[j], rate)) continue;
-        if (t + guarded(rate, n + 1) > std::min(min_bound, views[j].bound)) continue;
-        excluded[j] = true;
-        ++n;
-        min_bound = std::min(min_bound, views[j].bound);
-      }
-      t += guarded(rate, n);
-    }
-    return lost;
-  };
-
-  // 1b. Reject what the backlog makes hopeless: a budgeted task that misses its bound
-  // even in the fastest schedule of the queue. Rejected now, while the client still has
-  // time to go elsewhere, instead of expiring in the queue.
-  std::vector<bool> assigned(views.size(), false);
-  for (const Lost& l : scan(scan_start, assigned, /*at_least=*/0.0f)) {
-    const TaskView& t = views[l.view];
-    assigned[l.view] = true;
-    // Admission asks only about the newcomer (the last task): no message for the others.
-    if (rejects_only && t.index + 1 != queue.tasks.size()) continue;
-    const float rate = floor_rate(t);
-    const absl::Duration g = guarded(rate, 1);
-    std::string ahead;
-    if (l.start > now) {
-      ahead = absl::StrCat(
-          " after ", absl::FormatDuration(l.start - now), " of predicted compute ahead of it (",
-          scan_start > now ? "the running batch and " : "", "the requests queued before it)");
-    }
-    decision.reject.emplace_back(
-        t.index,
-        absl::DeadlineExceededError(absl::StrCat(
-            "latency budget cannot be met: predicted compute time ",
-            absl::FormatDuration(table.Predict(rate, 1)), " (", absl::FormatDuration(g),
-            " with the safety margin) at keep-rate ", rate,
-            t.fixed ? " (as requested)" : " (the lowest allowed)", " for a batch of 1", ahead,
-            " exceeds the remaining budget ", absl::FormatDuration(t.bound - now))));
-  }
+  Decider decider(options_, table, safety_factor, reserve, now);
+  decider.Classify(queue, decision.reject);
+  decider.RejectHopeless(scan_start, rejects_only, queue.tasks.size(), decision.reject);
   if (rejects_only) return decision;
   // The guard's factor scales predicted times, so it scales the load they make too.
-  cap = LoadCapKeepRate(table, queue.arrival_rate * safety_factor, options_.target_utilization,
-                        options_.max_batch_size, options_.parallel_batches);
-
-  struct Candidate {
-    std::vector<size_t> members;  // into views
-    float rate = 1.0f;
-    absl::Time min_bound = absl::InfiniteFuture();
-    absl::Time oldest = absl::InfiniteFuture();
-    absl::Duration compute;  // G(rate, |members|)
-    absl::Time latest_safe_start = absl::InfiniteFuture();
-  };
-  // The greedy batch headed by views[h] at `rate`, over the tasks not yet assigned (every
-  // task before h is assigned: it headed or joined an earlier candidate).
-  // `rescue`: the batch is formed to save the queue behind it, so followers join
-  // whenever they fit (the waiting check assumes they would run alone next).
-  auto form = [&](size_t h, float rate, bool rescue) {
-    Candidate c;
-    c.rate = rate;
-    c.members = {h};
-    c.min_bound = views[h].bound;
-    c.oldest = views[h].enqueue_time;
-    // G(rate, n), filled on first use.
-    std::vector<absl::Duration> compute_for(max_n, absl::InfiniteDuration());
-    auto compute = [&](size_t n) {
-      if (compute_for[n - 1] == absl::InfiniteDuration()) {
-        compute_for[n - 1] = guarded(rate, static_cast<int>(n));
-      }
-      return compute_for[n - 1];
-    };
-    for (size_t j = h + 1; j < views.size() && c.members.size() < max_n; ++j) {
-      if (assigned[j]) continue;
-      const TaskView& t = views[j];
-      // Cheap compatibility first, then the fit, then (budgeted) the waiting check.
-      if (!runs_at(t, rate)) continue;
-      const absl::Time finish = now + compute(c.members.size() + 1);
-      if (finish > std::min(c.min_bound, t.bound)) continue;
-      if (!rescue && !t.fixed && t.budgeted()) {
-        const std::optional<float> later = best(t, finish, 1);
-        if (later.has_value() && *later > rate + kKeepRateTolerance) continue;
-      }
-      c.members.push_back(j);
-      c.min_bound = std::min(c.min_bound, t.bound);
-      c.oldest = std::min(c.oldest, t.enqueue_time);
-    }
-    c.compute = compute(c.members.size());
-    if (c.min_bound != absl::InfiniteFuture()) c.latest_safe_start = c.min_bound - c.compute;
-    return c;
-  };
-  // Budgeted tasks outside `c` that the backlog scan loses once `c` has run, with the
-  // "server chooses" ones at no less than `at_least`.
-  auto lost_after = [&](const Candidate& c, float at_least) {
-    std::vector<bool> excluded = assigned;
-    for (size_t m : c.members) excluded[m] = true;
-    return static_cast<int>(scan(now + c.compute, std::move(excluded), at_least).size());
-  };
-
-  std::vector<Candidate> waiting;  // earlier candidates that wait for company
-  const Candidate* run = nullptr;
-  Candidate ready;
-  for (size_t h = 0; h < views.size() && run == nullptr; ++h) {
-    if (assigned[h]) continue;
-    const TaskView& head = views[h];
-    float rate = 0.0f;
-    if (head.fixed) {
-      rate = head.fixed_rate;
-    } else if (head.budgeted()) {
-      rate = *best(head, now, 1);  // exists: the head passed the hopeless check
-    } else {
-      rate = head.unbudgeted_rate;
-    }
-    Candidate c = form(h, rate, /*rescue=*/false);
-    if (options_.rescue_batching && !head.fixed && head.budgeted() && lost_after(c, rate) > 0) {
-      // The queue behind this batch could not all be served at the head's rate. Serve the
-      // queue at one level: the highest level k at which this batch and then every
-      // "server chooses" task at >= k loses nobody. Failing that (the fastest schedule
-      // already loses some), the level with the most members minus losses.
-      std::vector<Candidate> tried;  // the rescue batches, highest level first
-      bool found = false;
-      for (float level : levels) {
-        if (level > rate + kKeepRateTolerance || level < head.lowest - kKeepRateTolerance) continue;
-        tried.push_back(form(h, level, /*rescue=*/true));
-        found = lost_after(tried.back(), level) == 0;
-        if (found) break;
-      }
-      if (found) {
-        c = std::move(tried.back());
-      } else {
-        int best_score = static_cast<int>(c.members.size()) - lost_after(c, 0.0f);
-        for (Candidate& lower : tried) {
-          const int score = static_cast<int>(lower.members.size()) - lost_after(lower, 0.0f);
-          if (score > best_score) {
-            best_score = score;
-            c = std::move(lower);
-          }
-        }
-      }
-    }
-    for (size_t m : c.members) assigned[m] = true;
-
-    // 3. Run now, or note when to look again.
-    const absl::Time delay_due = c.oldest + options_.max_queue_delay;
-    if (queue.draining || c.members.size() >= max_n || now >= delay_due ||
-        now >= c.latest_safe_start) {
-      ready = std::move(c);
-      run = &ready;
-      // Running it would push an earlier (more urgent) waiting candidate past its latest
-      // safe start: run that one now instead; this one is next.
-      for (const Candidate& w : waiting) {
-        if (w.latest_safe_start < now + ready.compute) {
-          run = &w;
-          break;
-        }
-      }
-      break;
-    }
-    decision.wake_at = std::min({decision.wake_at, delay_due, c.latest_safe_start});
-    waiting.push_back(std::move(c));
-  }
-  if (run != nullptr) {
-    for (size_t m : run->members) decision.batch.push_back(views[m].index);
-    std::sort(decision.batch.begin(), decision.batch.end());
-    decision.keep_rate = run->rate;
-    decision.predicted_compute = run->compute;
-    decision.wake_at = absl::InfiniteFuture();
-  }
+  decider.SetCap(LoadCapKeepRate(table, queue.arrival_rate * safety_factor,
+                                 options_.target_utilization, options_.max_batch_size,
+                                 options_.parallel_batches));
+  decider.PickBatch(queue.draining, decision);
   std::sort(decision.reject.begin(), decision.reject.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });
   return decision;

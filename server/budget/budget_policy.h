@@ -6,7 +6,8 @@
 //   bound(t)   the task's deadline (TaskAttributes::deadline; the RPC layer sets it to
 //              min(client deadline, arrival + latency budget)). When the deadline is
 //              infinite but latency_budget > 0, enqueue_time + latency_budget. A task with
-//              an infinite bound has no budget.
+//              an infinite bound has no budget. With a guard reserve ρ > 0 (see Interference
+//              below), bound(t) is moved earlier by ρ × (deadline − enqueue_time).
 //   G(k, n)    guarded compute time of a batch of n at keep-rate k:
 //              predicted(k, n) × (1 + safety_fraction) + safety_margin.
 //   fits(k, B, s)  every member m of batch B finishes in time when B starts at s:
@@ -90,9 +91,10 @@
 // policy returns has members that all run at BatchDecision::keep_rate.
 //
 // Interference (a LatencyGuard, optional): every prediction above (G and the load cap) is
-// multiplied by the guard's safety factor F >= 1, read once per decision; F grows when
-// batches run longer than predicted or admitted requests miss their budgets
-// (latency_guard.h). Without a guard F = 1.
+// multiplied by the guard's safety factor F >= 1, and every budgeted bound moved earlier by
+// the guard's reserve ρ of its budget, both read once per decision; F grows when batches run
+// longer than predicted or admitted requests miss their budgets, ρ when they miss
+// (latency_guard.h). Without a guard F = 1, ρ = 0.
 //
 // Thread-safety: Decide() is const and thread-safe; it reads one LatencyModel snapshot and
 // one guard factor per call. Decide(queue, now, table, factor) is a pure function of its
@@ -155,20 +157,22 @@ class BudgetPolicy : public BatchPolicy {
       const Options& options, std::shared_ptr<const LatencyModel> latency_model,
       std::shared_ptr<const LatencyGuard> guard = nullptr);
 
-  // Decide(queue, now, *latency_model->Snapshot(), guard->Factor()).
+  // Decide(queue, now, *latency_model->Snapshot(), guard's F, guard's ρ).
   BatchDecision Decide(const QueueSnapshot& queue, absl::Time now) const override;
 
   // The rule in the file comment, against a fixed table, every prediction multiplied by
-  // `safety_factor` (>= 1; the LatencyGuard's F) in G and in the load cap.
+  // `safety_factor` (>= 1; the LatencyGuard's F) in G and in the load cap, and every
+  // budgeted task's bound moved `reserve` (in [0, 1); the guard's ρ) of its budget earlier.
   BatchDecision Decide(const QueueSnapshot& queue, absl::Time now, const LatencyTable& table,
-                       double safety_factor = 1.0) const;
+                       double safety_factor = 1.0, double reserve = 0.0) const;
 
   // Rule 1b for the new (last) task with the backlog scan starting at free_at: the
   // running batch's predicted end. DEADLINE_EXCEEDED (message as in rule 1b) when the
   // scan loses it; INVALID_ARGUMENT for an unreachable min_keep_rate; OK otherwise.
   absl::Status Admit(const QueueSnapshot& queue, absl::Time now, absl::Time free_at) const override;
   absl::Status Admit(const QueueSnapshot& queue, absl::Time now, absl::Time free_at,
-                     const LatencyTable& table, double safety_factor = 1.0) const;
+                     const LatencyTable& table, double safety_factor = 1.0,
+                     double reserve = 0.0) const;
 
   // G(k, n): the guarded compute time used in every deadline check,
   // predicted × safety_factor × (1 + safety_fraction) + safety_margin.
@@ -182,10 +186,12 @@ class BudgetPolicy : public BatchPolicy {
   // `rejects_only`, stops after rule 1b (no batch is formed) and reports only the last
   // task's rejection (admission of a newcomer).
   BatchDecision DecideFrom(const QueueSnapshot& queue, absl::Time now, absl::Time scan_start,
-                           bool rejects_only, const LatencyTable& table,
-                           double safety_factor) const;
-  // The guard's factor now (1 without a guard).
-  double SafetyFactor() const { return guard_ == nullptr ? 1.0 : guard_->Factor(); }
+                           bool rejects_only, const LatencyTable& table, double safety_factor,
+                           double reserve) const;
+  // The guard's factor and reserve now (1 and 0 without a guard).
+  LatencyGuard::State GuardState() const {
+    return guard_ == nullptr ? LatencyGuard::State() : guard_->GetState();
+  }
 
   BudgetPolicy(const Options& options, std::shared_ptr<const LatencyModel> latency_model,
                std::shared_ptr<const LatencyGuard> guard)

@@ -26,6 +26,15 @@ absl::StatusOr<std::unique_ptr<LatencyGuard>> LatencyGuard::Create(const Options
         absl::StrCat("max_observation_ratio and max_factor must be >= 1, got ",
                      options.max_observation_ratio, " and ", options.max_factor));
   }
+  if (!(options.reserve_step > 0.0) || !(options.max_reserve >= 0.0 && options.max_reserve < 1.0) ||
+      !(options.reserve_target_ratio > 0.0 && options.reserve_target_ratio < 1.0) ||
+      !(options.refusals_per_miss >= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "reserve_step must be > 0, max_reserve in [0, 1), reserve_target_ratio in (0, 1) and "
+        "refusals_per_miss >= 1, got ",
+        options.reserve_step, ", ", options.max_reserve, ", ", options.reserve_target_ratio,
+        " and ", options.refusals_per_miss));
+  }
   return std::unique_ptr<LatencyGuard>(new LatencyGuard(options));
 }
 
@@ -58,12 +67,20 @@ void LatencyGuard::ObserveRequest(absl::Time at, bool met) {
   requests_ = requests_ * decay + 1.0;
   log_boost_ += met ? -options_.miss_step * target / (1.0 - target) : options_.miss_step;
   log_boost_ = std::clamp(log_boost_, 0.0, std::log(options_.max_factor));
+  const double rt = options_.reserve_target_ratio;
+  reserve_ = met ? RelaxedReserve(rt / (1.0 - rt))
+                 : std::min(reserve_ + options_.reserve_step, options_.max_reserve);
+}
+
+double LatencyGuard::RelaxedReserve(double steps) const {
+  return std::max(0.0, reserve_ - options_.reserve_step * steps);
 }
 
 void LatencyGuard::ObserveRefusal(absl::Time at) {
   (void)at;  // the boost is counted per request, not per unit of time
   absl::MutexLock lock(&mu_);
   log_boost_ = std::max(0.0, log_boost_ - options_.miss_step);
+  reserve_ = RelaxedReserve(1.0 / options_.refusals_per_miss);
 }
 
 double LatencyGuard::FactorLocked() const {
@@ -76,12 +93,18 @@ double LatencyGuard::Factor() const {
   return FactorLocked();
 }
 
+double LatencyGuard::Reserve() const {
+  absl::MutexLock lock(&mu_);
+  return reserve_;
+}
+
 LatencyGuard::State LatencyGuard::GetState() const {
   absl::MutexLock lock(&mu_);
   State state;
   state.factor = FactorLocked();
   state.gap = predicted_sum_ > 0.0 ? observed_sum_ / predicted_sum_ : 1.0;
   state.boost = std::exp(log_boost_);
+  state.reserve = reserve_;
   state.miss_ratio = requests_ > 0.0 ? misses_ / requests_ : 0.0;
   return state;
 }

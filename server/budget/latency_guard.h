@@ -7,8 +7,9 @@
 // interference (other processes on the cores, a heavy client on the same machine) batches
 // take longer than predicted and time outside the measured compute (thread wake-ups,
 // decoding on the gRPC threads) grows: admitted requests miss their budgets. The guard
-// watches two signals and turns them into one safety factor F >= 1 that multiplies every
-// prediction the budget policy uses (its deadline checks and its load cap):
+// watches two signals and turns them into a safety factor F >= 1 that multiplies every
+// prediction the budget policy uses (its deadline checks and its load cap), and a reserve
+// ρ in [0, 1): the share of each budget the policy keeps free at its end:
 //
 //   gap g    observed / predicted compute over recent batches: the ratio of two sums
 //            decayed with time constant gap_window (so a long batch weighs more), each
@@ -27,6 +28,26 @@
 //            refusals. Without this, misses a larger factor cannot prevent (stalls of the
 //            whole machine) drove b to its maximum and the policy refused most requests.
 //   F = min(max_factor, max(1, g) × b).
+//   reserve ρ  integral control on the same misses, as a fraction of each request's budget
+//            that the policy keeps free at the end: it plans every budgeted request to finish
+//            by deadline − ρ × budget. Every admitted budgeted request moves ρ by
+//            +reserve_step when it missed and by −reserve_step × rt/(1 − rt) when it met its
+//            budget, rt = reserve_target_ratio (0.2 %: one miss is undone by 499 met
+//            requests); a refusal takes back 1/refusals_per_miss (50) of a miss step, so
+//            ρ also relaxes while everything is refused (without that, a reserve raised by
+//            misses at start-up could refuse every later request and never learn otherwise;
+//            with 500 refusals/s the cap is gone in 3 s), and the reserve buys one miss fewer
+//            with at most ~50 refusals. ρ in
+//            [0, max_reserve]. F scales the compute predictions (throughput falls with it);
+//            ρ is additive time: it covers what happens outside the batch (the response
+//            path, the client's receive thread, threads preempted around a batch), which
+//            grows under CPU interference whatever the batch size, and costs throughput only
+//            where requests would otherwise use their budget's last ρ. Its target is below
+//            target_miss_ratio because the server sees only part of the misses: on a 2-core
+//            VM with a one-thread CPU hog and the client on the same cores, about half of the
+//            client's misses were answered by the server in time and arrived late
+//            (docs/scheduler.md). max_reserve bounds the refusals that misses no reserve can
+//            prevent may cause.
 //
 // It also keeps the recent miss ratio for metrics: misses / requests, both sums decayed with
 // time constant miss_window.
@@ -65,12 +86,21 @@ class LatencyGuard {
     absl::Duration miss_window = absl::Seconds(2);
     // Upper bound of the factor (and of the boost alone), >= 1.
     double max_factor = 3.0;
+    // Reserve (fraction of a request's budget) added per missed budget, > 0; 0.01 = 1 %.
+    double reserve_step = 0.01;
+    // The miss ratio (server-seen) the reserve steers toward, in (0, 1).
+    double reserve_target_ratio = 0.002;
+    // Upper bound of the reserve, in [0, 1).
+    double max_reserve = 0.3;
+    // A refusal lowers the reserve by reserve_step / refusals_per_miss, >= 1.
+    double refusals_per_miss = 50.0;
   };
 
   struct State {
     double factor = 1.0;      // F
     double gap = 1.0;         // g (1 before any batch)
     double boost = 1.0;       // b
+    double reserve = 0.0;     // ρ
     double miss_ratio = 0.0;  // recent misses / admitted budgeted requests (0 before any)
   };
 
@@ -85,11 +115,14 @@ class LatencyGuard {
   // expired in the queue missed).
   void ObserveRequest(absl::Time at, bool met);
 
-  // One budgeted request the policy refused at once (budget judged unmeetable), at `at`.
+  // One budgeted request the policy refused at once (budget judged unmeetable), at `at`:
+  // lowers the boost by one miss step and the reserve by 1/refusals_per_miss of one.
   void ObserveRefusal(absl::Time at);
 
   // F, the multiplier for predicted compute times.
   double Factor() const;
+  // ρ, the fraction of each budget kept free at its end.
+  double Reserve() const;
   State GetState() const;
 
  private:
@@ -97,6 +130,8 @@ class LatencyGuard {
   // exp(-(at - last) / window), advancing `last` to `at` (never backwards).
   static double Decay(absl::Time at, absl::Duration window, absl::Time& last);
   double FactorLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The reserve lowered by `steps` reserve steps, not below 0.
+  double RelaxedReserve(double steps) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   mutable absl::Mutex mu_;
@@ -104,6 +139,7 @@ class LatencyGuard {
   double predicted_sum_ ABSL_GUARDED_BY(mu_) = 0.0;  // decayed seconds
   absl::Time last_batch_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   double log_boost_ ABSL_GUARDED_BY(mu_) = 0.0;
+  double reserve_ ABSL_GUARDED_BY(mu_) = 0.0;
   double misses_ ABSL_GUARDED_BY(mu_) = 0.0;    // decayed count
   double requests_ ABSL_GUARDED_BY(mu_) = 0.0;  // decayed count
   absl::Time last_request_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();

@@ -204,6 +204,7 @@ struct ModelMetrics {
   std::atomic<Gauge*> arrival_rate{nullptr};  // budget scheduler only: created on first use
   std::atomic<Gauge*> keep_rate_cap{nullptr};
   std::atomic<Gauge*> safety_factor{nullptr};  // budget scheduler with a guard only
+  std::atomic<Gauge*> reserve{nullptr};
   std::atomic<Gauge*> miss_ratio{nullptr};
   // [method index][grpc code]
   std::array<std::array<std::atomic<Counter*>, kNumGrpcCodes>, kNumMethods + 1> requests{};
@@ -269,6 +270,9 @@ class ServerMetricsImpl : public ServerMetrics {
         safety_factor_(Build<prometheus::Gauge>(
             "vitserve_latency_safety_factor",
             "Multiplier (>= 1) the budget scheduler applies to predicted compute times.")),
+        reserve_(Build<prometheus::Gauge>(
+            "vitserve_budget_reserve_ratio",
+            "Fraction (0-1) of each budget the budget scheduler keeps free at its end.")),
         miss_ratio_(Build<prometheus::Gauge>(
             "vitserve_budget_miss_ratio",
             "Recent ratio (0-1) of admitted budgeted requests that missed their budget.")),
@@ -410,22 +414,21 @@ class ServerMetricsImpl : public ServerMetrics {
 
   void SetLoad(const std::string& model, double arrival_rate, float keep_rate_cap) override {
     ModelMetrics& m = Model(model);
-    Lazy(m.arrival_rate, [&]() -> Gauge& {
-      return arrival_rate_.Add({{"model", m.label}});
-    }).Set(arrival_rate);
-    Lazy(m.keep_rate_cap, [&]() -> Gauge& {
-      return keep_rate_cap_.Add({{"model", m.label}});
-    }).Set(static_cast<double>(keep_rate_cap));
+    ModelGauge(m, m.arrival_rate, arrival_rate_).Set(arrival_rate);
+    ModelGauge(m, m.keep_rate_cap, keep_rate_cap_).Set(static_cast<double>(keep_rate_cap));
   }
 
-  void SetLatencyGuard(const std::string& model, double safety_factor, double miss_ratio) override {
+  void SetLatencyGuard(const std::string& model, double safety_factor, double reserve,
+                       double miss_ratio) override {
     ModelMetrics& m = Model(model);
-    Lazy(m.safety_factor, [&]() -> Gauge& {
-      return safety_factor_.Add({{"model", m.label}});
-    }).Set(safety_factor);
-    Lazy(m.miss_ratio, [&]() -> Gauge& {
-      return miss_ratio_.Add({{"model", m.label}});
-    }).Set(miss_ratio);
+    ModelGauge(m, m.safety_factor, safety_factor_).Set(safety_factor);
+    ModelGauge(m, m.reserve, reserve_).Set(reserve);
+    ModelGauge(m, m.miss_ratio, miss_ratio_).Set(miss_ratio);
+  }
+
+  // The model's gauge of `family`, added on first use.
+  static Gauge& ModelGauge(ModelMetrics& m, std::atomic<Gauge*>& slot, Family<Gauge>& family) {
+    return Lazy(slot, [&]() -> Gauge& { return family.Add({{"model", m.label}}); });
   }
 
   void AddInFlight(int64_t delta) override {
@@ -557,6 +560,7 @@ class ServerMetricsImpl : public ServerMetrics {
   Family<Gauge>& arrival_rate_;
   Family<Gauge>& keep_rate_cap_;
   Family<Gauge>& safety_factor_;
+  Family<Gauge>& reserve_;
   Family<Gauge>& miss_ratio_;
   Family<Gauge>& in_flight_;
   Family<Gauge>& model_info_;

@@ -112,8 +112,9 @@ class ServerMetrics {
   virtual void SetLoad(const std::string& model, double arrival_rate, float keep_rate_cap) = 0;
   // The budget scheduler's interference guard (server/budget/latency_guard.h), per model:
   //   vitserve_latency_safety_factor{model}  multiplier on predicted compute (>= 1)
+  //   vitserve_budget_reserve_ratio{model}   fraction (0-1) of each budget kept free at its end
   //   vitserve_budget_miss_ratio{model}      recent missed / admitted budgeted requests (0-1)
-  virtual void SetLatencyGuard(const std::string& model, double safety_factor,
+  virtual void SetLatencyGuard(const std::string& model, double safety_factor, double reserve,
                                double miss_ratio) = 0;
   // vitserve_in_flight_requests: admitted and not yet answered, all models.
   virtual void AddInFlight(int64_t delta) = 0;

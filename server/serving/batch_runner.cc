@@ -128,7 +128,7 @@ void BatchRunner::RecordBatch(ModelState& model, float keep_rate, int batch_size
                                       options_.num_batch_threads));
     if (model.guard != nullptr) {
       const LatencyGuard::State guard = model.guard->GetState();
-      metrics_->SetLatencyGuard(model.name, guard.factor, guard.miss_ratio);
+      metrics_->SetLatencyGuard(model.name, guard.factor, guard.reserve, guard.miss_ratio);
     }
   }
   if (outcome.results.ok()) {

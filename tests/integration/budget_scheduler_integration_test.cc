@@ -80,7 +80,10 @@ class BudgetSchedulerTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<Subprocess>> p =
         Subprocess::Start({VITSERVE_BINARY, absl::StrCat("--model_repository=", repo),
                            "--host=127.0.0.1", "--port=0", "--metrics_port=-1", "--threads=1",
-                           "--scheduler=budget", "--sweep_time_cap_s=10", "--max_queue_delay_ms=2"},
+                           "--scheduler=budget", "--sweep_time_cap_s=10", "--max_queue_delay_ms=2",
+                           // No latency guard (its factor and reserve are not in ModelInfo):
+                           // the tests compute the server's guarded times from the table.
+                           "--budget_miss_target=0"},
                           *stderr_path_);
     ASSERT_TRUE(p.ok()) << p.status();
     process_ = p->release();
@@ -222,12 +225,8 @@ double GuardedMsAt(const vitserve::v1::ModelInfo& info, float keep_rate, uint32_
 // the whole burst, as it should. The burst is therefore tried a few times; a server that
 // never serves any of them still fails.
 TEST_F(BudgetSchedulerTest, TightBudgetsInABurstAreMetBelowFullKeepRate) {
-  double dense_ms = 0, min_ms = 0;
+  double dense_ms = 0, min_ms = 0, budget_ms = 0;
   vitserve::v1::ModelInfo info;
-  GuardedTimesMs(&dense_ms, &min_ms, &info);
-  ASSERT_LT(min_ms, dense_ms) << "the model is not faster at its minimum keep-rate";
-  // Between the two: met only below 1.0 even alone; more room than the minimum needs.
-  const double budget_ms = min_ms + 0.75 * (dense_ms - min_ms);
   constexpr int kBurst = 24;
   // Usually one or two requests of the first burst fit; the rest are refused at once.
   // The admitted one must start within ~2 ms of arriving while 24 client threads share
@@ -240,6 +239,16 @@ TEST_F(BudgetSchedulerTest, TightBudgetsInABurstAreMetBelowFullKeepRate) {
   std::string first_refusal;
   for (int attempt = 0; attempt < kAttempts && accepted.empty(); ++attempt) {
     if (attempt > 0) absl::SleepFor(absl::Milliseconds(50));
+    // The server refines its table as batches run: read it again before every burst.
+    GuardedTimesMs(&dense_ms, &min_ms, &info);
+    ASSERT_LT(min_ms, dense_ms) << "the model is not faster at its minimum keep-rate";
+    // Between the two: met only below 1.0 even alone; more room than the minimum needs.
+    // 85 % of the way to the dense time (it was 75 %, and the server ran its latency guard:
+    // under ctest -j2 the remaining 9.48 ms once fell under a guarded minimum of 9.65 ms and
+    // every burst was refused; with --gtest_repeat=3 the guard's factor reached 1.5 and the
+    // second repeat failed the same way). 1.0 stays out of reach: the budget is below the
+    // guarded dense time and the remaining budget only shrinks from here.
+    budget_ms = min_ms + 0.85 * (dense_ms - min_ms);
     absl::Mutex mu;
     std::vector<grpc::Status> statuses;
     std::vector<std::thread> threads;

@@ -432,6 +432,10 @@ TEST_F(ServerIntegrationTest, MetricsEndpointServesVitserveMetrics) {
   EXPECT_THAT(*page, HasSubstr("vitserve_requests_total{"));
   EXPECT_THAT(*page, HasSubstr("code=\"OK\""));
   EXPECT_THAT(*page, HasSubstr("vitserve_batch_size"));
+  // The budget scheduler's latency guard (on by default) exports its state after a batch.
+  EXPECT_THAT(*page, HasSubstr("vitserve_latency_safety_factor{"));
+  EXPECT_THAT(*page, HasSubstr("vitserve_budget_reserve_ratio{"));
+  EXPECT_THAT(*page, HasSubstr("vitserve_budget_miss_ratio{"));
 }
 
 #ifdef VITCLIENT_BINARY

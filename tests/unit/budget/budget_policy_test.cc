@@ -461,6 +461,58 @@ TEST(BudgetPolicyTest, PolicyReadsItsGuardsFactorAtEveryDecision) {
             absl::StatusCode::kDeadlineExceeded);
 }
 
+// The guard's reserve ρ moves every budgeted bound ρ × budget earlier, in Decide and in Admit.
+TEST(BudgetPolicyTest, ReserveKeepsTheEndOfEveryBudgetFree) {
+  auto policy = MakePolicy(ExactOptions());
+  auto table = GpuModel()->Snapshot();
+  // 12.5 ms budget: 1.0 (10 ms) fits alone; keeping 10 % free leaves 11.25 ms (1.0 fits),
+  // 30 % leaves 8.75 ms (0.8, 8 ms), 50 % 6.25 ms (0.6, 6 ms), 60 % 5 ms (nothing).
+  std::vector<QueuedTask> tasks = {Flexible(kT0, absl::Microseconds(12500))};
+  const QueueSnapshot queue{"model", tasks, /*draining=*/true};
+  EXPECT_FLOAT_EQ(policy->Decide(queue, kT0, *table, 1.0, 0.0).keep_rate, 1.0f);
+  EXPECT_FLOAT_EQ(policy->Decide(queue, kT0, *table, 1.0, 0.1).keep_rate, 1.0f);
+  EXPECT_FLOAT_EQ(policy->Decide(queue, kT0, *table, 1.0, 0.3).keep_rate, 0.8f);
+  EXPECT_FLOAT_EQ(policy->Decide(queue, kT0, *table, 1.0, 0.5).keep_rate, 0.6f);
+  BatchDecision refused = policy->Decide(queue, kT0, *table, 1.0, 0.6);
+  EXPECT_THAT(refused.batch, IsEmpty());
+  ASSERT_EQ(refused.reject.size(), 1u);
+  EXPECT_EQ(refused.reject[0].second.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(refused.reject[0].second.message(), HasSubstr("60 % of the budget kept in reserve"));
+  // The reserve is a fraction of each task's own budget (from its enqueue time): a task
+  // queued 5 ms before now with 17.5 ms in all has 12.5 ms left; 30 % of 17.5 = 5.25 ms
+  // kept leaves 7.25 ms: 0.6.
+  std::vector<QueuedTask> older = {Flexible(kT0, absl::Microseconds(17500))};
+  const QueueSnapshot waited{"model", older, /*draining=*/true};
+  EXPECT_FLOAT_EQ(policy->Decide(waited, kT0 + absl::Milliseconds(5), *table, 1.0, 0.3).keep_rate,
+                  0.6f);
+  // Admission too: behind a batch ending at +3 ms, 9.5 ms leaves 6.5 ms (0.6 fits) and
+  // with 20 % kept 4.6 ms (refused).
+  std::vector<QueuedTask> arrival = {Flexible(kT0, absl::Microseconds(9500))};
+  const QueueSnapshot newcomer{"model", arrival, false};
+  const absl::Time free_at = kT0 + absl::Milliseconds(3);
+  EXPECT_TRUE(policy->Admit(newcomer, kT0, free_at, *table, 1.0, 0.0).ok());
+  EXPECT_EQ(policy->Admit(newcomer, kT0, free_at, *table, 1.0, 0.2).code(),
+            absl::StatusCode::kDeadlineExceeded);
+  // A task without a budget is untouched.
+  std::vector<QueuedTask> unbudgeted = {Flexible(kT0, absl::ZeroDuration())};
+  EXPECT_FLOAT_EQ(
+      policy->Decide(QueueSnapshot{"model", unbudgeted, true}, kT0, *table, 1.0, 0.6).keep_rate,
+      1.0f);
+}
+
+TEST(BudgetPolicyTest, PolicyReadsItsGuardsReserveAtEveryDecision) {
+  LatencyGuard::Options guard_options;
+  guard_options.miss_step = 1e-9;  // the factor stays 1: only the reserve acts
+  auto guard = std::shared_ptr<LatencyGuard>(std::move(*LatencyGuard::Create(guard_options)));
+  auto policy = BudgetPolicy::Create(ExactOptions(), GpuModel(), guard);
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  std::vector<QueuedTask> tasks = {Flexible(kT0, absl::Microseconds(12500))};
+  EXPECT_FLOAT_EQ(Decide(**policy, tasks, kT0, /*draining=*/true).keep_rate, 1.0f);
+  for (int i = 0; i < 30; ++i) guard->ObserveRequest(kT0, /*met=*/false);  // ρ = 0.3
+  EXPECT_NEAR(guard->Factor(), 1.0, 1e-6);
+  EXPECT_FLOAT_EQ(Decide(**policy, tasks, kT0, /*draining=*/true).keep_rate, 0.8f);
+}
+
 TEST(BudgetPolicyTest, MinKeepRateIsRespectedByRejectingRatherThanServingBelowIt) {
   auto policy = MakePolicy(ExactOptions());
   // 7 ms: 0.6 (6 ms) would fit, but the request allows no less than 0.7 -> level 0.8.

@@ -49,6 +49,18 @@ TEST(LatencyGuardTest, CreateValidatesOptions) {
   bad = {};
   bad.max_factor = 0.5;
   EXPECT_THAT(LatencyGuard::Create(bad).status().message(), HasSubstr("max_factor"));
+  bad = {};
+  bad.reserve_step = 0.0;
+  EXPECT_THAT(LatencyGuard::Create(bad).status().message(), HasSubstr("reserve_step"));
+  bad = {};
+  bad.max_reserve = 1.0;
+  EXPECT_THAT(LatencyGuard::Create(bad).status().message(), HasSubstr("max_reserve"));
+  bad = {};
+  bad.refusals_per_miss = 0.5;
+  EXPECT_THAT(LatencyGuard::Create(bad).status().message(), HasSubstr("refusals_per_miss"));
+  bad = {};
+  bad.reserve_target_ratio = 0.0;
+  EXPECT_THAT(LatencyGuard::Create(bad).status().message(), HasSubstr("reserve_target_ratio"));
   EXPECT_TRUE(LatencyGuard::Create({}).ok());
 }
 
@@ -58,6 +70,8 @@ TEST(LatencyGuardTest, StartsNeutral) {
   EXPECT_EQ(s.factor, 1.0);
   EXPECT_EQ(s.gap, 1.0);
   EXPECT_EQ(s.boost, 1.0);
+  EXPECT_EQ(s.reserve, 0.0);
+  EXPECT_EQ(guard->Reserve(), 0.0);
   EXPECT_EQ(s.miss_ratio, 0.0);
 }
 
@@ -167,6 +181,58 @@ TEST(LatencyGuardTest, FactorIsCappedAndCombinesGapAndBoost) {
   RunRequests(*guard, clock, 100, absl::Milliseconds(5), 1);  // boost capped at 2.5
   EXPECT_NEAR(guard->GetState().boost, 2.5, 1e-9);
   EXPECT_EQ(guard->Factor(), 2.5);
+}
+
+// The reserve: +1 % of the budget per miss, −1 % × 0.002/0.998 per met request.
+constexpr double kRelax = 0.01 * 0.002 / 0.998;
+
+TEST(LatencyGuardTest, MissesRaiseTheReserveAndMetRequestsTakeItBack) {
+  FakeClock clock;
+  auto guard = MakeGuard();
+  RunRequests(*guard, clock, 10, absl::Milliseconds(2), 1);  // 10 misses
+  EXPECT_NEAR(guard->Reserve(), 0.10, 1e-12);
+  // 499 met requests undo one miss.
+  RunRequests(*guard, clock, 499, absl::Milliseconds(2), 0);
+  EXPECT_NEAR(guard->Reserve(), 0.09, 1e-9);
+  // At its target (one miss in 500) it holds.
+  RunRequests(*guard, clock, 5000, absl::Milliseconds(2), 500);
+  EXPECT_NEAR(guard->Reserve(), 0.09, 1e-6);
+  // Without misses, 500 requests/s: 0.09 is gone after 0.09 / (500 × kRelax) = 9 s, and it
+  // never goes below 0.
+  RunRequests(*guard, clock, 4480, absl::Milliseconds(2), 0);
+  EXPECT_GT(guard->Reserve(), 0.0);
+  RunRequests(*guard, clock, 40, absl::Milliseconds(2), 0);
+  EXPECT_EQ(guard->Reserve(), 0.0);
+  EXPECT_EQ(guard->GetState().reserve, 0.0);
+}
+
+// A CPU hog: 10 % of 500 requests/s miss. Within the first 100 ms (5 misses) the policy
+// keeps ~5 % of every budget free; it stops at max_reserve whatever the misses.
+TEST(LatencyGuardTest, ReserveFollowsAMissBurstWithinASecondUpToItsCap) {
+  FakeClock clock;
+  LatencyGuard::Options options;
+  options.max_reserve = 0.25;
+  auto guard = MakeGuard(options);
+  RunRequests(*guard, clock, 50, absl::Milliseconds(2), 10);
+  // 5 misses; the 9 met requests before the first find the reserve at 0, 36 follow misses.
+  EXPECT_NEAR(guard->Reserve(), 0.05 - 36 * kRelax, 1e-9);
+  RunRequests(*guard, clock, 450, absl::Milliseconds(2), 10);
+  EXPECT_EQ(guard->Reserve(), 0.25);
+  // The factor's boost is a separate controller on the same misses.
+  EXPECT_GT(guard->GetState().boost, 1.0);
+}
+
+// A reserve raised by misses (here at start-up) must not lock the policy into refusing
+// everything: each refusal takes back 1/50 of a miss step.
+TEST(LatencyGuardTest, RefusalsRelaxTheReserve) {
+  FakeClock clock;
+  auto guard = MakeGuard();
+  RunRequests(*guard, clock, 45, absl::Milliseconds(2), 1);  // 45 misses: the cap, 0.3
+  EXPECT_NEAR(guard->Reserve(), 0.3, 1e-12);
+  for (int i = 0; i < 1000; ++i) guard->ObserveRefusal(clock.Now());
+  EXPECT_NEAR(guard->Reserve(), 0.1, 1e-9);
+  for (int i = 0; i < 501; ++i) guard->ObserveRefusal(clock.Now());
+  EXPECT_EQ(guard->Reserve(), 0.0);
 }
 
 TEST(LatencyGuardTest, MissRatioIsAnExponentiallyWeightedWindow) {

@@ -146,7 +146,7 @@ void FillEverything(ServerMetrics& m) {
   }
   m.SetQueueDepth("deit_s_evit", 3);
   m.SetLoad("deit_s_evit", 120.0, 0.7f);
-  m.SetLatencyGuard("deit_s_evit", 1.4, 0.012);
+  m.SetLatencyGuard("deit_s_evit", 1.4, 0.05, 0.012);
   m.AddInFlight(2);
   m.OnLatencyPrediction("deit_s_evit", 0.010, 0.012);
   m.OnLatencyPrediction("deit_s_evit", 0.010, 0.009);
@@ -196,6 +196,7 @@ TEST(ServerMetricsTest, PromtoolCheckMetricsReportsNothing) {
                              "vitserve_arrival_rate",
                              "vitserve_keep_rate_cap",
                              "vitserve_latency_safety_factor",
+                             "vitserve_budget_reserve_ratio",
                              "vitserve_budget_miss_ratio",
                              "vitserve_in_flight_requests",
                              "vitserve_model_info",
@@ -366,8 +367,8 @@ TEST(ServerMetricsTest, GaugesLatencyModelAndShadow) {
   m->SetQueueDepth("a", 4);
   m->SetLoad("a", 1600.0, 0.3f);
   m->SetLoad("a", 850.5, 0.8f);
-  m->SetLatencyGuard("a", 2.0, 0.5);
-  m->SetLatencyGuard("a", 1.25, 0.004);
+  m->SetLatencyGuard("a", 2.0, 0.3, 0.5);
+  m->SetLatencyGuard("a", 1.25, 0.02, 0.004);
   m->AddInFlight(3);
   m->AddInFlight(-1);
   m->OnLatencyPrediction("a", 0.010, 0.015);         // under-predicted by 5 ms (50 %)
@@ -383,6 +384,7 @@ TEST(ServerMetricsTest, GaugesLatencyModelAndShadow) {
   EXPECT_EQ(Value(s, "vitserve_arrival_rate", {{"model", "a"}}), 850.5);
   EXPECT_FLOAT_EQ(Value(s, "vitserve_keep_rate_cap", {{"model", "a"}}), 0.8f);
   EXPECT_EQ(Value(s, "vitserve_latency_safety_factor", {{"model", "a"}}), 1.25);
+  EXPECT_EQ(Value(s, "vitserve_budget_reserve_ratio", {{"model", "a"}}), 0.02);
   EXPECT_EQ(Value(s, "vitserve_budget_miss_ratio", {{"model", "a"}}), 0.004);
   EXPECT_EQ(Value(s, "vitserve_in_flight_requests"), 2);
   EXPECT_EQ(Value(s, "vitserve_latency_model_predictions_total",
