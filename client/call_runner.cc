@@ -11,7 +11,7 @@
 #include "absl/time/clock.h"
 #include "client/bench_report.h"
 #include "client/client_flags.h"
-#include "server/tls/tls_credentials.h"
+#include "server/rpc/tls/tls_credentials.h"
 
 namespace vitserve::client {
 

@@ -43,7 +43,7 @@
 #include "server/rpc/oip_core.h"
 #include "server/rpc/oip_grpc_service.h"
 #include "server/rpc/oip_http_server.h"
-#include "server/tls/tls_credentials.h"
+#include "server/rpc/tls/tls_credentials.h"
 #include "server/util/cli_usage.h"
 #include "server/util/clock.h"
 #include "server/util/malloc_tuning.h"

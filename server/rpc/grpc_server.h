@@ -57,7 +57,7 @@ struct GrpcServerOptions {
   absl::Duration max_connection_age_grace = absl::Seconds(30);
   // Server reflection (grpcurl, grpc_cli).
   bool enable_reflection = true;
-  // Transport security (server/tls/tls_credentials.h); null = plaintext.
+  // Transport security (server/rpc/tls/tls_credentials.h); null = plaintext.
   std::shared_ptr<grpc::ServerCredentials> credentials;
   // More services on the same port (e.g. inference.GRPCInferenceService); not owned.
   std::vector<grpc::Service*> extra_services;

@@ -1,4 +1,4 @@
-#include "server/tls/tls_credentials.h"
+#include "server/rpc/tls/tls_credentials.h"
 
 #include <fstream>
 #include <sstream>

@@ -8,8 +8,8 @@
 //
 // Test CA and certificates: docs/production.md ("TLS and mutual TLS") has the openssl
 // commands; tests/integration/tls_integration_test.cc generates its own with them.
-#ifndef VITSERVE_SERVER_TLS_TLS_CREDENTIALS_H_
-#define VITSERVE_SERVER_TLS_TLS_CREDENTIALS_H_
+#ifndef VITSERVE_SERVER_RPC_TLS_TLS_CREDENTIALS_H_
+#define VITSERVE_SERVER_RPC_TLS_TLS_CREDENTIALS_H_
 
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
@@ -52,4 +52,4 @@ absl::StatusOr<std::string> ReadPemFile(const std::string& path, const std::stri
 
 }  // namespace vitserve
 
-#endif  // VITSERVE_SERVER_TLS_TLS_CREDENTIALS_H_
+#endif  // VITSERVE_SERVER_RPC_TLS_TLS_CREDENTIALS_H_
