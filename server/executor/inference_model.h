@@ -68,8 +68,8 @@ struct ModelLoadOptions {
   int max_sub_batch = 8;
   // Threads one CPU forward of this model splits across, set on the calling thread for
   // each forward (server/pruning/task_pool.h, ScopedIntraOpThreads), so models loaded
-  // with different counts keep theirs. > 0 also sets LibTorch's process-wide count
-  // (at::set_num_threads) for work outside the forward. 0 = LibTorch's count at load.
+  // with different counts keep theirs; loading changes no process-wide setting.
+  // 0 = LibTorch's count (at::get_num_threads) at load.
   int intra_op_threads = 0;
   // CPU float32: time the GEMM kernels per linear-layer shape at load and run the faster
   // (server/pruning/gemm_plan.h); false = oneDNN everywhere, nothing timed.

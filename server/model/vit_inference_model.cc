@@ -329,7 +329,8 @@ absl::StatusOr<std::unique_ptr<InferenceModel>> CreateInferenceModel(
   absl::StatusOr<std::unique_ptr<TokenPruner>> pruner =
       CreateTokenPruner(spec.arch, spec.pruning, pruner_options);
   if (!pruner.ok()) return pruner.status();
-  if (opts.intra_op_threads > 0) at::set_num_threads(opts.intra_op_threads);
+  // Per forward (ScopedIntraOpThreads in Run), never process-wide: loading a model must not
+  // change another model's thread count.
   const int intra_op_threads =
       opts.intra_op_threads > 0 ? opts.intra_op_threads : at::get_num_threads();
   try {

@@ -1,5 +1,6 @@
 #include "server/executor/inference_model.h"
 
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -145,6 +146,27 @@ TEST(InferenceModelTest, SubBatchesGiveTheSameLogitsAsOneBatch) {
   ASSERT_EQ(rb->size(), 5u);
   EXPECT_LE(MaxDiff(*ra, *rb), 1e-4f);
   EXPECT_EQ((*ra)[4].tokens_per_stage, (*rb)[4].tokens_per_stage);
+}
+
+// Issue #21: loading a model changes no process-wide thread count (the last model loaded
+// used to win), and models with different counts run side by side with equal results.
+TEST(InferenceModelTest, ThreadCountsArePerModelNotProcessWide) {
+  const ModelSpec spec = TinySpec(Method::kEViT);
+  const StateDict w = RandomWeights(spec, 9);
+  const int before = at::get_num_threads();
+  ModelLoadOptions one;
+  one.intra_op_threads = 1;
+  ModelLoadOptions three;
+  three.intra_op_threads = before == 3 ? 2 : 3;
+  auto a = MustCreate(spec, w, one);
+  auto b = MustCreate(spec, w, three);
+  EXPECT_EQ(at::get_num_threads(), before);
+  auto images = RandomImages(4, 10);
+  auto ra = a->Run(Ptrs(images), 0.7f);
+  auto rb = b->Run(Ptrs(images), 0.7f);
+  ASSERT_TRUE(ra.ok() && rb.ok());
+  EXPECT_LE(MaxDiff(*ra, *rb), 1e-4f);
+  EXPECT_EQ(at::get_num_threads(), before);
 }
 
 TEST(InferenceModelTest, DeterministicAcrossRunsAndThreads) {
