@@ -27,9 +27,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/metrics/server_metrics.h"
-#include "server/util/clock.h"
 #include "server/serving/serving_core.h"
 #include "server/serving/serving_options.h"
+#include "server/util/clock.h"
 #include "vitserve/v1/inference.grpc.pb.h"
 #include "vitserve/v1/inference.pb.h"
 

@@ -16,10 +16,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/metrics/server_metrics.h"
-#include "server/util/clock.h"
 #include "server/serving/inference_task.h"
 #include "server/serving/model_registry.h"
 #include "server/serving/serving_options.h"
+#include "server/util/clock.h"
 
 namespace vitserve {
 

@@ -6,8 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/budget/latency_sweep.h"
-#include "server/spec/cost_model.h"
 #include "server/serving/model_info.h"
+#include "server/spec/cost_model.h"
 
 namespace vitserve {
 namespace {

@@ -10,9 +10,9 @@
 #include "server/budget/budget_policy.h"
 #include "server/budget/latency_guard.h"
 #include "server/budget/latency_model.h"
-#include "server/util/clock.h"
 #include "server/executor/inference_model.h"
 #include "server/serving/serving_options.h"
+#include "server/util/clock.h"
 
 namespace vitserve {
 

@@ -4,11 +4,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "server/spec/cost_model.h"
 #include "server/serving/classify_logic.h"
 #include "server/serving/model_info.h"
 #include "server/serving/spec_compat.h"
 #include "server/serving/warm_up.h"
+#include "server/spec/cost_model.h"
 
 namespace vitserve {
 namespace {

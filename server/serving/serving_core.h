@@ -55,11 +55,11 @@
 #include "absl/time/time.h"
 #include "server/budget/latency_model.h"
 #include "server/metrics/server_metrics.h"
-#include "server/util/clock.h"
 #include "server/serving/batch_runner.h"
 #include "server/serving/inference_task.h"
 #include "server/serving/model_registry.h"
 #include "server/serving/serving_options.h"
+#include "server/util/clock.h"
 #include "vitserve/v1/inference.pb.h"
 
 namespace vitserve {

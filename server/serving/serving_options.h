@@ -9,8 +9,8 @@
 #include <string>
 
 #include "absl/time/time.h"
-#include "server/preprocess/preprocessor.h"
 #include "server/executor/inference_model.h"
+#include "server/preprocess/preprocessor.h"
 
 namespace vitserve {
 

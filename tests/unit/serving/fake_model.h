@@ -10,8 +10,8 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "server/spec/cost_model.h"
 #include "server/executor/inference_model.h"
+#include "server/spec/cost_model.h"
 #include "vitserve/v1/inference.pb.h"
 
 namespace vitserve {
