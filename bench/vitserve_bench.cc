@@ -43,6 +43,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "server/checkpoint/model_repository.h"
 #include "server/model/vit_inference_model.h"
@@ -272,6 +273,9 @@ int Main() {
                    model.status().ToString().c_str());
       return 1;
     }
+    // Which GEMM kernel the load-time timing picked per shape (stderr: scripts read stdout).
+    std::fprintf(stderr, "%s kernel choices: %s\n", std::string(MethodName(c.method)).c_str(),
+                 absl::StrJoin((*model)->kernel_choices(), "; ").c_str());
     Row row;
     row.config = c;
     absl::StatusOr<CostEstimate> cost =

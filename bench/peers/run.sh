@@ -9,8 +9,10 @@
 # Environment: ROUNDS (3), SECONDS_PER_CELL (0.5), THREADS (1,2), BATCHES (1,8),
 #   METHODS (dense,dynamicvit,evit,tome), KEEP (0.7), MODELS (deit_s,fashion-vit),
 #   OUT (bench/results/peers-cpu.md), LABEL (free text put in the results header, e.g.
-#   "ONEDNN_MAX_CPU_ISA=AVX2"), BASELINE_BENCH (a second vitserve_bench binary, e.g. one
-#   built from an earlier commit: measured in the same rounds as the column "base").
+#   "ONEDNN_MAX_CPU_ISA=AVX2"), BASELINE_BENCH (a second vitserve_bench command, e.g. a binary
+#   built from an earlier commit, or this build capped to AVX2:
+#   "env ONEDNN_MAX_CPU_ISA=AVX2 build/bench/vitserve_bench --max_packed_isa=avx2"; split on
+#   spaces; measured in the same rounds as the column "base").
 #   Anything else in the environment (ONEDNN_MAX_CPU_ISA,
 #   VITSERVE_*) reaches every process.
 # Models: deit_s = DeiT-S 224 with random weights from a fixed seed (vitserve_bench draws its
@@ -55,10 +57,10 @@ run_impl() {  # impl model threads round
   local impl=$1 model=$2 t=$3 r=$4 f="${TMP}/runs/$1.$2.t$3.r$4.jsonl"
   case "${impl}" in
     vitserve|base)
-      local config=() bin="${BENCH}"
-      [[ ${impl} == base ]] && bin="${BASELINE_BENCH}"
+      local config=() bin=("${BENCH}")
+      [[ ${impl} == base ]] && read -r -a bin <<< "${BASELINE_BENCH}"
       [[ ${model} == deit_s ]] || config=(--config="${ROOT}/models/${model}/config.pbtxt")
-      OMP_NUM_THREADS=${t} "${bin}" --threads="${t}" --streams=1 --batch_sizes="${BATCHES}" \
+      OMP_NUM_THREADS=${t} "${bin[@]}" --threads="${t}" --streams=1 --batch_sizes="${BATCHES}" \
         --keep_rates="${KEEP}" --methods="${METHODS}" --seconds="${SECONDS_PER_CELL}" \
         --tome_published_r=0 "${config[@]}" --json_out="${f}" > /dev/null 2>> "${TMP}/stderr.log" ;;
     ort)
@@ -98,7 +100,7 @@ mkdir -p "$(dirname "${OUT}")"
 "${PYTHON}" "${PEERS}/report.py" --runs "${TMP}/runs" \
   --cpu "$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1), $(nproc) cores" \
   --isa "${ISA}" --commit "${COMMIT}${DIRTY:+ (working tree had local changes)}" \
-  --command "ROUNDS=${ROUNDS} SECONDS_PER_CELL=${SECONDS_PER_CELL} THREADS=${THREADS} BATCHES=${BATCHES} METHODS=${METHODS} KEEP=${KEEP} MODELS=${MODELS} ${ONEDNN_MAX_CPU_ISA:+ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA} }bench/peers/run.sh" \
+  --command "ROUNDS=${ROUNDS} SECONDS_PER_CELL=${SECONDS_PER_CELL} THREADS=${THREADS} BATCHES=${BATCHES} METHODS=${METHODS} KEEP=${KEEP} MODELS=${MODELS} ${ONEDNN_MAX_CPU_ISA:+ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA} }${BASELINE_BENCH:+BASELINE_BENCH=\"${BASELINE_BENCH}\" }bench/peers/run.sh" \
   --label "${LABEL:-}" --ort "$(node -p "require('${PEERS}/node_modules/onnxruntime-node/package.json').version")" \
   --torch "$("${PYTHON}" -c 'import torch; print(torch.__version__)')" \
   --load "$(cut -d' ' -f1-3 /proc/loadavg)" > "${OUT}"
