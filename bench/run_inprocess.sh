@@ -54,6 +54,7 @@ else
 fi
 
 MODEL_NAME="$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)"
+ISA="$(grep -m1 '^flags' /proc/cpuinfo | grep -o -w -E 'avx[0-9a-z_]*|fma|amx[a-z_]*' | sort -u | tr '\n' ' ')"
 CORES="$(nproc)"
 COMMIT="$(git -C "${ROOT}" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 DIRTY="$(git -C "${ROOT}" status --porcelain -- server bench 2>/dev/null | head -1)"
@@ -111,6 +112,7 @@ PY
   echo "# In-process CPU throughput: vitserve executor vs PyTorch eager"
   echo
   echo "- Machine: ${MODEL_NAME}, ${CORES} cores (load average at the end: ${LOAD})"
+  echo "- ISA flags: ${ISA}"
   echo "- Commit: ${COMMIT}${DIRTY:+ (working tree had local changes)}"
   echo "- Date: ${DATE}"
   echo "- Model: DeiT-S shape (C=384, 6 heads, depth 12, 224², 1000 classes), random weights, float32"
