@@ -12,6 +12,7 @@
 
 #include "gtest/gtest.h"
 #include "server/pruning/block_ops.h"
+#include "server/pruning/task_pool.h"
 #include "server/spec/cost_model.h"
 #include "server/spec/keep_counts.h"
 
@@ -393,6 +394,29 @@ TEST(TokenPrunerTest, ToMeExplicitMergeCount) {
   EXPECT_LE(
       (out.logits - Reference(*vit, Method::kToMe, images, 1.0f, 9)).abs().max().item<float>(),
       kLogitTolerance);
+}
+
+// One image on 3 threads: ToMe splits that image's match scoring across tasks (only when the
+// scoring is large: 129 x 128 A·B pairs of 16 values here); same merges as the reference.
+TEST(TokenPrunerTest, ToMeSplitsOneImagesMatchingAcrossThreads) {
+  Architecture arch = TinyArch(false);
+  arch.image_size = 64;  // 256 patches
+  arch.embed_dim = 64;   // head dim 16
+  Vit vit = MakeVit(arch, Spec(Method::kToMe), 8);
+  PrunerOptions opts;
+  opts.tome_r = 40;
+  auto pruner = CreateTokenPruner(arch, Spec(Method::kToMe), opts);
+  ASSERT_TRUE(pruner.ok());
+  torch::InferenceMode guard;
+  torch::manual_seed(5);
+  const torch::Tensor image = torch::randn({1, 3, 64, 64});
+  const torch::Tensor reference = Reference(*vit, Method::kToMe, image, 1.0f, 40);
+  for (int threads : {1, 3}) {
+    ScopedIntraOpThreads scope(threads);
+    const torch::Tensor logits = (*pruner)->Forward(*vit, image, 1.0f).logits;
+    EXPECT_LE((logits - reference).abs().max().item<float>(), kLogitTolerance)
+        << threads << " threads";
+  }
 }
 
 TEST(TokenPrunerTest, FactoryErrors) {
