@@ -472,28 +472,17 @@ class Unpickler {
         }
         return absl::OkStatus();
       }
-      case kBinPut: {
-        absl::StatusOr<uint64_t> i = ReadLE(1);
+      case kBinPut:
+      case kLongBinPut:
+      case kBinGet:
+      case kLongBinGet: {
+        // The memo index: 1 byte after BINPUT / BINGET, 4 after the LONG_ forms.
+        absl::StatusOr<uint64_t> i = ReadLE(op_ == kBinPut || op_ == kBinGet ? 1 : 4);
         if (!i.ok()) return i.status();
-        return Put(*i);
-      }
-      case kLongBinPut: {
-        absl::StatusOr<uint64_t> i = ReadLE(4);
-        if (!i.ok()) return i.status();
-        return Put(*i);
+        return op_ == kBinPut || op_ == kLongBinPut ? Put(*i) : Get(*i);
       }
       case kMemoize:
         return Put(memo_.size());
-      case kBinGet: {
-        absl::StatusOr<uint64_t> i = ReadLE(1);
-        if (!i.ok()) return i.status();
-        return Get(*i);
-      }
-      case kLongBinGet: {
-        absl::StatusOr<uint64_t> i = ReadLE(4);
-        if (!i.ok()) return i.status();
-        return Get(*i);
-      }
       case kGlobal: {
         absl::StatusOr<std::string> module = ReadLine();
         if (!module.ok()) return module.status();
