@@ -50,6 +50,9 @@ class JsonWriter {
 
  private:
   void BeforeValue();
+  // Opens an object or array ('{' / '['), closes one ('}' / ']').
+  JsonWriter& Open(char bracket);
+  JsonWriter& Close(char bracket);
 
   std::string out_;
   std::vector<bool> has_items_;  // one entry per open object/array

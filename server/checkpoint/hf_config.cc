@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -242,25 +243,16 @@ absl::StatusOr<HfModelConfig> ParseHfConfig(absl::string_view json_text) {
 namespace vitserve {
 namespace {
 
-// Pillow / transformers resample codes.
+// Pillow / transformers resample codes: the name of code i is kResampleNames[i].
+constexpr const char* kResampleNames[] = {"nearest", "lanczos", "bilinear",
+                                          "bicubic", "box",     "hamming"};
+
 absl::StatusOr<std::string> ResampleName(int64_t code) {
-  switch (code) {
-    case 0:
-      return std::string("nearest");
-    case 1:
-      return std::string("lanczos");
-    case 2:
-      return std::string("bilinear");
-    case 3:
-      return std::string("bicubic");
-    case 4:
-      return std::string("box");
-    case 5:
-      return std::string("hamming");
-    default:
-      return Invalid(kPreprocessorJson, "resample",
-                     absl::StrCat(code, " is not a Pillow filter code (0..5)"));
+  if (code < 0 || code >= static_cast<int64_t>(std::size(kResampleNames))) {
+    return Invalid(kPreprocessorJson, "resample",
+                   absl::StrCat(code, " is not a Pillow filter code (0..5)"));
   }
+  return std::string(kResampleNames[code]);
 }
 
 // `size` / `crop_size`: an int N (N x N), {"height", "width"}, or {"shortest_edge"}

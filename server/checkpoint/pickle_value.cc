@@ -4,7 +4,23 @@
 #include <utility>
 #include <vector>
 
+#include "server/util/enum_names.h"
+
 namespace vitserve {
+namespace {
+
+using Kind = PickleValue::Kind;
+
+// Python's type names (a big int is an int too).
+constexpr EnumNameEntry<Kind> kKindNames[] = {
+    {Kind::kNone, "None"},       {Kind::kBool, "bool"},     {Kind::kInt, "int"},
+    {Kind::kBigInt, "int"},      {Kind::kFloat, "float"},   {Kind::kString, "str"},
+    {Kind::kBytes, "bytes"},     {Kind::kTuple, "tuple"},   {Kind::kList, "list"},
+    {Kind::kDict, "dict"},       {Kind::kGlobal, "global"}, {Kind::kObject, "object"},
+    {Kind::kStorage, "storage"}, {Kind::kTensor, "tensor"},
+};
+
+}  // namespace
 
 PickleValuePtr MakePickleValue(PickleValue::Kind kind) {
   auto v = std::make_shared<PickleValue>();
@@ -43,37 +59,6 @@ const PickleValue* PickleValue::Find(absl::string_view key) const {
   return nullptr;
 }
 
-absl::string_view PickleValue::KindName() const {
-  switch (kind) {
-    case Kind::kNone:
-      return "None";
-    case Kind::kBool:
-      return "bool";
-    case Kind::kInt:
-    case Kind::kBigInt:
-      return "int";
-    case Kind::kFloat:
-      return "float";
-    case Kind::kString:
-      return "str";
-    case Kind::kBytes:
-      return "bytes";
-    case Kind::kTuple:
-      return "tuple";
-    case Kind::kList:
-      return "list";
-    case Kind::kDict:
-      return "dict";
-    case Kind::kGlobal:
-      return "global";
-    case Kind::kObject:
-      return "object";
-    case Kind::kStorage:
-      return "storage";
-    case Kind::kTensor:
-      return "tensor";
-  }
-  return "?";
-}
+absl::string_view PickleValue::KindName() const { return EnumName(kKindNames, kind, "?"); }
 
 }  // namespace vitserve

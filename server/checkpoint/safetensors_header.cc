@@ -1,13 +1,13 @@
 #include "server/checkpoint/safetensors_header.h"
 
 #include <algorithm>
-#include <array>
 #include <limits>
 #include <set>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "server/util/enum_names.h"
 
 namespace vitserve {
 namespace {
@@ -19,16 +19,12 @@ constexpr uint64_t kHeaderAlignment = 8;
 constexpr int kMaxTensorRank = 64;
 constexpr absl::string_view kMetadataKey = "__metadata__";
 
-constexpr std::array<std::pair<SafetensorsDtype, absl::string_view>, 8> kDtypeNames = {{
-    {SafetensorsDtype::kF32, "F32"},
-    {SafetensorsDtype::kF16, "F16"},
-    {SafetensorsDtype::kBF16, "BF16"},
-    {SafetensorsDtype::kF64, "F64"},
-    {SafetensorsDtype::kI64, "I64"},
-    {SafetensorsDtype::kI32, "I32"},
-    {SafetensorsDtype::kU8, "U8"},
-    {SafetensorsDtype::kBool, "BOOL"},
-}};
+constexpr EnumNameEntry<SafetensorsDtype> kDtypeNames[] = {
+    {SafetensorsDtype::kF32, "F32"},   {SafetensorsDtype::kF16, "F16"},
+    {SafetensorsDtype::kBF16, "BF16"}, {SafetensorsDtype::kF64, "F64"},
+    {SafetensorsDtype::kI64, "I64"},   {SafetensorsDtype::kI32, "I32"},
+    {SafetensorsDtype::kU8, "U8"},     {SafetensorsDtype::kBool, "BOOL"},
+};
 
 // A recursive-descent reader over the JSON text of the header. Every method returns an
 // error naming the byte offset where the input stopped making sense.
@@ -315,18 +311,11 @@ void AppendJsonString(absl::string_view s, std::string* out) {
 }  // namespace
 
 absl::string_view SafetensorsDtypeName(SafetensorsDtype dtype) {
-  for (const auto& [d, name] : kDtypeNames) {
-    if (d == dtype) return name;
-  }
-  return "?";
+  return EnumName(kDtypeNames, dtype, "?");
 }
 
 absl::StatusOr<SafetensorsDtype> ParseSafetensorsDtype(absl::string_view name) {
-  for (const auto& [d, known] : kDtypeNames) {
-    if (known == name) return d;
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unsupported dtype '", name, "'; accepted: F32, F16, BF16, F64, I64, I32, U8, BOOL"));
+  return ParseEnumName(kDtypeNames, name, "unsupported dtype");
 }
 
 int SafetensorsDtypeSize(SafetensorsDtype dtype) {

@@ -118,6 +118,16 @@ class Unpickler {
     return v;
   }
 
+  // The top two values, popped: {the one below, the top} (REDUCE's callable and args,
+  // NEWOBJ's class and args, SETITEM's key and value, STACK_GLOBAL's module and name).
+  absl::StatusOr<std::pair<PickleValuePtr, PickleValuePtr>> PopTwo() {
+    absl::StatusOr<PickleValuePtr> top = Pop();
+    if (!top.ok()) return top.status();
+    absl::StatusOr<PickleValuePtr> below = Pop();
+    if (!below.ok()) return below.status();
+    return std::make_pair(*std::move(below), *std::move(top));
+  }
+
   // The stack may not be popped below the most recent MARK except by the MARK-consuming
   // opcodes.
   size_t MarkFloor() const { return marks_.empty() ? 0 : marks_.back(); }
@@ -281,19 +291,15 @@ class Unpickler {
   }
 
   absl::Status Reduce() {
-    absl::StatusOr<PickleValuePtr> args = Pop();
-    if (!args.ok()) return args.status();
-    absl::StatusOr<PickleValuePtr> callable = Pop();
-    if (!callable.ok()) return callable.status();
-    return PushBuilt(CallPickleGlobal(**callable, **args));
+    absl::StatusOr<std::pair<PickleValuePtr, PickleValuePtr>> callable_args = PopTwo();
+    if (!callable_args.ok()) return callable_args.status();
+    return PushBuilt(CallPickleGlobal(*callable_args->first, *callable_args->second));
   }
 
   absl::Status NewObj() {
-    absl::StatusOr<PickleValuePtr> args = Pop();
-    if (!args.ok()) return args.status();
-    absl::StatusOr<PickleValuePtr> cls = Pop();
-    if (!cls.ok()) return cls.status();
-    return PushBuilt(NewPickleObject(**cls, **args));
+    absl::StatusOr<std::pair<PickleValuePtr, PickleValuePtr>> cls_args = PopTwo();
+    if (!cls_args.ok()) return cls_args.status();
+    return PushBuilt(NewPickleObject(*cls_args->first, *cls_args->second));
   }
 
   absl::Status PersistentId() {
@@ -443,13 +449,11 @@ class Unpickler {
         return op_ == kDict ? Push(std::move(d)) : absl::OkStatus();
       }
       case kSetItem: {
-        absl::StatusOr<PickleValuePtr> value = Pop();
-        if (!value.ok()) return value.status();
-        absl::StatusOr<PickleValuePtr> key = Pop();
-        if (!key.ok()) return key.status();
+        absl::StatusOr<std::pair<PickleValuePtr, PickleValuePtr>> key_value = PopTwo();
+        if (!key_value.ok()) return key_value.status();
         absl::StatusOr<PickleValuePtr> d = Top();
         if (!d.ok()) return d.status();
-        return SetItem(*d, *std::move(key), *std::move(value));
+        return SetItem(*d, std::move(key_value->first), std::move(key_value->second));
       }
       case kAppend: {
         absl::StatusOr<PickleValuePtr> value = Pop();
@@ -468,28 +472,17 @@ class Unpickler {
         }
         return absl::OkStatus();
       }
-      case kBinPut: {
-        absl::StatusOr<uint64_t> i = ReadLE(1);
+      case kBinPut:
+      case kLongBinPut:
+      case kBinGet:
+      case kLongBinGet: {
+        // The memo index: 1 byte after BINPUT / BINGET, 4 after the LONG_ forms.
+        absl::StatusOr<uint64_t> i = ReadLE(op_ == kBinPut || op_ == kBinGet ? 1 : 4);
         if (!i.ok()) return i.status();
-        return Put(*i);
-      }
-      case kLongBinPut: {
-        absl::StatusOr<uint64_t> i = ReadLE(4);
-        if (!i.ok()) return i.status();
-        return Put(*i);
+        return op_ == kBinPut || op_ == kLongBinPut ? Put(*i) : Get(*i);
       }
       case kMemoize:
         return Put(memo_.size());
-      case kBinGet: {
-        absl::StatusOr<uint64_t> i = ReadLE(1);
-        if (!i.ok()) return i.status();
-        return Get(*i);
-      }
-      case kLongBinGet: {
-        absl::StatusOr<uint64_t> i = ReadLE(4);
-        if (!i.ok()) return i.status();
-        return Get(*i);
-      }
       case kGlobal: {
         absl::StatusOr<std::string> module = ReadLine();
         if (!module.ok()) return module.status();
@@ -498,14 +491,14 @@ class Unpickler {
         return PushGlobal(*module, *name);
       }
       case kStackGlobal: {
-        absl::StatusOr<PickleValuePtr> name = Pop();
-        if (!name.ok()) return name.status();
-        absl::StatusOr<PickleValuePtr> module = Pop();
-        if (!module.ok()) return module.status();
-        if ((*name)->kind != Kind::kString || (*module)->kind != Kind::kString) {
+        absl::StatusOr<std::pair<PickleValuePtr, PickleValuePtr>> module_name = PopTwo();
+        if (!module_name.ok()) return module_name.status();
+        const PickleValue& module = *module_name->first;
+        const PickleValue& name = *module_name->second;
+        if (name.kind != Kind::kString || module.kind != Kind::kString) {
           return Error("STACK_GLOBAL operands are not strings");
         }
-        return PushGlobal((*module)->str, (*name)->str);
+        return PushGlobal(module.str, name.str);
       }
       case kReduce:
         return Reduce();

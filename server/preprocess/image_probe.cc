@@ -5,9 +5,15 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "server/util/enum_names.h"
 
 namespace vitserve {
 namespace {
+
+constexpr EnumNameEntry<ImageFormat> kFormatNames[] = {
+    {ImageFormat::kPng, "png"},   {ImageFormat::kJpeg, "jpeg"}, {ImageFormat::kBmp, "bmp"},
+    {ImageFormat::kWebP, "webp"}, {ImageFormat::kTiff, "tiff"},
+};
 
 // PNG: 8-byte signature, then the IHDR chunk (length, "IHDR", width, height; big-endian).
 constexpr absl::string_view kPngSignature("\x89PNG\r\n\x1a\n", 8);
@@ -221,19 +227,7 @@ absl::StatusOr<ImageHeaderInfo> ProbeTiff(absl::string_view bytes) {
 }  // namespace
 
 absl::string_view ImageFormatName(ImageFormat format) {
-  switch (format) {
-    case ImageFormat::kPng:
-      return "png";
-    case ImageFormat::kJpeg:
-      return "jpeg";
-    case ImageFormat::kBmp:
-      return "bmp";
-    case ImageFormat::kWebP:
-      return "webp";
-    case ImageFormat::kTiff:
-      return "tiff";
-  }
-  return "unknown";
+  return EnumName(kFormatNames, format, "unknown");
 }
 
 absl::StatusOr<ImageHeaderInfo> ProbeImageSize(absl::string_view bytes) {

@@ -9,9 +9,16 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "server/util/enum_names.h"
 
 namespace vitserve {
 namespace {
+
+constexpr EnumNameEntry<PilFilter> kFilterNames[] = {
+    {PilFilter::kBilinear, "bilinear"}, {PilFilter::kBicubic, "bicubic"},
+    {PilFilter::kLanczos, "lanczos"},   {PilFilter::kBox, "box"},
+    {PilFilter::kHamming, "hamming"},
+};
 
 // Fixed-point precision of the weights: 32 bits - 8 (pixel) - 2 (headroom), as Pillow.
 constexpr int kPrecisionBits = 22;
@@ -173,29 +180,10 @@ Image8View ViewOf(const Image8& im) {
 }  // namespace
 
 absl::StatusOr<PilFilter> ParsePilFilter(absl::string_view name) {
-  for (PilFilter f : {PilFilter::kBilinear, PilFilter::kBicubic, PilFilter::kLanczos,
-                      PilFilter::kBox, PilFilter::kHamming}) {
-    if (name == PilFilterName(f)) return f;
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown PIL filter '", name, "'; accepted: bilinear, bicubic, lanczos, box, hamming"));
+  return ParseEnumName(kFilterNames, name, "unknown PIL filter");
 }
 
-absl::string_view PilFilterName(PilFilter f) {
-  switch (f) {
-    case PilFilter::kLanczos:
-      return "lanczos";
-    case PilFilter::kBilinear:
-      return "bilinear";
-    case PilFilter::kBicubic:
-      return "bicubic";
-    case PilFilter::kBox:
-      return "box";
-    case PilFilter::kHamming:
-      return "hamming";
-  }
-  return "?";
-}
+absl::string_view PilFilterName(PilFilter f) { return EnumName(kFilterNames, f, "?"); }
 
 absl::StatusOr<Image8> PilResize(const Image8View& src, int width, int height, PilFilter filter) {
   if (src.data == nullptr || src.width < 1 || src.height < 1 || src.channels < 1 ||

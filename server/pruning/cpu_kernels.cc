@@ -354,13 +354,8 @@ torch::Tensor FastAttention(const torch::Tensor& q, const torch::Tensor& kv, int
   const bool fast = IsPlainCpuFloat(q) && IsPlainCpuFloat(kv) && q.stride(2) == 1 &&
                     kv.stride(2) == 1 && (!key_bias.defined() || IsPlainCpuFloat(key_bias));
   if (fast) {
-    const int64_t b = q.size(0);
-    const int64_t nq = q.size(1);
-    const int64_t c = q.size(2);
-    const int64_t n = kv.size(1);
-    const int64_t d = c / heads;
-    TORCH_CHECK(kv.size(0) == b && kv.size(2) == 2 * c && d * heads == c, "FastAttention: q ",
-                q.sizes(), " kv ", kv.sizes(), " heads ", heads);
+    const AttentionDims dims = CheckAttentionDims(q, kv, heads, "FastAttention");
+    const int64_t b = dims.b, nq = dims.nq, c = dims.c, n = dims.n, d = dims.d;
     torch::Tensor bias = key_bias.defined() ? key_bias.contiguous() : key_bias;
     torch::Tensor out = at::empty({b, nq, c}, q.options());
     if (cls_probs != nullptr) *cls_probs = at::empty({b, heads, n}, q.options());

@@ -8,6 +8,15 @@
 #endif
 
 namespace vitserve {
+
+AttentionDims CheckAttentionDims(const torch::Tensor& q, const torch::Tensor& kv, int64_t heads,
+                                 const char* who) {
+  AttentionDims s{q.size(0), q.size(1), q.size(2), kv.size(1), q.size(2) / heads};
+  TORCH_CHECK(kv.size(0) == s.b && kv.size(2) == 2 * s.c && s.d * heads == s.c, who, ": q ",
+              q.sizes(), " kv ", kv.sizes(), " heads ", heads);
+  return s;
+}
+
 namespace {
 
 // Heads split out: q [B, H, Nq, D], k and v [B, H, N, D] (views, no copies).
@@ -16,15 +25,9 @@ struct Heads {
 };
 
 Heads SplitHeads(const torch::Tensor& q, const torch::Tensor& kv, int64_t heads) {
-  const int64_t b = q.size(0);
-  const int64_t nq = q.size(1);
-  const int64_t c = q.size(2);
-  const int64_t n = kv.size(1);
-  const int64_t d = c / heads;
-  TORCH_CHECK(kv.size(0) == b && kv.size(2) == 2 * c && d * heads == c, "DeviceAttention: q ",
-              q.sizes(), " kv ", kv.sizes(), " heads ", heads);
-  torch::Tensor kvh = kv.reshape({b, n, 2, heads, d}).permute({2, 0, 3, 1, 4});
-  return {q.reshape({b, nq, heads, d}).transpose(1, 2), kvh[0], kvh[1]};
+  const AttentionDims s = CheckAttentionDims(q, kv, heads, "DeviceAttention");
+  torch::Tensor kvh = kv.reshape({s.b, s.n, 2, heads, s.d}).permute({2, 0, 3, 1, 4});
+  return {q.reshape({s.b, s.nq, heads, s.d}).transpose(1, 2), kvh[0], kvh[1]};
 }
 
 // Post-softmax logits of query rows [B, H, R, D] against keys, bias added; in q's dtype

@@ -20,6 +20,17 @@
 
 namespace vitserve {
 
+// The sizes of an attention call under the contract above: batch b, query rows nq, width c,
+// keys n, head width d = c / heads.
+struct AttentionDims {
+  int64_t b, nq, c, n, d;
+};
+
+// Reads the sizes and checks kv [b, n, 2c] and c % heads == 0; c10::Error
+// "<who>: q <sizes> kv <sizes> heads <heads>" otherwise. Shared by FastAttention's CPU path.
+AttentionDims CheckAttentionDims(const torch::Tensor& q, const torch::Tensor& kv, int64_t heads,
+                                 const char* who);
+
 // True when DeviceAttention runs the fused kernel (LibTorch >= 2.1).
 bool FusedAttentionAvailable();
 

@@ -14,9 +14,13 @@
 
 #include "absl/strings/str_format.h"
 #include "server/pruning/cpu_kernels.h"
+#include "server/util/enum_names.h"
 
 namespace vitserve {
 namespace {
+
+constexpr EnumNameEntry<GemmKernel> kKernelNames[] = {
+    {GemmKernel::kOneDnn, "onednn"}, {GemmKernel::kAten, "aten"}, {GemmKernel::kPacked, "packed"}};
 
 thread_local const GemmPlan* current_plan = nullptr;
 thread_local const PackedWeightSet* current_packed = nullptr;
@@ -37,16 +41,8 @@ double TimeKernel(GemmKernel kernel, const GemmShape& shape, const GemmTimer& ti
 
 }  // namespace
 
-const char* GemmKernelName(GemmKernel kernel) {
-  switch (kernel) {
-    case GemmKernel::kAten:
-      return "aten";
-    case GemmKernel::kPacked:
-      return "packed";
-    case GemmKernel::kOneDnn:
-      break;
-  }
-  return "onednn";
+absl::string_view GemmKernelName(GemmKernel kernel) {
+  return EnumName(kKernelNames, kernel, "onednn");
 }
 
 GemmTimer WallClockGemmTimer(int repeats) {

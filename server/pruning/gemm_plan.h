@@ -28,7 +28,7 @@ namespace vitserve {
 enum class GemmKernel { kOneDnn, kAten, kPacked };
 
 // "onednn" | "aten" | "packed".
-const char* GemmKernelName(GemmKernel kernel);
+absl::string_view GemmKernelName(GemmKernel kernel);
 
 // An [m, k] x [k, n] product (a linear layer on m rows).
 struct GemmShape {

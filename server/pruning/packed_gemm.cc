@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "server/util/enum_names.h"
+
 namespace vitserve {
 namespace {
 
@@ -127,19 +129,12 @@ void PanelRows(const Kernels& kern, const float* x, int64_t ldx, const float* pa
   }
 }
 
+constexpr EnumNameEntry<PackedIsa> kIsaNames[] = {
+    {PackedIsa::kAvx512, "avx512"}, {PackedIsa::kAvx2, "avx2"}, {PackedIsa::kGeneric, "generic"}};
+
 }  // namespace
 
-const char* PackedIsaName(PackedIsa isa) {
-  switch (isa) {
-    case PackedIsa::kAvx512:
-      return "avx512";
-    case PackedIsa::kAvx2:
-      return "avx2";
-    case PackedIsa::kGeneric:
-      break;
-  }
-  return "generic";
-}
+absl::string_view PackedIsaName(PackedIsa isa) { return EnumName(kIsaNames, isa, "generic"); }
 
 PackedIsa BestPackedIsa(PackedIsa max_isa) {
   __builtin_cpu_init();

@@ -21,12 +21,14 @@
 #include <memory>
 #include <string>
 
+#include "absl/strings/string_view.h"
+
 namespace vitserve {
 
 enum class PackedIsa { kGeneric, kAvx2, kAvx512 };
 
 // "generic" | "avx2" | "avx512".
-const char* PackedIsaName(PackedIsa isa);
+absl::string_view PackedIsaName(PackedIsa isa);
 
 // The widest kernel this CPU runs, capped at `max_isa`.
 PackedIsa BestPackedIsa(PackedIsa max_isa = PackedIsa::kAvx512);

@@ -1,41 +1,32 @@
 #include "server/spec/model_spec.h"
 
-#include <array>
-#include <utility>
+#include <optional>
+#include <string>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "server/util/enum_names.h"
 
 namespace vitserve {
 namespace {
 
-constexpr std::array<std::pair<Method, absl::string_view>, 7> kMethodNames = {{
-    {Method::kDense, "dense"},
-    {Method::kDynamicViT, "dynamicvit"},
-    {Method::kEViT, "evit"},
-    {Method::kToMe, "tome"},
-    {Method::kTNT, "tnt"},
-    {Method::kSViTE, "svite"},
+constexpr EnumNameEntry<Method> kMethodNames[] = {
+    {Method::kDense, "dense"},       {Method::kDynamicViT, "dynamicvit"},
+    {Method::kEViT, "evit"},         {Method::kToMe, "tome"},
+    {Method::kTNT, "tnt"},           {Method::kSViTE, "svite"},
     {Method::kTriLevel, "trilevel"},
-}};
+};
 
 }  // namespace
 
-absl::string_view MethodName(Method m) {
-  for (const auto& [method, name] : kMethodNames) {
-    if (method == m) return name;
-  }
-  return "unknown";
-}
+absl::string_view MethodName(Method m) { return EnumName(kMethodNames, m, "unknown"); }
 
 absl::StatusOr<Method> ParseMethod(absl::string_view name) {
-  const std::string lower = absl::AsciiStrToLower(name);
-  for (const auto& [method, known] : kMethodNames) {
-    if (known == lower) return method;
+  if (std::optional<Method> m = FindEnumByName(kMethodNames, absl::AsciiStrToLower(name))) {
+    return *m;
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown method '", name,
-                   "'; accepted: dense, dynamicvit, evit, tome, tnt, svite, trilevel"));
+      absl::StrCat("unknown method '", name, "'; accepted: ", EnumNameList(kMethodNames)));
 }
 
 std::vector<int> DefaultLocations(Method m, int depth) {

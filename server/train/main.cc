@@ -257,14 +257,37 @@ absl::StatusOr<std::vector<std::string>> CopyHeadsFrom(const std::string& dir, V
   return still_missing;
 }
 
-// Heads still untrained after this run: the student's missing heads minus `trained`.
-std::vector<std::string> Untrained(const std::vector<std::string>& missing,
-                                   const std::string& trained_prefix) {
-  std::vector<std::string> out;
-  for (const std::string& m : missing) {
-    if (m.rfind(trained_prefix, 0) != 0) out.push_back(m);
+// The pruning section of a trained model's spec: `method` at `locations`. Requests without
+// a keep-rate or budget get full accuracy; the trained ratio is a training target, not a
+// serving default (the calibration curve shows its cost).
+PruningSpec TrainedPruningSpec(Method method, std::vector<int> locations) {
+  PruningSpec p;
+  p.method = method;
+  p.locations = std::move(locations);
+  p.default_keep_rate = 1.0f;
+  p.min_keep_rate = 0.3f;
+  p.max_keep_rate = 1.0f;
+  return p;
+}
+
+// The end of a head-training run: the student in eval mode, heads it still lacks copied
+// from --heads_from, exported to `out_dir` with `spec`. Missing heads whose names start
+// with one of `trained_prefixes` were trained (or set) by this run; the others are
+// exported as untrained.
+absl::Status ExportStudent(LoadedModel& student, const ModelSpec& spec, const std::string& out_dir,
+                           const std::vector<std::string>& trained_prefixes) {
+  student.vit->eval();
+  absl::StatusOr<std::vector<std::string>> missing =
+      CopyHeadsFrom(absl::GetFlag(FLAGS_heads_from), *student.vit, student.missing_heads);
+  if (!missing.ok()) return missing.status();
+  std::vector<std::string> untrained;
+  for (const std::string& m : *missing) {
+    const bool trained =
+        std::any_of(trained_prefixes.begin(), trained_prefixes.end(),
+                    [&m](const std::string& prefix) { return m.rfind(prefix, 0) == 0; });
+    if (!trained) untrained.push_back(m);
   }
-  return out;
+  return ExportModelDir(*student.vit, spec, out_dir, untrained);
 }
 
 // The data of a distillation run: training and validation sets in the student's input
@@ -331,19 +354,8 @@ absl::Status RunDynamicVit() {
 
   ModelSpec spec = student.spec;
   spec.name = absl::GetFlag(FLAGS_name);
-  spec.pruning = PruningSpec();
-  spec.pruning.method = Method::kDynamicViT;
-  spec.pruning.locations = o.locations;
-  // Requests without a keep-rate or budget get full accuracy; the trained ratio is a
-  // training target, not a serving default (the calibration curve shows its cost).
-  spec.pruning.default_keep_rate = 1.0f;
-  spec.pruning.min_keep_rate = 0.3f;
-  spec.pruning.max_keep_rate = 1.0f;
-  student.vit->eval();
-  absl::StatusOr<std::vector<std::string>> missing =
-      CopyHeadsFrom(absl::GetFlag(FLAGS_heads_from), *student.vit, student.missing_heads);
-  if (!missing.ok()) return missing.status();
-  return ExportModelDir(*student.vit, spec, out_dir, Untrained(*missing, "score_predictor."));
+  spec.pruning = TrainedPruningSpec(Method::kDynamicViT, o.locations);
+  return ExportStudent(student, spec, out_dir, {"score_predictor."});
 }
 
 absl::Status RunTnt() {
@@ -367,22 +379,10 @@ absl::Status RunTnt() {
   // A teacher that is already a DynamicViT model stays one (its predictors are carried);
   // otherwise the directory becomes a TNT model.
   if (spec.pruning.method != Method::kDynamicViT) {
-    spec.pruning = PruningSpec();
-    spec.pruning.method = Method::kTNT;
-    spec.pruning.locations = o.locations;
-    spec.pruning.default_keep_rate = 1.0f;
-    spec.pruning.min_keep_rate = 0.3f;
+    spec.pruning = TrainedPruningSpec(Method::kTNT, o.locations);
   }
-  student.vit->eval();
-  absl::StatusOr<std::vector<std::string>> missing =
-      CopyHeadsFrom(absl::GetFlag(FLAGS_heads_from), *student.vit, student.missing_heads);
-  if (!missing.ok()) return missing.status();
-  // alpha_norm is frozen at identity but is part of the TNT head set: export it.
-  std::vector<std::string> untrained;
-  for (const std::string& m : Untrained(*missing, "alpha_heads.")) {
-    if (m.rfind("alpha_norm.", 0) != 0) untrained.push_back(m);
-  }
-  return ExportModelDir(*student.vit, spec, out_dir, untrained);
+  // alpha_norm is frozen at identity but is part of the TNT head set: export it as set.
+  return ExportStudent(student, spec, out_dir, {"alpha_heads.", "alpha_norm."});
 }
 
 absl::Status RunEvalCommand() {

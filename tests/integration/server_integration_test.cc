@@ -456,6 +456,19 @@ TEST_F(ServerIntegrationTest, VitclientClassifiesAFileAndListsModels) {
   ASSERT_TRUE(models.ok()) << models.status();
   EXPECT_EQ(models->exit_code, 0) << models->out;
   EXPECT_THAT(models->out, HasSubstr(ModelOptions().name));
+  absl::StatusOr<CommandResult> info =
+      RunCommand({VITCLIENT_BINARY, "info", ModelOptions().name,
+                  absl::StrCat("--server=", server_->address), "--json"},
+                 kRpcTimeout);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->exit_code, 0) << info->out;
+  EXPECT_THAT(info->out, HasSubstr(absl::StrCat("\"", ModelOptions().name, "\"")));
+  // A failed call exits 1 (the RPC error goes to stderr).
+  absl::StatusOr<CommandResult> missing = RunCommand(
+      {VITCLIENT_BINARY, "info", "no-such-model", absl::StrCat("--server=", server_->address)},
+      kRpcTimeout);
+  ASSERT_TRUE(missing.ok()) << missing.status();
+  EXPECT_EQ(missing->exit_code, 1) << missing->out;
 }
 #endif
 

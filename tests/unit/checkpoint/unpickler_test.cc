@@ -78,6 +78,21 @@ TEST(UnpicklerTest, DecodesScalarsAndContainers) {
   EXPECT_EQ((*v)->Find("big")->kind, Kind::kBigInt);
 }
 
+TEST(UnpicklerTest, MemoOneAndFourByteIndices) {
+  // ["a", 7, "a", 7]: "a" memoised by LONG_BINPUT 300 and read by LONG_BINGET, 7 by BINPUT 5
+  // and BINGET.
+  const std::string pickle =
+      kProto2 + "(" + Str("a") + "r" + U32(300) + Int1(7) + Put(5) + "j" + U32(300) + Get(5) + "l.";
+  absl::StatusOr<PickleValuePtr> v = Unpickle(pickle);
+  ASSERT_TRUE(v.ok()) << v.status();
+  ASSERT_EQ((*v)->kind, Kind::kList);
+  ASSERT_EQ((*v)->items.size(), 4u);
+  EXPECT_EQ((*v)->items[0]->str, "a");
+  EXPECT_EQ((*v)->items[1]->integer, 7);
+  EXPECT_EQ((*v)->items[2], (*v)->items[0]);
+  EXPECT_EQ((*v)->items[3], (*v)->items[1]);
+}
+
 TEST(UnpicklerTest, SetItemOnExistingKeyReplaces) {
   const std::string pickle = kProto2 + "}(" + Str("a") + Int1(1) + Str("a") + Int1(2) + "u.";
   absl::StatusOr<PickleValuePtr> v = Unpickle(pickle);
