@@ -7,13 +7,10 @@
 namespace vitserve {
 
 absl::StatusOr<std::unique_ptr<DecodePool>> DecodePool::Create(const Options& options) {
-  if (options.num_threads < 1) {
+  if (options.num_threads < 1 || options.max_queued < 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("decode threads must be >= 1, got ", options.num_threads));
-  }
-  if (options.max_queued < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the decode queue size must be >= 1, got ", options.max_queued));
+        absl::StrCat("decode pool: threads and queue size must be >= 1, got ", options.num_threads,
+                     " and ", options.max_queued));
   }
   std::unique_ptr<DecodePool> pool(new DecodePool(options));
   pool->workers_.reserve(static_cast<size_t>(options.num_threads));

@@ -56,11 +56,13 @@ class Calls {
 struct Blocker {
   absl::Notification started;
   absl::Notification release;
-  DecodePool::Job Job() {
-    return [this](absl::Status) {
+  // Submits the job and waits until a worker runs it.
+  bool Occupy(DecodePool& pool) {
+    absl::Status submitted = pool.Submit([this](absl::Status) {
       started.Notify();
       release.WaitForNotificationWithTimeout(kTimeout);
-    };
+    });
+    return submitted.ok() && started.WaitForNotificationWithTimeout(kTimeout);
   }
 };
 
@@ -109,8 +111,7 @@ TEST(DecodePoolTest, EveryAcceptedJobRunsExactlyOnceOffTheCallersThread) {
 TEST(DecodePoolTest, FullQueueIsRefusedAtOnceAndTheJobNeverRuns) {
   std::unique_ptr<DecodePool> pool = MakePool(1, 2);
   Blocker blocker;
-  ASSERT_TRUE(pool->Submit(blocker.Job()).ok());
-  ASSERT_TRUE(blocker.started.WaitForNotificationWithTimeout(kTimeout));
+  ASSERT_TRUE(blocker.Occupy(*pool));
   Calls calls(3);
   ASSERT_TRUE(pool->Submit(calls.Job(0)).ok());
   ASSERT_TRUE(pool->Submit(calls.Job(1)).ok());
@@ -135,8 +136,7 @@ TEST(DecodePoolTest, FullQueueIsRefusedAtOnceAndTheJobNeverRuns) {
 TEST(DecodePoolTest, ShutdownAnswersEveryWaitingJobAndJoins) {
   std::unique_ptr<DecodePool> pool = MakePool(1, 10);
   Blocker blocker;
-  ASSERT_TRUE(pool->Submit(blocker.Job()).ok());
-  ASSERT_TRUE(blocker.started.WaitForNotificationWithTimeout(kTimeout));
+  ASSERT_TRUE(blocker.Occupy(*pool));
   Calls calls(3);
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(pool->Submit(calls.Job(i)).ok());
   // Shutdown answers the waiting jobs, then waits for the running one.
