@@ -2,9 +2,9 @@
 #include "server/serving/spec_compat.h"
 
 #include <cstddef>
-#include <string>
 #include <tuple>
 #include <type_traits>
+#include <string>
 #include <utility>
 #include <vector>
 
