@@ -282,7 +282,7 @@ TEST_F(InferenceServiceTest, StreamAnswersEveryRequestWithItsIdAndKeepsGoingAfte
   std::set<std::string> expected;
   for (int i = 0; i < kRequests; ++i) {
     ClassifyRequest r = Request(static_cast<float>(i % 3), absl::StrCat("id-", i));
-    if (i == 7) r.set_keep_rate(1.5f);  // one bad request mid-stream
+    if (i == 7) r.set_keep_rate(1.5f);                  // one bad request mid-stream
     if (i == 13) r.set_image("garbage, not an image");  // refused on the decode thread
     ASSERT_TRUE(stream->Write(r));
     expected.insert(absl::StrCat("id-", i));
