@@ -87,6 +87,10 @@ ABSL_FLAG(int, max_queue_delay_ms, 5,
 ABSL_FLAG(int, max_queue_size, 256,
           "Requests waiting in all queues; more are refused with RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int, num_batch_threads, 1, "Batches run concurrently.");
+ABSL_FLAG(int, decode_threads, 2,
+          "Threads that decode and preprocess images, off the gRPC/REST threads.");
+ABSL_FLAG(int, max_decode_queue_size, 256,
+          "Requests waiting for a decode thread; more get RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int, max_stream_in_flight, 32,
           "Unanswered requests per ClassifyStream before the server stops reading it.");
 ABSL_FLAG(int64_t, max_image_pixels, 50'000'000,
@@ -145,6 +149,11 @@ absl::Status CheckFlags() {
     return absl::InvalidArgumentError(
         absl::StrCat("--scheduler must be budget or fixed, got '", scheduler, "'"));
   }
+  if (absl::GetFlag(FLAGS_decode_threads) < 1 || absl::GetFlag(FLAGS_max_decode_queue_size) < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--decode_threads and --max_decode_queue_size must be >= 1, got ",
+        absl::GetFlag(FLAGS_decode_threads), " and ", absl::GetFlag(FLAGS_max_decode_queue_size)));
+  }
   const double shadow_fraction = absl::GetFlag(FLAGS_shadow_fraction);
   if (!(shadow_fraction >= 0.0 && shadow_fraction <= 1.0)) {
     return absl::InvalidArgumentError(
@@ -191,6 +200,8 @@ ServingOptions ServingOptionsFromFlags() {
   options.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
   options.num_batch_threads = absl::GetFlag(FLAGS_num_batch_threads);
   options.max_stream_in_flight = absl::GetFlag(FLAGS_max_stream_in_flight);
+  options.decode_threads = absl::GetFlag(FLAGS_decode_threads);
+  options.max_decode_queue_size = absl::GetFlag(FLAGS_max_decode_queue_size);
   options.scheduler =
       absl::GetFlag(FLAGS_scheduler) == "budget" ? SchedulerKind::kBudget : SchedulerKind::kFixed;
   options.sweep_repeats = absl::GetFlag(FLAGS_sweep_repeats);

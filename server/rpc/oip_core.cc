@@ -69,7 +69,7 @@ void OipCore::Infer(const ModelInferRequest& request, absl::Time client_deadline
   }
   for (size_t i = 0; i < n; ++i) {
     absl::Status admitted =
-        service_->Admit(call->plan.images[i], client_deadline, call->cancelled.get(),
+        service_->Admit(std::move(call->plan.images[i]), client_deadline, call->cancelled.get(),
                         [this, call, i](absl::StatusOr<ClassifyResponse> result) {
                           bool last = false;
                           {
@@ -84,7 +84,6 @@ void OipCore::Infer(const ModelInferRequest& request, absl::Time client_deadline
                           }
                           if (last) Finish(*call);
                         });
-    call->plan.images[i].Clear();  // preprocessed by now; the task holds its own copy
     if (!admitted.ok()) {
       *call->cancelled = true;  // the images already admitted leave their queues
       service_->KickScheduler();

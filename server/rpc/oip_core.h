@@ -6,9 +6,10 @@
 //
 // Behaviour
 //   * Infer: the N images of a request are admitted as N native requests (N tasks) and
-//     answered together once all are done. If one is refused at admission the ones
-//     already admitted are cancelled and the refusal is the answer; if several fail in the
-//     scheduler, the answer is the failure of the lowest image index. Triton's `timeout`
+//     answered together once all are done. If one is refused by Admit's checks (before
+//     decoding) the ones already admitted are cancelled and the refusal is the answer; if
+//     several fail later (decoding on the decode pool, or in the scheduler), the answer is
+//     the failure of the lowest image index. Triton's `timeout`
 //     caps the client deadline. A non-empty model_version must be the served version
 //     (NOT_FOUND otherwise).
 //   * Readiness: ServerReady/ModelReady answer false until SetReady(true) (main calls it

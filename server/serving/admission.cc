@@ -44,74 +44,136 @@ absl::Time ServingCore::RequestDeadline(const ClassifyRequest& request, absl::Ti
   return deadline;
 }
 
-absl::Status ServingCore::Admit(const ClassifyRequest& request, absl::Time client_deadline,
+// A request that passed the cheap checks, on its way to the decode pool.
+struct ServingCore::Admission {
+  ClassifyRequest request;
+  ModelState* model = nullptr;
+  std::shared_ptr<ServedModel> served;  // the version admitted against
+  RefusalKey key;
+  float min_keep_rate = 0.0f;
+  const std::atomic<bool>* cancelled = nullptr;
+  ClassifyDone done;
+};
+
+namespace {
+
+constexpr char kDeadlineBeforeQueued[] =
+    "the request's deadline (client deadline or latency_budget_ms) passed before it could "
+    "be queued";
+
+}  // namespace
+
+absl::Status ServingCore::Refuse(const RefusalKey& key, absl::Status status) {
+  RecordRefusal(key.model, key.method, status, absl::ToDoubleSeconds(clock_->Now() - key.arrival),
+                key.deadline);
+  return status;
+}
+
+absl::Status ServingCore::Admit(ClassifyRequest request, absl::Time client_deadline,
                                 const std::atomic<bool>* cancelled, ClassifyDone done) {
-  const absl::Time arrival = clock_->Now();
-  absl::StatusOr<ModelState*> found = registry_->Find(request.model());
-  const std::string model_name = found.ok() ? (*found)->name : request.model();
-  const std::string method = found.ok() ? (*found)->method : "";
-  // Set once the request's budget / client deadline is known; refusals after that point
-  // count as missed budgets.
-  absl::Time deadline = absl::InfiniteFuture();
-  auto refuse = [&](absl::Status status) {
-    RecordRefusal(model_name, method, status, absl::ToDoubleSeconds(clock_->Now() - arrival),
-                  deadline);
-    return status;
-  };
-  if (draining_) {
-    return refuse(absl::UnavailableError(
-        "server is draining (shutting down) and accepts no new requests; retry on another "
-        "replica"));
+  auto admission = std::make_unique<Admission>();
+  // Taken before decoding: decode time counts against the request's budget.
+  admission->key.arrival = clock_->Now();
+  if (absl::Status checked = CheckRequest(request, client_deadline, *admission); !checked.ok()) {
+    return Refuse(admission->key, std::move(checked));
   }
-  if (!found.ok()) return refuse(found.status());
+  admission->request = std::move(request);
+  admission->cancelled = cancelled;
+  admission->done = std::move(done);
+  // A job the pool refuses is destroyed unrun, with `admission` and `done`.
+  const RefusalKey key = admission->key;
+  // In flight from here until answered (BatchRunner, or FinishAdmission on an error).
+  if (metrics_ != nullptr) metrics_->AddInFlight(1);
+  absl::Status submitted =
+      decode_pool_->Submit([this, owned = std::move(admission)](absl::Status pool) mutable {
+        FinishAdmission(*owned, std::move(pool));
+      });
+  if (submitted.ok()) return submitted;
+  if (metrics_ != nullptr) metrics_->AddInFlight(-1);
+  return Refuse(key, std::move(submitted));
+}
+
+absl::Status ServingCore::CheckRequest(const ClassifyRequest& request, absl::Time client_deadline,
+                                       Admission& admission) const {
+  absl::StatusOr<ModelState*> found = registry_->Find(request.model());
+  admission.key.model = found.ok() ? (*found)->name : request.model();
+  admission.key.method = found.ok() ? (*found)->method : "";
+  if (draining_) {
+    return absl::UnavailableError(
+        "server is draining (shutting down) and accepts no new requests; retry on another "
+        "replica");
+  }
+  if (!found.ok()) return found.status();
   ModelState* model = *found;
   const ModelSpec& spec = model->spec();
-  const std::shared_ptr<ServedModel> served = model->Current();
-  if (absl::Status valid = ValidateClassifyRequest(request, spec); !valid.ok()) {
-    return refuse(valid);
-  }
+  admission.model = model;
+  admission.served = model->Current();
+  if (absl::Status valid = ValidateClassifyRequest(request, spec); !valid.ok()) return valid;
   if (absl::Status valid = ValidateSchedulingFields(request, spec, kNumPriorityLevels);
       !valid.ok()) {
-    return refuse(valid);
+    return valid;
   }
   // The served version's spec: its calibration may have changed on reload.
-  absl::StatusOr<float> min_keep_rate = ResolveMinKeepRate(request, served->model->spec());
-  if (!min_keep_rate.ok()) return refuse(min_keep_rate.status());
-  deadline = RequestDeadline(request, arrival, client_deadline);
-  if (deadline <= arrival) {
-    return refuse(absl::DeadlineExceededError(
-        "the request's deadline (client deadline or latency_budget_ms) passed before it could "
-        "be queued"));
+  absl::StatusOr<float> min_keep_rate =
+      ResolveMinKeepRate(request, admission.served->model->spec());
+  if (!min_keep_rate.ok()) return min_keep_rate.status();
+  admission.min_keep_rate = *min_keep_rate;
+  admission.key.deadline = RequestDeadline(request, admission.key.arrival, client_deadline);
+  if (admission.key.deadline <= admission.key.arrival) {
+    return absl::DeadlineExceededError(kDeadlineBeforeQueued);
   }
-  absl::StatusOr<ImageTensor> image = request.input_case() == ClassifyRequest::kImage
-                                          ? served->preprocessor->FromEncoded(request.image())
-                                          : served->preprocessor->FromTensor(request.tensor());
-  if (!image.ok()) return refuse(image.status());
-
-  auto task = std::make_unique<InferenceTask>();
-  task->model = model;
-  task->attrs.deadline = deadline;
-  task->attrs.keep_rate = request.keep_rate();  // 0 = the model's batch policy chooses
-  task->attrs.min_keep_rate = *min_keep_rate;
-  task->attrs.latency_budget =
-      deadline == absl::InfiniteFuture() ? absl::ZeroDuration() : deadline - arrival;
-  task->attrs.priority = static_cast<int>(request.priority());
-  task->image = *std::move(image);
-  task->top_k = ResolveTopK(request.top_k(), spec.arch.num_classes);
-  task->return_logits = request.return_logits();
-  task->request_id = request.request_id();
-  task->arrival = arrival;
-  task->cancelled = cancelled;
-  task->done = std::move(done);
-  if (absl::Status s = Enqueue(*model, std::move(task)); !s.ok()) return refuse(s);
   return absl::OkStatus();
 }
 
-absl::Status ServingCore::Enqueue(ModelState& model, std::unique_ptr<InferenceTask> task) {
+void ServingCore::FinishAdmission(Admission& admission, absl::Status pool) {
+  absl::Status status = pool.ok() ? DecodeAndEnqueue(admission) : std::move(pool);
+  if (status.ok()) return;                      // the task (and `done`) is the scheduler's now
+  Refuse(admission.key, status).IgnoreError();  // metrics only: `done` answers
+  if (metrics_ != nullptr) metrics_->AddInFlight(-1);
+  admission.done(std::move(status));
+}
+
+absl::Status ServingCore::DecodeAndEnqueue(Admission& admission) {
+  // Nothing to decode for a request that can no longer be answered in time.
+  if (admission.cancelled != nullptr && admission.cancelled->load()) {
+    return absl::CancelledError("request cancelled while waiting to be decoded");
+  }
+  const RefusalKey& key = admission.key;
+  if (key.deadline <= clock_->Now()) {
+    return absl::DeadlineExceededError(kDeadlineBeforeQueued);
+  }
+  const ClassifyRequest& request = admission.request;
+  const ServedModel& served = *admission.served;
+  absl::StatusOr<ImageTensor> image = request.input_case() == ClassifyRequest::kImage
+                                          ? served.preprocessor->FromEncoded(request.image())
+                                          : served.preprocessor->FromTensor(request.tensor());
+  if (!image.ok()) return image.status();
+
+  auto task = std::make_unique<InferenceTask>();
+  task->model = admission.model;
+  task->attrs.deadline = key.deadline;
+  task->attrs.keep_rate = request.keep_rate();  // 0 = the model's batch policy chooses
+  task->attrs.min_keep_rate = admission.min_keep_rate;
+  task->attrs.latency_budget =
+      key.deadline == absl::InfiniteFuture() ? absl::ZeroDuration() : key.deadline - key.arrival;
+  task->attrs.priority = static_cast<int>(request.priority());
+  task->image = *std::move(image);
+  task->top_k = ResolveTopK(request.top_k(), admission.model->spec().arch.num_classes);
+  task->return_logits = request.return_logits();
+  task->request_id = request.request_id();
+  task->arrival = key.arrival;
+  task->cancelled = admission.cancelled;
+  task->done = std::move(admission.done);
+  absl::Status scheduled = Enqueue(*admission.model, task);
+  // Refused: `task` is still ours, and so is its `done`.
+  if (!scheduled.ok()) admission.done = std::move(task->done);
+  return scheduled;
+}
+
+absl::Status ServingCore::Enqueue(ModelState& model, std::unique_ptr<InferenceTask>& task) {
   const absl::Time deadline = task->attrs.deadline;
   // Counted before Schedule: the batch may start (and decrement) before it returns.
   ++model.queued;
-  if (metrics_ != nullptr) metrics_->AddInFlight(1);
   absl::Status scheduled = scheduler_->Schedule(model.queue, &task);
   if (!scheduled.ok()) {
     // Refused on arrival by the policy (DEADLINE_EXCEEDED before the deadline).
@@ -120,7 +182,6 @@ absl::Status ServingCore::Enqueue(ModelState& model, std::unique_ptr<InferenceTa
       model.guard->ObserveRefusal(clock_->Now());
     }
     --model.queued;
-    if (metrics_ != nullptr) metrics_->AddInFlight(-1);
     return scheduled;
   }
   if (metrics_ != nullptr) metrics_->SetQueueDepth(model.name, model.queued.load());

@@ -35,6 +35,12 @@ absl::StatusOr<std::unique_ptr<ServingCore>> ServingCore::Create(std::vector<Ser
   if (!registry.ok()) return registry.status();
   std::unique_ptr<ServingCore> core(new ServingCore(options, clock, metrics, *std::move(registry)));
   if (absl::Status s = core->StartScheduler(); !s.ok()) return s;
+  DecodePool::Options decode;
+  decode.num_threads = options.decode_threads;
+  decode.max_queued = options.max_decode_queue_size;
+  absl::StatusOr<std::unique_ptr<DecodePool>> pool = DecodePool::Create(decode);
+  if (!pool.ok()) return pool.status();
+  core->decode_pool_ = *std::move(pool);
   return core;
 }
 
@@ -135,10 +141,15 @@ absl::Status ServingCore::ReloadModel(ServedModel next) {
 
 void ServingCore::Shutdown() {
   StartDraining();
+  // First the decode pool: its running jobs still hand their tasks to the scheduler, whose
+  // Shutdown then answers them with everything else queued.
+  if (decode_pool_ != nullptr) decode_pool_->Shutdown();
   if (scheduler_ != nullptr) scheduler_->Shutdown();
 }
 
 void ServingCore::KickScheduler() { scheduler_->Kick(); }
+
+int ServingCore::decoding() const { return decode_pool_ != nullptr ? decode_pool_->pending() : 0; }
 
 std::vector<vitserve::v1::ModelSummary> ServingCore::ModelSummaries() const {
   return registry_->Summaries(/*ready=*/!draining_);

@@ -2,9 +2,11 @@
 // and no LibTorch. Front ends (server/rpc/inference_service.h, server/rpc/oip_core.h)
 // translate their requests into vitserve.v1.ClassifyRequest messages and call Admit().
 //
-// Request path: Admit() (validation, deadline, preprocessing: admission.cc) -> the model's
-// batching queue in the BatchScheduler, where the model's BatchPolicy chooses each batch
-// and its keep-rate -> BatchRunner::Run (batch_runner.h) on a batch thread -> `done`.
+// Request path: Admit() (cheap checks on the caller's thread: model, validation,
+// scheduling fields, deadline; admission.cc) -> the DecodePool (decode_pool.h: decoding
+// and preprocessing on a decode thread) -> the model's batching queue in the
+// BatchScheduler, where the model's BatchPolicy chooses each batch and its keep-rate ->
+// BatchRunner::Run (batch_runner.h) on a batch thread -> `done`.
 //
 // Behaviour
 //   * Model: the request's `model`, or the default model when empty; unknown ->
@@ -30,7 +32,13 @@
 //   * Deadline: min(client deadline, arrival + latency_budget_ms). A request still queued
 //     at its deadline is answered DEADLINE_EXCEEDED without running; a deadline already
 //     passed on arrival is DEADLINE_EXCEEDED at once.
-//   * Queue full -> RESOURCE_EXHAUSTED at once; draining -> UNAVAILABLE; client cancelled
+//   * Decoding (ServingOptions::decode_threads, max_decode_queue_size): a request that
+//     passed the cheap checks waits for a decode thread; decode queue full ->
+//     RESOURCE_EXHAUSTED at once (from Admit). On the decode thread a request already
+//     cancelled -> CANCELLED, deadline passed -> DEADLINE_EXCEEDED (neither is decoded); a
+//     decode error -> INVALID_ARGUMENT with the preprocessor's message; all through `done`.
+//     Decode time counts against the budget: arrival is taken before the checks.
+//   * Queue full -> RESOURCE_EXHAUSTED; draining -> UNAVAILABLE at once; client cancelled
 //     while queued -> CANCELLED (the task leaves the queue without running).
 //   * Metrics (optional ServerMetrics, not owned): OnRequestDone for every answered
 //     request, OnBatch per batch, OnRejected for refusals before compute, queue depth per
@@ -56,6 +64,7 @@
 #include "server/budget/latency_model.h"
 #include "server/metrics/server_metrics.h"
 #include "server/serving/batch_runner.h"
+#include "server/serving/decode_pool.h"
 #include "server/serving/inference_task.h"
 #include "server/serving/model_registry.h"
 #include "server/serving/serving_options.h"
@@ -97,16 +106,20 @@ class ServingCore {
   // From now on new requests get UNAVAILABLE; queued ones run.
   void StartDraining() { draining_ = true; }
   bool draining() const { return draining_; }
-  // StartDraining(), then answers every queued request and stops the batch threads.
-  // Idempotent.
+  // StartDraining(), then answers every request still waiting to be decoded (UNAVAILABLE)
+  // and every queued request, and stops the decode and batch threads. Idempotent.
   void Shutdown();
 
-  // Validates, preprocesses and schedules one request. On OK, `done` will be called
-  // exactly once from a batch thread; on error it is not called and the error is the
-  // answer. `client_deadline` is the transport's deadline in real time (InfiniteFuture =
-  // none); `cancelled` (may be null) must stay valid until `done` runs.
-  absl::Status Admit(const vitserve::v1::ClassifyRequest& request, absl::Time client_deadline,
+  // Checks one request and hands it to the decode pool, which preprocesses and schedules
+  // it; returns without decoding. On OK, `done` will be called exactly once, from a decode
+  // thread (a refusal after the checks: decode error, deadline, cancelled, queue full), a
+  // batch thread (the answer) or Shutdown()'s thread; on error it is not called and the
+  // error is the answer. `client_deadline` is the transport's deadline in real time
+  // (InfiniteFuture = none); `cancelled` (may be null) must stay valid until `done` runs.
+  absl::Status Admit(vitserve::v1::ClassifyRequest request, absl::Time client_deadline,
                      const std::atomic<bool>* cancelled, ClassifyDone done);
+  // Requests admitted and not yet through the decode pool (waiting or being decoded).
+  int decoding() const;
   // Makes the scheduler look at its queues now (a client cancelled).
   void KickScheduler();
 
@@ -131,10 +144,26 @@ class ServingCore {
   absl::StatusOr<std::unique_ptr<BatchPolicy>> MakePolicy(ModelState& state) const;
   // Runs on each batch thread before it takes work: full zero batches of every model.
   void WarmUpBatchThread();
-  // Admission steps (admission.cc).
+  // Admission steps (admission.cc): CheckRequest on the caller's thread, then
+  // FinishAdmission (DecodeAndEnqueue, or the refusal through `done`) on a decode thread.
+  struct Admission;  // a request between the checks and its queue
+  // What a refusal's metrics need (deadline InfiniteFuture until known).
+  struct RefusalKey {
+    std::string model;
+    std::string method;
+    absl::Time arrival;
+    absl::Time deadline = absl::InfiniteFuture();
+  };
+  absl::Status CheckRequest(const vitserve::v1::ClassifyRequest& request,
+                            absl::Time client_deadline, Admission& admission) const;
+  void FinishAdmission(Admission& admission, absl::Status pool);
+  absl::Status DecodeAndEnqueue(Admission& admission);
   absl::Time RequestDeadline(const vitserve::v1::ClassifyRequest& request, absl::Time arrival,
                              absl::Time client_deadline) const;
-  absl::Status Enqueue(ModelState& model, std::unique_ptr<InferenceTask> task);
+  // Schedules `task`; on error `task` is left with the caller.
+  absl::Status Enqueue(ModelState& model, std::unique_ptr<InferenceTask>& task);
+  // RecordRefusal for `key`; returns `status`.
+  absl::Status Refuse(const RefusalKey& key, absl::Status status);
   // Metrics for a request refused before it was admitted (`deadline` InfiniteFuture =
   // none known yet; otherwise the refusal is a missed budget).
   void RecordRefusal(const std::string& model, const std::string& method,
@@ -147,6 +176,7 @@ class ServingCore {
   BatchRunner runner_;
   std::atomic<bool> draining_{false};
   std::unique_ptr<TaskScheduler> scheduler_;
+  std::unique_ptr<DecodePool> decode_pool_;  // in front of scheduler_; shut down first
 };
 
 }  // namespace vitserve

@@ -38,6 +38,11 @@ struct ServingOptions {
   int max_queue_size = 256;
   // Batches that run concurrently (1 on CPU: LibTorch already uses every core).
   int num_batch_threads = 1;
+  // Threads that decode and preprocess admitted requests (DecodePool, decode_pool.h), off
+  // the front ends' threads.
+  int decode_threads = 2;
+  // Admitted requests waiting for a decode thread; more get RESOURCE_EXHAUSTED.
+  int max_decode_queue_size = 256;
   // Unanswered requests per ClassifyStream before the server stops reading it.
   int max_stream_in_flight = 32;
   // Batching policy. kFixed = size-or-delay (no start-up sweep); kBudget = latency-budget.

@@ -488,6 +488,12 @@ class OipServerTest(unittest.TestCase):
         self.assertIn("nope", err["error"])
         status, err = self.rest(f"/v2/models/{MODEL}/infer", b" " * 300000)
         self.assertEqual(status, 413)
+        # Refused on a decode thread, after admission: still 400 with the decoder's message.
+        status, err = self.rest(f"/v2/models/{MODEL}/infer",
+                                {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                                             "data": ["not an image"]}]})
+        self.assertEqual(status, 400)
+        self.assertIn("accepted image formats", err["error"])
 
 
 def main():

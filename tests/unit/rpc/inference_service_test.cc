@@ -282,7 +282,8 @@ TEST_F(InferenceServiceTest, StreamAnswersEveryRequestWithItsIdAndKeepsGoingAfte
   std::set<std::string> expected;
   for (int i = 0; i < kRequests; ++i) {
     ClassifyRequest r = Request(static_cast<float>(i % 3), absl::StrCat("id-", i));
-    if (i == 7) r.set_keep_rate(1.5f);  // one bad request mid-stream
+    if (i == 7) r.set_keep_rate(1.5f);                  // one bad request mid-stream
+    if (i == 13) r.set_image("garbage, not an image");  // refused on the decode thread
     ASSERT_TRUE(stream->Write(r));
     expected.insert(absl::StrCat("id-", i));
   }
@@ -298,6 +299,10 @@ TEST_F(InferenceServiceTest, StreamAnswersEveryRequestWithItsIdAndKeepsGoingAfte
       EXPECT_EQ(r.error().code(), grpc::StatusCode::INVALID_ARGUMENT);
       EXPECT_THAT(r.error().message(), HasSubstr("keep_rate"));
       EXPECT_EQ(r.predictions_size(), 0);
+    } else if (r.request_id() == "id-13") {
+      EXPECT_EQ(r.error().code(), grpc::StatusCode::INVALID_ARGUMENT);
+      EXPECT_THAT(r.error().message(), HasSubstr("image"));
+      EXPECT_EQ(r.predictions_size(), 0);
     } else {
       EXPECT_EQ(r.error().code(), 0) << r.error().message();
       EXPECT_EQ(r.predictions_size(), 4);
@@ -310,6 +315,8 @@ TEST_F(InferenceServiceTest, FullQueueAnswersResourceExhaustedAtOnce) {
   InferenceServiceOptions options = FastOptions();
   options.max_batch_size = 1;
   options.max_queue_size = 1;
+  // One decode thread: the requests reach the queue in the order they were written.
+  options.decode_threads = 1;
   StartServer(options);
   model_->Hold();
   grpc::ClientContext ctx;

@@ -3,11 +3,14 @@
 // preprocessor, scheduler and metrics.
 #include "server/serving/serving_core.h"
 
+#include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/unit/serving/fake_model.h"
@@ -72,6 +75,35 @@ class ServingCoreTest : public ::testing::Test {
     return core_->Admit(request, absl::InfiniteFuture(), nullptr, answers_.Callback());
   }
 
+  bool WaitUntilDecoded() {
+    const absl::Time give_up = absl::Now() + kTestTimeout;
+    while (core_->decoding() > 0) {
+      if (absl::Now() > give_up) return false;
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    return true;
+  }
+  // Holds a decode thread: a request with an undecodable image is refused on the decode
+  // thread, through its `done`, which waits there until `release`.
+  struct HeldDecodeThread {
+    absl::Notification entered;
+    absl::Notification release;
+    absl::Status status;
+  };
+  void HoldDecodeThread(HeldDecodeThread& held) {
+    ClassifyRequest bad = Request(1.0f, "held");
+    bad.set_image("not an image");
+    ASSERT_TRUE(core_
+                    ->Admit(bad, absl::InfiniteFuture(), nullptr,
+                            [&held](absl::StatusOr<ClassifyResponse> r) {
+                              held.status = r.status();
+                              held.entered.Notify();
+                              held.release.WaitForNotificationWithTimeout(kTestTimeout);
+                            })
+                    .ok());
+    ASSERT_TRUE(held.entered.WaitForNotificationWithTimeout(kTestTimeout));
+  }
+
   RealClock clock_;
   FakeModel* model_ = nullptr;
   Answers answers_;
@@ -127,6 +159,8 @@ TEST_F(ServingCoreTest, RequestsAtOneKeepRateShareABatchAndRatesNeverMix) {
     r.set_keep_rate(rate);
     ASSERT_TRUE(Admit(r).ok());
   }
+  // Admit returns before decoding: wait until the five are in the queue.
+  ASSERT_TRUE(WaitUntilDecoded());
   model_->Release();
   auto results = answers_.WaitFor(6);
   ASSERT_EQ(results.size(), 6u);
@@ -155,6 +189,90 @@ TEST_F(ServingCoreTest, ReloadSwapsTheVersionAndRefusesAnotherArchitecture) {
   ASSERT_EQ(answers_.WaitFor(1).size(), 1u);
   EXPECT_THAT(next->batch_sizes(), ElementsAre(1, 4, 4, 1));  // warm-ups, then the request
   EXPECT_TRUE(model_->batch_sizes().empty());
+}
+
+ServingOptions OneDecodeThread(int max_queued) {
+  ServingOptions options = FastOptions();
+  options.decode_threads = 1;
+  options.max_decode_queue_size = max_queued;
+  return options;
+}
+
+TEST_F(ServingCoreTest, DecodeErrorIsAnsweredThroughDoneWithThePreprocessorsMessage) {
+  Start(FastOptions());
+  ClassifyRequest bad = Request(1.0f, "bad");
+  bad.set_image("not an image");
+  // Admit returns before decoding; the decode error is the request's answer.
+  ASSERT_TRUE(Admit(bad).ok());
+  auto results = answers_.WaitFor(1);
+  ASSERT_EQ(results.size(), 1u);
+  auto pre = Preprocessor::Create(TinySpec().preprocess, TinySpec().arch, {});
+  ASSERT_TRUE(pre.ok());
+  absl::Status direct = (*pre)->FromEncoded("not an image").status();
+  ASSERT_EQ(direct.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(results[0].status(), direct);
+  EXPECT_TRUE(model_->keep_rates().empty());
+}
+
+TEST_F(ServingCoreTest, FullDecodeQueueIsRefusedAtOnceAndAcceptedRequestsAnsweredOnce) {
+  Start(OneDecodeThread(2));
+  HeldDecodeThread held;
+  HoldDecodeThread(held);
+  ASSERT_TRUE(Admit(Request(1.0f, "b")).ok());
+  ASSERT_TRUE(Admit(Request(1.0f, "c")).ok());
+  EXPECT_EQ(core_->decoding(), 3);  // the held one, two waiting
+  absl::Status full = Admit(Request(1.0f, "d"));
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(full.message(), HasSubstr("decode queue full"));
+  held.release.Notify();
+  auto results = answers_.WaitFor(2);
+  ASSERT_TRUE(WaitUntilDecoded());
+  core_->Shutdown();  // nothing left to answer: "d" was never admitted
+  results = answers_.WaitFor(0);
+  ASSERT_EQ(results.size(), 2u);
+  std::vector<std::string> ids;
+  for (const auto& r : results) {
+    ASSERT_TRUE(r.ok()) << r.status();
+    ids.push_back(r->request_id());
+  }
+  EXPECT_THAT(ids, UnorderedElementsAre("b", "c"));
+  EXPECT_EQ(held.status.code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ServingCoreTest, CancelledWhileWaitingToBeDecodedIsAnsweredWithoutRunning) {
+  Start(OneDecodeThread(4));
+  HeldDecodeThread held;
+  HoldDecodeThread(held);
+  std::atomic<bool> cancelled{false};
+  ASSERT_TRUE(
+      core_->Admit(Request(1.0f, "gone"), absl::InfiniteFuture(), &cancelled, answers_.Callback())
+          .ok());
+  cancelled = true;
+  held.release.Notify();
+  auto results = answers_.WaitFor(1);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].status().code(), absl::StatusCode::kCancelled);
+  EXPECT_THAT(results[0].status().message(), HasSubstr("waiting to be decoded"));
+  EXPECT_TRUE(model_->keep_rates().empty());
+}
+
+TEST_F(ServingCoreTest, ShutdownAnswersRequestsWaitingToBeDecoded) {
+  Start(OneDecodeThread(8));
+  HeldDecodeThread held;
+  HoldDecodeThread(held);
+  for (const char* id : {"a", "b", "c"}) ASSERT_TRUE(Admit(Request(1.0f, id)).ok());
+  // Shutdown answers the three waiting, then waits for the held decode thread.
+  std::thread stopper([this] { core_->Shutdown(); });
+  auto results = answers_.WaitFor(3);
+  held.release.Notify();
+  stopper.join();
+  ASSERT_EQ(results.size(), 3u);
+  for (const auto& r : results) {
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  }
+  EXPECT_EQ(Admit(Request(1.0f)).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(answers_.WaitFor(0).size(), 3u);  // answered once each, nothing more
+  EXPECT_TRUE(model_->keep_rates().empty());
 }
 
 }  // namespace
