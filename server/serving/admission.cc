@@ -74,9 +74,12 @@ absl::Status ServingCore::Admit(const ClassifyRequest& request, absl::Time clien
       !valid.ok()) {
     return refuse(valid);
   }
-  // The served version's spec: its calibration may have changed on reload.
-  absl::StatusOr<float> min_keep_rate = ResolveMinKeepRate(request, served->model->spec());
-  if (!min_keep_rate.ok()) return refuse(min_keep_rate.status());
+  // Refused at once if impossible on the served version; the policy maps it per batch.
+  if (absl::Status floor = ValidateKeepRateFloor(
+          request.min_keep_rate(), request.min_expected_accuracy(), *model->accuracy->Snapshot());
+      !floor.ok()) {
+    return refuse(floor);
+  }
   deadline = RequestDeadline(request, arrival, client_deadline);
   if (deadline <= arrival) {
     return refuse(absl::DeadlineExceededError(
@@ -92,7 +95,9 @@ absl::Status ServingCore::Admit(const ClassifyRequest& request, absl::Time clien
   task->model = model;
   task->attrs.deadline = deadline;
   task->attrs.keep_rate = request.keep_rate();  // 0 = the model's batch policy chooses
-  task->attrs.min_keep_rate = *min_keep_rate;
+  // Raw: the batch policy maps them to a keep-rate floor when it decides.
+  task->attrs.min_keep_rate = request.min_keep_rate();
+  task->attrs.min_expected_accuracy = request.min_expected_accuracy();
   task->attrs.latency_budget =
       deadline == absl::InfiniteFuture() ? absl::ZeroDuration() : deadline - arrival;
   task->attrs.priority = static_cast<int>(request.priority());
