@@ -83,8 +83,10 @@ class Decider {
   Decider(const BudgetPolicy::Options& options, const LatencyTable& table, double safety_factor,
           double reserve, absl::Time now);
 
-  // Rule 1: the task views, most urgent first; unreachable min_keep_rates go to `reject`.
-  void Classify(const QueueSnapshot& queue, std::vector<std::pair<size_t, absl::Status>>& reject);
+  // Rule 1: the task views, most urgent first, floors mapped with `accuracy`; unreachable
+  // floors go to `reject`.
+  void Classify(const QueueSnapshot& queue, const AccuracyCurve& accuracy,
+                std::vector<std::pair<size_t, absl::Status>>& reject);
   // Rule 1b: rejects the tasks the backlog scan from `scan_start` loses (with
   // `rejects_only`, reports only the newcomer, the last of `num_tasks`).
   void RejectHopeless(absl::Time scan_start, bool rejects_only, size_t num_tasks,
@@ -167,7 +169,7 @@ std::optional<float> Decider::Best(const TaskView& t, absl::Time start, int n) c
   return std::nullopt;
 }
 
-void Decider::Classify(const QueueSnapshot& queue,
+void Decider::Classify(const QueueSnapshot& queue, const AccuracyCurve& accuracy,
                        std::vector<std::pair<size_t, absl::Status>>& reject) {
   views_.reserve(queue.tasks.size());
   for (size_t i = 0; i < queue.tasks.size(); ++i) {
@@ -183,7 +185,13 @@ void Decider::Classify(const QueueSnapshot& queue,
     v.fixed = task.attributes.keep_rate > 0.0f;
     v.fixed_rate = task.attributes.keep_rate;
     if (!v.fixed) {
-      const float min_rate = task.attributes.min_keep_rate;
+      absl::StatusOr<float> floor = ResolveKeepRateFloor(
+          task.attributes.min_keep_rate, task.attributes.min_expected_accuracy, accuracy);
+      if (!floor.ok()) {
+        reject.emplace_back(i, floor.status());
+        continue;
+      }
+      const float min_rate = *floor;
       if (min_rate > levels_.front() + kKeepRateTolerance) {
         reject.emplace_back(i, absl::InvalidArgumentError(absl::StrCat(
                                    "min_keep_rate ", min_rate,
@@ -396,7 +404,8 @@ float LoadCapKeepRate(const LatencyTable& table, double arrival_rate, double tar
 
 absl::StatusOr<std::unique_ptr<BudgetPolicy>> BudgetPolicy::Create(
     const Options& options, std::shared_ptr<const LatencyModel> latency_model,
-    std::shared_ptr<const LatencyGuard> guard) {
+    std::shared_ptr<const LatencyGuard> guard,
+    std::shared_ptr<const AccuracyCurveSource> accuracy) {
   if (options.max_batch_size < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_batch_size must be >= 1, got ", options.max_batch_size));
@@ -427,7 +436,7 @@ absl::StatusOr<std::unique_ptr<BudgetPolicy>> BudgetPolicy::Create(
   }
   if (latency_model == nullptr) return absl::InvalidArgumentError("latency_model is required");
   return std::unique_ptr<BudgetPolicy>(
-      new BudgetPolicy(options, std::move(latency_model), std::move(guard)));
+      new BudgetPolicy(options, std::move(latency_model), std::move(guard), std::move(accuracy)));
 }
 
 absl::Duration BudgetPolicy::GuardedCompute(const LatencyTable& table, float keep_rate,
@@ -438,29 +447,32 @@ absl::Duration BudgetPolicy::GuardedCompute(const LatencyTable& table, float kee
 BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now) const {
   const std::shared_ptr<const LatencyTable> table = latency_model_->Snapshot();
   const LatencyGuard::State guard = GuardState();
-  return Decide(queue, now, *table, guard.factor, guard.reserve);
+  const std::shared_ptr<const AccuracyCurve> accuracy = AccuracyNow();
+  return Decide(queue, now, *table, guard.factor, guard.reserve, accuracy.get());
 }
 
 BatchDecision BudgetPolicy::Decide(const QueueSnapshot& queue, absl::Time now,
-                                   const LatencyTable& table, double safety_factor,
-                                   double reserve) const {
-  return DecideFrom(queue, now, now, /*rejects_only=*/false, table, safety_factor, reserve);
+                                   const LatencyTable& table, double safety_factor, double reserve,
+                                   const AccuracyCurve* accuracy) const {
+  return DecideFrom(queue, now, now, /*rejects_only=*/false,
+                    Inputs{table, safety_factor, reserve, accuracy});
 }
 
 absl::Status BudgetPolicy::Admit(const QueueSnapshot& queue, absl::Time now,
                                  absl::Time free_at) const {
   const std::shared_ptr<const LatencyTable> table = latency_model_->Snapshot();
   const LatencyGuard::State guard = GuardState();
-  return Admit(queue, now, free_at, *table, guard.factor, guard.reserve);
+  const std::shared_ptr<const AccuracyCurve> accuracy = AccuracyNow();
+  return Admit(queue, now, free_at, *table, guard.factor, guard.reserve, accuracy.get());
 }
 
 absl::Status BudgetPolicy::Admit(const QueueSnapshot& queue, absl::Time now, absl::Time free_at,
-                                 const LatencyTable& table, double safety_factor,
-                                 double reserve) const {
+                                 const LatencyTable& table, double safety_factor, double reserve,
+                                 const AccuracyCurve* accuracy) const {
   if (queue.tasks.empty()) return absl::OkStatus();
   const size_t last = queue.tasks.size() - 1;
-  BatchDecision d = DecideFrom(queue, now, std::max(now, free_at), /*rejects_only=*/true, table,
-                               safety_factor, reserve);
+  BatchDecision d = DecideFrom(queue, now, std::max(now, free_at), /*rejects_only=*/true,
+                               Inputs{table, safety_factor, reserve, accuracy});
   for (auto& [index, status] : d.reject) {
     if (index == last) return status;
   }
@@ -469,11 +481,16 @@ absl::Status BudgetPolicy::Admit(const QueueSnapshot& queue, absl::Time now, abs
 
 BatchDecision BudgetPolicy::DecideFrom(const QueueSnapshot& queue, absl::Time now,
                                        absl::Time scan_start, bool rejects_only,
-                                       const LatencyTable& table, double safety_factor,
-                                       double reserve) const {
+                                       const Inputs& inputs) const {
+  const LatencyTable& table = inputs.table;
+  const double safety_factor = inputs.safety_factor;
   BatchDecision decision;
-  Decider decider(options_, table, safety_factor, reserve, now);
-  decider.Classify(queue, decision.reject);
+  Decider decider(options_, table, safety_factor, inputs.reserve, now);
+  // Without a source: no calibration, and min_keep_rate 0 is no floor (the lowest level).
+  const AccuracyCurve uncalibrated{
+      std::string(queue.key), 0.0f, table.keep_rate_levels().front(), {}};
+  decider.Classify(queue, inputs.accuracy != nullptr ? *inputs.accuracy : uncalibrated,
+                   decision.reject);
   decider.RejectHopeless(scan_start, rejects_only, queue.tasks.size(), decision.reject);
   if (rejects_only) return decision;
   // The guard's factor scales predicted times, so it scales the load they make too.

@@ -13,13 +13,18 @@
 //   fits(k, B, s)  every member m of batch B finishes in time when B starts at s:
 //              s + G(k, |B|) <= bound(m).
 //   levels     the latency table's keep-rate levels (e.g. 1.0, 0.9, ..., min).
-//   lo(t)      the lowest level >= t's min_keep_rate (0 = the lowest level).
+//   floor(t)   t's keep-rate floor: ResolveKeepRateFloor (server/scheduler/keep_rate_floor.h)
+//              of its raw min_keep_rate and min_expected_accuracy, with the accuracy curve
+//              of the model's served version (AccuracyCurveSource), read once per decision.
+//              Without a source, min_keep_rate 0 = no floor and an accuracy bound is refused.
+//   lo(t)      the lowest level >= floor(t).
 //   best(t, s, n)  the highest level k >= lo(t) with s + G(k, n) <= bound(t), if any.
 //
 // Rule (Decide), all at the decision time `now`:
-//   1. A "server chooses" task whose min_keep_rate is above the highest level is rejected
-//      with INVALID_ARGUMENT. So min_keep_rate is never violated: rejected, not served
-//      below it.
+//   1. A "server chooses" task whose floor is above the highest level, or whose
+//      min_expected_accuracy the curve does not reach (possible only when a reload changed
+//      the calibration after admission), is rejected with INVALID_ARGUMENT. So the floor is
+//      never violated: rejected, not served below it.
 //   1b. Hopeless requests are rejected at once with DEADLINE_EXCEEDED, judged by the
 //      backlog scan: the live tasks, in the order of rule 2, run back to back from `now`
 //      in greedy batches (a head plus the following tasks that can run at its rate and
@@ -37,7 +42,7 @@
 //        * its keep_rate when fixed (honoured as given, never changed);
 //        * best(head, now, 1) when "server chooses" with a budget: the highest keep-rate
 //          it could get alone (accuracy is the first goal);
-//        * max(default_keep_rate, min_keep_rate) when "server chooses" without a budget.
+//        * max(default_keep_rate, floor(t)) when "server chooses" without a budget.
 //      Then the following tasks in order join while the batch has fewer than
 //      max_batch_size members, if (a) they are compatible with k: fixed at exactly k; or
 //      "server chooses" without a budget whose own rate above equals k; or "server
@@ -96,9 +101,9 @@
 // longer than predicted or admitted requests miss their budgets, ρ when they miss
 // (latency_guard.h). Without a guard F = 1, ρ = 0.
 //
-// Thread-safety: Decide() is const and thread-safe; it reads one LatencyModel snapshot and
-// one guard factor per call. Decide(queue, now, table, factor) is a pure function of its
-// arguments (deterministic).
+// Thread-safety: Decide() is const and thread-safe; it reads one LatencyModel snapshot, one
+// guard factor and one accuracy curve per call. Decide(queue, now, table, factor) is a pure
+// function of its arguments (deterministic).
 #ifndef VITSERVE_SERVER_BUDGET_BUDGET_POLICY_H_
 #define VITSERVE_SERVER_BUDGET_BUDGET_POLICY_H_
 
@@ -110,6 +115,7 @@
 #include "server/budget/latency_guard.h"
 #include "server/budget/latency_model.h"
 #include "server/scheduler/batch_policy.h"
+#include "server/scheduler/keep_rate_floor.h"
 
 namespace vitserve {
 
@@ -151,28 +157,33 @@ class BudgetPolicy : public BatchPolicy {
   };
 
   // `latency_model` is shared with whoever calls Observe(); not null. `guard` (may be null
-  // = factor 1) is shared with whoever feeds it observations. INVALID_ARGUMENT for
-  // out-of-range options or a null model.
+  // = factor 1) is shared with whoever feeds it observations. `accuracy` (may be null = no
+  // calibration, see floor(t)) is the model's served version's curve, shared with whoever
+  // publishes reloads. INVALID_ARGUMENT for out-of-range options or a null model.
   static absl::StatusOr<std::unique_ptr<BudgetPolicy>> Create(
       const Options& options, std::shared_ptr<const LatencyModel> latency_model,
-      std::shared_ptr<const LatencyGuard> guard = nullptr);
+      std::shared_ptr<const LatencyGuard> guard = nullptr,
+      std::shared_ptr<const AccuracyCurveSource> accuracy = nullptr);
 
-  // Decide(queue, now, *latency_model->Snapshot(), guard's F, guard's ρ).
+  // Decide(queue, now, *latency_model->Snapshot(), guard's F, guard's ρ,
+  // accuracy->Snapshot()).
   BatchDecision Decide(const QueueSnapshot& queue, absl::Time now) const override;
 
   // The rule in the file comment, against a fixed table, every prediction multiplied by
   // `safety_factor` (>= 1; the LatencyGuard's F) in G and in the load cap, and every
-  // budgeted task's bound moved `reserve` (in [0, 1); the guard's ρ) of its budget earlier.
+  // budgeted task's bound moved `reserve` (in [0, 1); the guard's ρ) of its budget earlier,
+  // floors mapped with `accuracy` (null = no calibration, see floor(t)).
   BatchDecision Decide(const QueueSnapshot& queue, absl::Time now, const LatencyTable& table,
-                       double safety_factor = 1.0, double reserve = 0.0) const;
+                       double safety_factor = 1.0, double reserve = 0.0,
+                       const AccuracyCurve* accuracy = nullptr) const;
 
   // Rule 1b for the new (last) task with the backlog scan starting at free_at: the
   // running batch's predicted end. DEADLINE_EXCEEDED (message as in rule 1b) when the
-  // scan loses it; INVALID_ARGUMENT for an unreachable min_keep_rate; OK otherwise.
+  // scan loses it; INVALID_ARGUMENT for an unreachable floor (rule 1); OK otherwise.
   absl::Status Admit(const QueueSnapshot& queue, absl::Time now, absl::Time free_at) const override;
   absl::Status Admit(const QueueSnapshot& queue, absl::Time now, absl::Time free_at,
-                     const LatencyTable& table, double safety_factor = 1.0,
-                     double reserve = 0.0) const;
+                     const LatencyTable& table, double safety_factor = 1.0, double reserve = 0.0,
+                     const AccuracyCurve* accuracy = nullptr) const;
 
   // G(k, n): the guarded compute time used in every deadline check,
   // predicted × safety_factor × (1 + safety_fraction) + safety_margin.
@@ -182,24 +193,41 @@ class BudgetPolicy : public BatchPolicy {
   const Options& options() const { return options_; }
 
  private:
+  // What one decision reads: the table, the guard's F and ρ, the accuracy curve (may be
+  // null).
+  struct Inputs {
+    const LatencyTable& table;
+    double safety_factor;
+    double reserve;
+    const AccuracyCurve* accuracy;
+  };
   // Decide() with the backlog scan of rule 1b starting at `scan_start` (>= now); with
   // `rejects_only`, stops after rule 1b (no batch is formed) and reports only the last
   // task's rejection (admission of a newcomer).
   BatchDecision DecideFrom(const QueueSnapshot& queue, absl::Time now, absl::Time scan_start,
-                           bool rejects_only, const LatencyTable& table, double safety_factor,
-                           double reserve) const;
+                           bool rejects_only, const Inputs& inputs) const;
   // The guard's factor and reserve now (1 and 0 without a guard).
   LatencyGuard::State GuardState() const {
     return guard_ == nullptr ? LatencyGuard::State() : guard_->GetState();
   }
 
+  // The accuracy curve now (null without a source).
+  std::shared_ptr<const AccuracyCurve> AccuracyNow() const {
+    return accuracy_ == nullptr ? nullptr : accuracy_->Snapshot();
+  }
+
   BudgetPolicy(const Options& options, std::shared_ptr<const LatencyModel> latency_model,
-               std::shared_ptr<const LatencyGuard> guard)
-      : options_(options), latency_model_(std::move(latency_model)), guard_(std::move(guard)) {}
+               std::shared_ptr<const LatencyGuard> guard,
+               std::shared_ptr<const AccuracyCurveSource> accuracy)
+      : options_(options),
+        latency_model_(std::move(latency_model)),
+        guard_(std::move(guard)),
+        accuracy_(std::move(accuracy)) {}
 
   const Options options_;
   const std::shared_ptr<const LatencyModel> latency_model_;
   const std::shared_ptr<const LatencyGuard> guard_;
+  const std::shared_ptr<const AccuracyCurveSource> accuracy_;
 };
 
 }  // namespace vitserve

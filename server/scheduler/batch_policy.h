@@ -14,7 +14,7 @@
 // `max_batch_size` tasks wait or when the FIRST task of the batch has waited
 // `max_queue_delay`. A latency-budget policy (keep-rate chosen per batch from a latency
 // model, hopeless requests rejected early) implements the same interface and uses the
-// budget / min_keep_rate / priority fields the tasks already carry.
+// budget / floor / priority fields the tasks already carry.
 //
 // Thread-safety: Decide() is const and must be safe to call from several threads at
 // once (the scheduler's batch threads call it concurrently for different queues).
@@ -43,8 +43,13 @@ struct TaskAttributes {
   absl::Time deadline = absl::InfiniteFuture();
   // Requested keep-rate in (0, 1]; 0 = the policy chooses.
   float keep_rate = 0.0f;
-  // Lowest keep-rate a policy may choose for this task (0 = no lower bound).
+  // The request's raw floor fields, unresolved: a policy that honours a floor maps them to
+  // a keep-rate with ResolveKeepRateFloor (keep_rate_floor.h) when it decides.
+  // min_keep_rate: lowest keep-rate the policy may choose (0 = the model's minimum);
+  // min_expected_accuracy: a top-1 the chosen keep-rate must be calibrated to reach (0 =
+  // no bound).
   float min_keep_rate = 0.0f;
+  float min_expected_accuracy = 0.0f;
   // Latency budget from arrival; ZeroDuration() = none.
   absl::Duration latency_budget = absl::ZeroDuration();
   // 0 = highest priority.
@@ -129,7 +134,9 @@ class SizeOrDelayPolicy : public BatchPolicy {
   // The first group (ordered by its oldest task) whose batch is full, whose oldest task
   // has waited max_queue_delay, or any group when draining, runs; otherwise the policy
   // wakes when the oldest task's delay is up. So requests at different keep-rates share
-  // a queue (one per model) but never a batch. Priority is not used by this policy.
+  // a queue (one per model) but never a batch. Priority and the keep-rate floor
+  // (min_keep_rate, min_expected_accuracy) are not used by this policy: every keep-rate it
+  // runs is the client's own or the model's default.
   BatchDecision Decide(const QueueSnapshot& queue, absl::Time now) const override;
 
  private:

@@ -50,7 +50,6 @@ struct ServingCore::Admission {
   ModelState* model = nullptr;
   std::shared_ptr<ServedModel> served;  // the version admitted against
   RefusalKey key;
-  float min_keep_rate = 0.0f;
   const std::atomic<bool>* cancelled = nullptr;
   ClassifyDone done;
 };
@@ -113,11 +112,12 @@ absl::Status ServingCore::CheckRequest(const ClassifyRequest& request, absl::Tim
       !valid.ok()) {
     return valid;
   }
-  // The served version's spec: its calibration may have changed on reload.
-  absl::StatusOr<float> min_keep_rate =
-      ResolveMinKeepRate(request, admission.served->model->spec());
-  if (!min_keep_rate.ok()) return min_keep_rate.status();
-  admission.min_keep_rate = *min_keep_rate;
+  // Refused at once if impossible on the served version; the policy maps it per batch.
+  if (absl::Status floor = ValidateKeepRateFloor(
+          request.min_keep_rate(), request.min_expected_accuracy(), *model->accuracy->Snapshot());
+      !floor.ok()) {
+    return floor;
+  }
   admission.key.deadline = RequestDeadline(request, admission.key.arrival, client_deadline);
   if (admission.key.deadline <= admission.key.arrival) {
     return absl::DeadlineExceededError(kDeadlineBeforeQueued);
@@ -153,7 +153,9 @@ absl::Status ServingCore::DecodeAndEnqueue(Admission& admission) {
   task->model = admission.model;
   task->attrs.deadline = key.deadline;
   task->attrs.keep_rate = request.keep_rate();  // 0 = the model's batch policy chooses
-  task->attrs.min_keep_rate = admission.min_keep_rate;
+  // The raw floor fields: the model's batch policy maps them (scheduler/keep_rate_floor.h).
+  task->attrs.min_keep_rate = request.min_keep_rate();
+  task->attrs.min_expected_accuracy = request.min_expected_accuracy();
   task->attrs.latency_budget =
       key.deadline == absl::InfiniteFuture() ? absl::ZeroDuration() : key.deadline - key.arrival;
   task->attrs.priority = static_cast<int>(request.priority());

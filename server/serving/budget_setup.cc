@@ -93,7 +93,8 @@ absl::Status ValidateSweepOptions(const ServingOptions& options) {
 }
 
 absl::StatusOr<BudgetSetup> SetUpBudget(InferenceModel& model, const ServingOptions& options,
-                                        const Clock& clock) {
+                                        const Clock& clock,
+                                        std::shared_ptr<const AccuracyCurveSource> accuracy) {
   const ModelSpec& spec = model.spec();
   auto in_model = [&](const absl::Status& status) {
     return absl::Status(
@@ -111,8 +112,8 @@ absl::StatusOr<BudgetSetup> SetUpBudget(InferenceModel& model, const ServingOpti
     if (!guard.ok()) return in_model(guard.status());
     setup.guard = *std::move(guard);
   }
-  absl::StatusOr<std::unique_ptr<BudgetPolicy>> policy =
-      BudgetPolicy::Create(PolicyOptions(options, spec), setup.latency, setup.guard);
+  absl::StatusOr<std::unique_ptr<BudgetPolicy>> policy = BudgetPolicy::Create(
+      PolicyOptions(options, spec), setup.latency, setup.guard, std::move(accuracy));
   if (!policy.ok()) return in_model(policy.status());
   setup.policy = *std::move(policy);
   return setup;

@@ -11,6 +11,7 @@
 #include "server/budget/latency_guard.h"
 #include "server/budget/latency_model.h"
 #include "server/executor/inference_model.h"
+#include "server/scheduler/keep_rate_floor.h"
 #include "server/serving/serving_options.h"
 #include "server/util/clock.h"
 
@@ -26,9 +27,11 @@ struct BudgetSetup {
 absl::Status ValidateSweepOptions(const ServingOptions& options);
 
 // Times `model` (this can take seconds, at most options.sweep_time_cap) and builds its
-// latency model, guard and policy. Errors name the model. options.log gets the summary.
+// latency model, guard and policy (its floors mapped with `accuracy`, the model's served
+// version's curve). Errors name the model. options.log gets the summary.
 absl::StatusOr<BudgetSetup> SetUpBudget(InferenceModel& model, const ServingOptions& options,
-                                        const Clock& clock);
+                                        const Clock& clock,
+                                        std::shared_ptr<const AccuracyCurveSource> accuracy);
 
 }  // namespace vitserve
 

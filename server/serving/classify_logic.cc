@@ -139,69 +139,22 @@ std::vector<std::pair<float, double>> CurvePoints(const std::vector<CalibrationP
   return points;
 }
 
-// Top-1 at `keep_rate` on sorted `points`, linear between neighbours; 0 outside them.
-double AccuracyAt(const std::vector<std::pair<float, double>>& points, float keep_rate) {
-  for (size_t i = 0; i < points.size(); ++i) {
-    if (std::fabs(points[i].first - keep_rate) <= kKeepRateTolerance) return points[i].second;
-    if (i + 1 < points.size() && points[i].first < keep_rate && keep_rate < points[i + 1].first) {
-      const double t = (keep_rate - points[i].first) / (points[i + 1].first - points[i].first);
-      return points[i].second + t * (points[i + 1].second - points[i].second);
-    }
-  }
-  return 0.0;
-}
-
 }  // namespace
 
 double ExpectedAccuracy(const std::vector<CalibrationPoint>& curve, Method method,
                         float keep_rate) {
-  return AccuracyAt(CurvePoints(curve, method), keep_rate);
+  AccuracyCurve points;
+  points.points = CurvePoints(curve, method);
+  return points.At(keep_rate);
 }
 
-absl::StatusOr<float> ResolveMinKeepRate(const ClassifyRequest& request, const ModelSpec& spec) {
-  const float lo = spec.pruning.min_keep_rate;
-  const float hi = spec.pruning.max_keep_rate;
-  const float by_rate = request.min_keep_rate() > 0.0f ? request.min_keep_rate() : lo;
-  if (request.min_expected_accuracy() <= 0.0f) return by_rate;
-  // A float from the wire against calibrated doubles: asking for exactly a calibrated value
-  // (0.86f is 0.8600000143) must count as reaching it.
-  const double target = static_cast<double>(request.min_expected_accuracy()) - 1e-6;
-  const std::vector<std::pair<float, double>> points =
-      CurvePoints(spec.calibration, spec.pruning.method);
-  if (points.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("min_expected_accuracy needs a calibrated model; model '", spec.name,
-                     "' has no calibration (use min_keep_rate)"));
-  }
-  const double at_hi = AccuracyAt(points, hi);
-  if (at_hi < target) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("min_expected_accuracy ", request.min_expected_accuracy(), " is above model '",
-                     spec.name, "''s best expected top-1 ", at_hi, " (keep-rate ", hi, ")"));
-  }
-  // Walk down from `hi` over the curve's breakpoints (and `lo`): the accuracy is piecewise
-  // linear between them, so the floor is a breakpoint or the crossing inside the first
-  // segment that falls below the target. Unknown accuracy (outside the curve) stops it.
-  std::vector<float> down;
-  for (auto it = points.rbegin(); it != points.rend(); ++it) {
-    if (it->first < hi - kKeepRateTolerance && it->first > lo + kKeepRateTolerance) {
-      down.push_back(it->first);
-    }
-  }
-  down.push_back(lo);
-  float floor = hi;
-  double at_floor = at_hi;
-  for (const float k : down) {
-    const double at_k = AccuracyAt(points, k);
-    if (at_k <= 0.0) break;
-    if (at_k < target) {
-      floor = k + static_cast<float>((target - at_k) / (at_floor - at_k)) * (floor - k);
-      break;
-    }
-    floor = k;
-    at_floor = at_k;
-  }
-  return std::max(by_rate, floor);
+AccuracyCurve AccuracyCurveOf(const ModelSpec& spec) {
+  AccuracyCurve curve;
+  curve.model = spec.name;
+  curve.min_keep_rate = spec.pruning.min_keep_rate;
+  curve.max_keep_rate = spec.pruning.max_keep_rate;
+  curve.points = CurvePoints(spec.calibration, spec.pruning.method);
+  return curve;
 }
 
 }  // namespace vitserve

@@ -1,6 +1,7 @@
 // Pure pieces of the Classify path, kept free of gRPC server types so they are unit-tested
-// directly: request validation, the min-keep-rate floor, turning logits into top-k
-// predictions, and the expected accuracy from a calibration curve.
+// directly: request validation, turning logits into top-k predictions, and the expected
+// accuracy from a calibration curve (also the curve a batch policy maps a keep-rate floor
+// with: AccuracyCurveOf).
 //
 // Thread-safety: free functions without shared state.
 #ifndef VITSERVE_SERVER_SERVING_CLASSIFY_LOGIC_H_
@@ -13,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "server/scheduler/keep_rate_floor.h"
 #include "server/spec/model_spec.h"
 #include "vitserve/v1/inference.pb.h"
 
@@ -38,15 +40,6 @@ absl::Status ValidateClassifyRequest(const vitserve::v1::ClassifyRequest& reques
 absl::Status ValidateSchedulingFields(const vitserve::v1::ClassifyRequest& request,
                                       const ModelSpec& spec, uint32_t num_priority_levels);
 
-// The lowest keep-rate a latency-budget policy may choose for a request that passed both
-// validations: the higher of its min_keep_rate (0 = the model's minimum) and, when it sets
-// min_expected_accuracy, the lowest keep-rate k in the model's range such that every
-// keep-rate from k up to the model's maximum is expected (ExpectedAccuracy on the model's
-// calibration, piecewise linear) to reach that accuracy. INVALID_ARGUMENT when the model
-// has no calibration, or when even its maximum keep-rate is expected below the accuracy.
-absl::StatusOr<float> ResolveMinKeepRate(const vitserve::v1::ClassifyRequest& request,
-                                         const ModelSpec& spec);
-
 // The number of predictions to return: top_k, or min(kDefaultTopK, num_classes) for 0.
 uint32_t ResolveTopK(uint32_t requested, int num_classes);
 
@@ -61,6 +54,11 @@ std::vector<vitserve::v1::Prediction> TopKPredictions(absl::Span<const float> lo
 // method when none names it), linearly interpolated between the nearest calibrated
 // keep-rates; 0 when the curve is empty or `keep_rate` lies outside its range.
 double ExpectedAccuracy(const std::vector<CalibrationPoint>& curve, Method method, float keep_rate);
+
+// The accuracy curve of a model version for its batch policy's keep-rate floor
+// (server/scheduler/keep_rate_floor.h): its name, keep-rate range and the calibration
+// points ExpectedAccuracy uses.
+AccuracyCurve AccuracyCurveOf(const ModelSpec& spec);
 
 }  // namespace vitserve
 

@@ -20,6 +20,8 @@
 #include "server/budget/latency_guard.h"
 #include "server/budget/latency_model.h"
 #include "server/metrics/server_metrics.h"
+#include "server/scheduler/keep_rate_floor.h"
+#include "server/serving/classify_logic.h"
 #include "server/serving/inference_task.h"
 #include "server/serving/serving_options.h"
 #include "vitserve/v1/inference.pb.h"
@@ -40,10 +42,13 @@ struct ModelState {
     absl::MutexLock lock(&mu);
     return info;
   }
+  // Also publishes the new version's accuracy curve to `accuracy`.
   void Swap(std::shared_ptr<ServedModel> next, vitserve::v1::ModelInfo next_info) {
+    AccuracyCurve curve = AccuracyCurveOf(next->model->spec());
     absl::MutexLock lock(&mu);
     served = std::move(next);
     info = std::move(next_info);
+    accuracy->Publish(std::move(curve));
   }
 
   // The first version's spec. What scheduling and validation depend on (architecture,
@@ -60,6 +65,10 @@ struct ModelState {
   std::shared_ptr<LatencyModel> latency;
   // kBudget with guard_miss_target > 0: the model's LatencyGuard (shared with its policy).
   std::shared_ptr<LatencyGuard> guard;
+  // The served version's accuracy curve (Swap publishes it): admission validates a
+  // request's floor with it, the budget policy maps the floor with it per batch.
+  const std::shared_ptr<AccuracyCurveSource> accuracy =
+      std::make_shared<AccuracyCurveSource>(AccuracyCurve());
   // Pruned images seen, for deterministic shadow sampling.
   std::atomic<uint64_t> shadow_seen{0};
 

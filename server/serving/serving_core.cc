@@ -94,7 +94,8 @@ absl::StatusOr<std::unique_ptr<BatchPolicy>> ServingCore::MakePolicy(ModelState&
     if (!made.ok()) return made.status();
     return std::unique_ptr<BatchPolicy>(*std::move(made));
   }
-  absl::StatusOr<BudgetSetup> setup = SetUpBudget(*state.Current()->model, options_, *clock_);
+  absl::StatusOr<BudgetSetup> setup =
+      SetUpBudget(*state.Current()->model, options_, *clock_, state.accuracy);
   if (!setup.ok()) return setup.status();
   state.latency = std::move(setup->latency);
   state.guard = std::move(setup->guard);

@@ -12,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/scheduler/arrival_rate.h"
+#include "tests/unit/budget/gpu_latency_model.h"
 
 namespace vitserve {
 namespace {
@@ -20,28 +21,11 @@ using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using testing_fixtures::GpuModel;
 
 const absl::Time kT0 = absl::FromUnixSeconds(1000);
 constexpr absl::Duration kDelay = absl::Milliseconds(5);
 constexpr int kMaxBatch = 4;
-
-// A GPU-like table: t(k, b) = base(k) + 1 ms · (b − 1), base = 10 / 8 / 6 ms at keep-rate
-// 1.0 / 0.8 / 0.6. Batching is cheap, lowering the keep-rate saves 2 ms per level.
-std::shared_ptr<LatencyModel> GpuModel() {
-  LatencyModel::Options options;
-  options.keep_rate_levels = {1.0f, 0.8f, 0.6f};
-  options.batch_sizes = {1, 2, 4, 8};
-  const std::map<float, int> base_ms = {{1.0f, 10}, {0.8f, 8}, {0.6f, 6}};
-  std::vector<LatencyPoint> points;
-  for (const auto& [k, base] : base_ms) {
-    for (int b : options.batch_sizes) {
-      points.push_back(LatencyPoint{k, b, absl::Milliseconds(base + b - 1)});
-    }
-  }
-  auto model = LatencyModel::Create(options, points);
-  EXPECT_TRUE(model.ok()) << model.status();
-  return std::shared_ptr<LatencyModel>(std::move(*model));
-}
 
 // Exact arithmetic: no safety fraction or margin unless a test sets them.
 BudgetPolicy::Options ExactOptions() {

@@ -150,6 +150,12 @@ ModelSpec CalibratedSpec() {
   return spec;
 }
 
+// The floor of a request's raw fields on `spec`'s curve (what the batch policy maps, and
+// admission validates, was ResolveMinKeepRate here before the policy owned it).
+absl::StatusOr<float> ResolveMinKeepRate(const ClassifyRequest& r, const ModelSpec& spec) {
+  return ResolveKeepRateFloor(r.min_keep_rate(), r.min_expected_accuracy(), AccuracyCurveOf(spec));
+}
+
 float MinKeepRateFor(float accuracy, float min_keep_rate = 0.0f) {
   ClassifyRequest r = WithImage();
   r.set_min_expected_accuracy(accuracy);

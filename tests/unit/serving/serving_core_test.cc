@@ -275,5 +275,48 @@ TEST_F(ServingCoreTest, ShutdownAnswersRequestsWaitingToBeDecoded) {
   EXPECT_TRUE(model_->keep_rates().empty());
 }
 
+// The floor is mapped by the budget policy from the request's raw fields, with the
+// calibration of the version that runs the batch: a reload while the request waits moves it.
+TEST_F(ServingCoreTest, TheBudgetPolicyMapsTheAccuracyFloorWithTheServedVersion) {
+  ServingOptions options = FastOptions();
+  options.scheduler = SchedulerKind::kBudget;
+  options.sweep_repeats = 1;
+  options.sweep_warmup_runs = 0;
+  Start(options);
+  // Calibrated 0.6 at 0.5 and 0.8 at 1.0: 0.75 needs keep-rate 0.875 (above the default 0.7).
+  ClassifyRequest accurate = Request(1.0f, "accurate");
+  accurate.set_min_expected_accuracy(0.75f);
+  ASSERT_TRUE(Admit(accurate).ok());
+  auto results = answers_.WaitFor(1);
+  ASSERT_EQ(results.size(), 1u);
+  ASSERT_TRUE(results[0].ok()) << results[0].status();
+  EXPECT_NEAR(results[0]->keep_rate(), 0.875f, 1e-4);
+  // Unreachable on this version: refused at admission, as before.
+  ClassifyRequest impossible = Request(1.0f);
+  impossible.set_min_expected_accuracy(0.9f);
+  absl::Status refused = Admit(impossible);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.message(), HasSubstr("above model 'tiny''s best expected top-1 0.8"));
+
+  // Queued behind a held batch, then a reload whose calibration reaches 0.75 at 0.5.
+  model_->Hold();
+  ASSERT_TRUE(Admit(Request(1.0f, "blocker")).ok());
+  ASSERT_TRUE(model_->WaitForRuns(2));
+  ASSERT_TRUE(Admit(accurate).ok());
+  ModelSpec next_spec = TinySpec();
+  next_spec.version = "8";
+  next_spec.calibration = {{"evit", 0.5f, 0.76, 0.9, 0}, {"evit", 1.0f, 0.8, 1.0, 0}};
+  FakeModel* next = nullptr;
+  ASSERT_TRUE(core_->ReloadModel(Served(next_spec, &next)).ok());
+  model_->Release();
+  results = answers_.WaitFor(3);
+  ASSERT_EQ(results.size(), 3u);
+  ASSERT_TRUE(results[2].ok()) << results[2].status();
+  EXPECT_EQ(results[2]->request_id(), "accurate");
+  // The new version's floor is its minimum 0.5: the request runs at the default 0.7.
+  EXPECT_FLOAT_EQ(results[2]->keep_rate(), 0.7f);
+  EXPECT_FLOAT_EQ(next->keep_rates().back(), 0.7f);
+}
+
 }  // namespace
 }  // namespace vitserve
