@@ -12,21 +12,22 @@ namespace vitserve {
 
 using vitserve::v1::ClassifyRequest;
 
-void ServingCore::RecordRefusal(const std::string& model, const std::string& method,
+void ServingCore::RecordRefusal(const ModelState* model, const std::string& requested_model,
                                 const absl::Status& status, double seconds, absl::Time deadline) {
   if (metrics_ == nullptr) return;
+  ModelMetrics* metrics =
+      model != nullptr ? model->metrics : metrics_->ForModel(requested_model, "");
+  if (metrics == nullptr) return;
   const char* reason = RefusalReason(status, clock_->Now(), deadline);
-  if (*reason != '\0') metrics_->OnRejected(model, reason);
-  RequestRecord record;
-  record.model = model;
-  record.method = method;
+  if (*reason != '\0') metrics->OnRejected(reason);
+  RequestOutcome record;
   record.grpc_code = static_cast<int>(status.code());
   record.total_seconds = seconds;
   // A request that carried a budget or deadline and was refused missed it: counting it
   // as "no budget" would make SLO attainment read too high under overload.
   record.had_budget = deadline != absl::InfiniteFuture();
   record.budget_met = false;
-  metrics_->OnRequestDone(record);
+  metrics->OnRequestDone(record);
 }
 
 absl::Time ServingCore::RequestDeadline(const ClassifyRequest& request, absl::Time arrival,
@@ -48,14 +49,13 @@ absl::Status ServingCore::Admit(const ClassifyRequest& request, absl::Time clien
                                 const std::atomic<bool>* cancelled, ClassifyDone done) {
   const absl::Time arrival = clock_->Now();
   absl::StatusOr<ModelState*> found = registry_->Find(request.model());
-  const std::string model_name = found.ok() ? (*found)->name : request.model();
-  const std::string method = found.ok() ? (*found)->method : "";
+  const ModelState* const found_model = found.ok() ? *found : nullptr;
   // Set once the request's budget / client deadline is known; refusals after that point
   // count as missed budgets.
   absl::Time deadline = absl::InfiniteFuture();
   auto refuse = [&](absl::Status status) {
-    RecordRefusal(model_name, method, status, absl::ToDoubleSeconds(clock_->Now() - arrival),
-                  deadline);
+    RecordRefusal(found_model, request.model(), status,
+                  absl::ToDoubleSeconds(clock_->Now() - arrival), deadline);
     return status;
   };
   if (draining_) {
@@ -123,7 +123,7 @@ absl::Status ServingCore::Enqueue(ModelState& model, std::unique_ptr<InferenceTa
     if (metrics_ != nullptr) metrics_->AddInFlight(-1);
     return scheduled;
   }
-  if (metrics_ != nullptr) metrics_->SetQueueDepth(model.name, model.queued.load());
+  if (model.metrics != nullptr) model.metrics->SetQueueDepth(model.queued.load());
   return absl::OkStatus();
 }
 

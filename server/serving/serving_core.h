@@ -136,8 +136,10 @@ class ServingCore {
                              absl::Time client_deadline) const;
   absl::Status Enqueue(ModelState& model, std::unique_ptr<InferenceTask> task);
   // Metrics for a request refused before it was admitted (`deadline` InfiniteFuture =
-  // none known yet; otherwise the refusal is a missed budget).
-  void RecordRefusal(const std::string& model, const std::string& method,
+  // none known yet; otherwise the refusal is a missed budget): through `model`'s handle,
+  // or, when the request names no served model (`model` null), under "_unknown" (looked up
+  // by `requested_model`, which ServerMetrics bounds).
+  void RecordRefusal(const ModelState* model, const std::string& requested_model,
                      const absl::Status& status, double seconds, absl::Time deadline);
 
   const ServingOptions options_;
