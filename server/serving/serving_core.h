@@ -19,10 +19,10 @@
 //         counts as a budget; requests with neither run at the model's default keep-rate);
 //         hopeless budgets are answered DEADLINE_EXCEEDED at once with the predicted time.
 //         Every batch's compute time refines the latency model (Observe) and is reported
-//         with the prediction (ServerMetrics::OnLatencyPrediction); with a LatencyGuard
+//         with the prediction (ModelMetrics::OnLatencyPrediction); with a LatencyGuard
 //         (guard_miss_target > 0) it and every answered budgeted request (met or missed;
 //         not the policy's early refusals) feed the guard's safety factor
-//         (ServerMetrics::SetLatencyGuard). DescribeModel's grid carries
+//         (ModelMetrics::SetLatencyGuard). DescribeModel's grid carries
 //         latency_seconds_by_batch from the current latency table.
 //   * min_keep_rate (0 = the model's minimum) must lie within the model's
 //     [min_keep_rate, max_keep_rate]; priority must be < kNumPriorityLevels (0 = most
@@ -34,7 +34,8 @@
 //     while queued -> CANCELLED (the task leaves the queue without running).
 //   * Metrics (optional ServerMetrics, not owned): OnRequestDone for every answered
 //     request, OnBatch per batch, OnRejected for refusals before compute, queue depth per
-//     model, in-flight count.
+//     model, in-flight count. Per-model series go through each model's handle
+//     (ModelState::metrics, taken once at Create), with no lookup by name per call.
 //
 // Thread-safety: Admit() runs on front-end threads, batches on the scheduler's threads;
 // all shared state is immutable after Create() or guarded. WarmUp(), ReloadModel(),
