@@ -230,6 +230,7 @@ class ModelMetricsImpl : public ModelMetrics {
 }  // namespace
 
 int MethodIndex(const std::string& method) {
+  if (method.empty()) return kNumMethods;  // the string-keyed calls without a method
   absl::StatusOr<Method> m = ParseMethod(method);
   return m.ok() ? static_cast<int>(*m) : kNumMethods;
 }
