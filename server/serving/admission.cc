@@ -12,21 +12,22 @@ namespace vitserve {
 
 using vitserve::v1::ClassifyRequest;
 
-void ServingCore::RecordRefusal(const std::string& model, const std::string& method,
+void ServingCore::RecordRefusal(const ModelState* model, const std::string& requested_model,
                                 const absl::Status& status, double seconds, absl::Time deadline) {
   if (metrics_ == nullptr) return;
+  ModelMetrics* metrics =
+      model != nullptr ? model->metrics : metrics_->ForModel(requested_model, "");
+  if (metrics == nullptr) return;
   const char* reason = RefusalReason(status, clock_->Now(), deadline);
-  if (*reason != '\0') metrics_->OnRejected(model, reason);
-  RequestRecord record;
-  record.model = model;
-  record.method = method;
+  if (*reason != '\0') metrics->OnRejected(reason);
+  RequestOutcome record;
   record.grpc_code = static_cast<int>(status.code());
   record.total_seconds = seconds;
   // A request that carried a budget or deadline and was refused missed it: counting it
   // as "no budget" would make SLO attainment read too high under overload.
   record.had_budget = deadline != absl::InfiniteFuture();
   record.budget_met = false;
-  metrics_->OnRequestDone(record);
+  metrics->OnRequestDone(record);
 }
 
 absl::Time ServingCore::RequestDeadline(const ClassifyRequest& request, absl::Time arrival,
@@ -63,8 +64,8 @@ constexpr char kDeadlineBeforeQueued[] =
 }  // namespace
 
 absl::Status ServingCore::Refuse(const RefusalKey& key, absl::Status status) {
-  RecordRefusal(key.model, key.method, status, absl::ToDoubleSeconds(clock_->Now() - key.arrival),
-                key.deadline);
+  RecordRefusal(key.model, key.requested_model, status,
+                absl::ToDoubleSeconds(clock_->Now() - key.arrival), key.deadline);
   return status;
 }
 
@@ -95,8 +96,8 @@ absl::Status ServingCore::Admit(ClassifyRequest request, absl::Time client_deadl
 absl::Status ServingCore::CheckRequest(const ClassifyRequest& request, absl::Time client_deadline,
                                        Admission& admission) const {
   absl::StatusOr<ModelState*> found = registry_->Find(request.model());
-  admission.key.model = found.ok() ? (*found)->name : request.model();
-  admission.key.method = found.ok() ? (*found)->method : "";
+  admission.key.model = found.ok() ? *found : nullptr;
+  admission.key.requested_model = request.model();
   if (draining_) {
     return absl::UnavailableError(
         "server is draining (shutting down) and accepts no new requests; retry on another "
@@ -186,7 +187,7 @@ absl::Status ServingCore::Enqueue(ModelState& model, std::unique_ptr<InferenceTa
     --model.queued;
     return scheduled;
   }
-  if (metrics_ != nullptr) metrics_->SetQueueDepth(model.name, model.queued.load());
+  if (model.metrics != nullptr) model.metrics->SetQueueDepth(model.queued.load());
   return absl::OkStatus();
 }
 

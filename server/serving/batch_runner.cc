@@ -74,7 +74,7 @@ const char* RefusalReason(const absl::Status& status, absl::Time now, absl::Time
 void BatchRunner::Run(float keep_rate, std::vector<std::unique_ptr<InferenceTask>> batch) {
   ModelState& model = *batch[0]->model;
   const int64_t depth = model.queued -= static_cast<int64_t>(batch.size());
-  if (metrics_ != nullptr) metrics_->SetQueueDepth(model.name, depth);
+  if (model.metrics != nullptr) model.metrics->SetQueueDepth(depth);
   // The images move out of the tasks so they outlive the answers (shadow comparison).
   std::vector<ImageTensor> owned_images;
   owned_images.reserve(batch.size());
@@ -115,25 +115,26 @@ BatchRunner::Outcome BatchRunner::Forward(ModelState& model, float keep_rate,
 
 void BatchRunner::RecordBatch(ModelState& model, float keep_rate, int batch_size,
                               const Outcome& outcome) {
-  if (metrics_ == nullptr) return;
-  metrics_->OnBatch(model.name, batch_size, keep_rate, outcome.compute_seconds());
+  ModelMetrics* metrics = model.metrics;
+  if (metrics == nullptr) return;
+  metrics->OnBatch(batch_size, keep_rate, outcome.compute_seconds());
   if (model.latency == nullptr) return;
   if (options_.scheduler == SchedulerKind::kBudget) {
     // What rule 2c saw for this model's queue.
     const double arrival_rate = arrival_rate_ ? arrival_rate_(model) : 0.0;
     const double factor = model.guard != nullptr ? model.guard->Factor() : 1.0;
-    metrics_->SetLoad(model.name, arrival_rate,
-                      LoadCapKeepRate(*model.latency->Snapshot(), arrival_rate * factor,
-                                      options_.target_utilization, options_.max_batch_size,
-                                      options_.num_batch_threads));
+    metrics->SetLoad(arrival_rate,
+                     LoadCapKeepRate(*model.latency->Snapshot(), arrival_rate * factor,
+                                     options_.target_utilization, options_.max_batch_size,
+                                     options_.num_batch_threads));
     if (model.guard != nullptr) {
       const LatencyGuard::State guard = model.guard->GetState();
-      metrics_->SetLatencyGuard(model.name, guard.factor, guard.reserve, guard.miss_ratio);
+      metrics->SetLatencyGuard(guard.factor, guard.reserve, guard.miss_ratio);
     }
   }
   if (outcome.results.ok()) {
-    metrics_->OnLatencyPrediction(model.name, absl::ToDoubleSeconds(outcome.predicted),
-                                  outcome.compute_seconds());
+    metrics->OnLatencyPrediction(absl::ToDoubleSeconds(outcome.predicted),
+                                 outcome.compute_seconds());
   }
 }
 
@@ -158,13 +159,14 @@ void BatchRunner::MaybeShadow(ModelState& model, InferenceModel& version, float 
                               const std::vector<const ImageTensor*>& images,
                               const std::vector<ImageResult>& results) {
   const double fraction = options_.shadow_fraction;
-  if (metrics_ == nullptr || fraction <= 0.0 || keep_rate >= 1.0f || images.empty()) return;
+  ModelMetrics* metrics = model.metrics;
+  if (metrics == nullptr || fraction <= 0.0 || keep_rate >= 1.0f || images.empty()) return;
   const uint64_t n = images.size();
   const uint64_t sampled = ShadowSampleCount(model.shadow_seen.fetch_add(n), n, fraction);
   if (sampled == 0) return;
   const auto skip_all = [&] {
     for (uint64_t i = 0; i < sampled; ++i) {
-      metrics_->OnShadow(model.name, ShadowRecord{ShadowRecord::Outcome::kSkipped, 0.0});
+      metrics->OnShadow(ShadowRecord{ShadowRecord::Outcome::kSkipped, 0.0});
     }
   };
   if (model.queued.load() > 0) return skip_all();  // work is waiting: never delay it
@@ -173,19 +175,19 @@ void BatchRunner::MaybeShadow(ModelState& model, InferenceModel& version, float 
   if (!dense.ok() || dense->size() != chosen.size()) return skip_all();
   for (size_t i = 0; i < chosen.size(); ++i) {
     const ShadowComparison c = CompareWithDense((*dense)[i].logits, results[i].logits);
-    metrics_->OnShadow(model.name, ShadowRecord{c.top1_agrees ? ShadowRecord::Outcome::kAgree
-                                                              : ShadowRecord::Outcome::kDisagree,
-                                                c.kl_nats});
+    metrics->OnShadow(ShadowRecord{
+        c.top1_agrees ? ShadowRecord::Outcome::kAgree : ShadowRecord::Outcome::kDisagree,
+        c.kl_nats});
   }
 }
 
 void BatchRunner::Reject(std::unique_ptr<InferenceTask> task, absl::Status status) {
   ModelState& model = *task->model;
   const int64_t depth = --model.queued;
-  if (metrics_ != nullptr) {
-    metrics_->SetQueueDepth(model.name, depth);
+  if (model.metrics != nullptr) {
+    model.metrics->SetQueueDepth(depth);
     const char* reason = RefusalReason(status, clock_->Now(), task->attrs.deadline);
-    if (*reason != '\0') metrics_->OnRejected(model.name, reason);
+    if (*reason != '\0') model.metrics->OnRejected(reason);
   }
   Answer(std::move(task), std::move(status));
 }
@@ -210,10 +212,8 @@ void BatchRunner::ObserveBudget(const InferenceTask& task,
 void BatchRunner::Answer(std::unique_ptr<InferenceTask> task,
                          absl::StatusOr<ClassifyResponse> result) {
   ObserveBudget(*task, result);
-  if (metrics_ != nullptr) {
-    RequestRecord record;
-    record.model = task->model->name;
-    record.method = task->model->method;
+  if (task->model->metrics != nullptr) {
+    RequestOutcome record;
     record.grpc_code = static_cast<int>(result.status().code());
     record.dense_macs = task->model->dense_macs;
     if (result.ok()) {
@@ -230,9 +230,9 @@ void BatchRunner::Answer(std::unique_ptr<InferenceTask> task,
     record.had_budget = task->attrs.deadline != absl::InfiniteFuture();
     record.budget_met =
         record.had_budget && result.ok() && WithinBudget(*task, record.total_seconds);
-    metrics_->OnRequestDone(record);
-    metrics_->AddInFlight(-1);
+    task->model->metrics->OnRequestDone(record);
   }
+  if (metrics_ != nullptr) metrics_->AddInFlight(-1);
   task->done(std::move(result));
 }
 

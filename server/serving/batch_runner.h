@@ -32,7 +32,8 @@ class BatchRunner {
   // The offered load of a model's queue, per second (for the load-cap metrics).
   using ArrivalRateFn = std::function<double(const ModelState&)>;
 
-  // `clock` and `metrics` are not owned; `metrics` may be null.
+  // `clock` and `metrics` are not owned; `metrics` (may be null) counts requests in
+  // flight; per-model series are recorded through each ModelState's handle.
   BatchRunner(const ServingOptions& options, const Clock* clock, ServerMetrics* metrics,
               ArrivalRateFn arrival_rate)
       : options_(options),

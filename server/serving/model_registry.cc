@@ -62,7 +62,10 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(
     if (!registry->by_name_.emplace(s->name, s).second) {
       return absl::InvalidArgumentError(absl::StrCat("two models named '", s->name, "'"));
     }
-    if (metrics != nullptr) metrics->OnModelLoaded(s->name, s->method, s->spec().version);
+    if (metrics != nullptr) {
+      metrics->OnModelLoaded(s->name, s->method, s->spec().version);
+      s->metrics = metrics->ForModel(s->name, s->method);
+    }
     registry->models_.push_back(*std::move(state));
   }
   registry->default_model_ = default_model.empty() ? registry->models_[0]->name : default_model;

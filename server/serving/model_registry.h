@@ -71,6 +71,9 @@ struct ModelState {
       std::make_shared<AccuracyCurveSource>(AccuracyCurve());
   // Pruned images seen, for deterministic shadow sampling.
   std::atomic<uint64_t> shadow_seen{0};
+  // The model's metrics handle (ServerMetrics::ForModel, owned by the ServerMetrics): what
+  // the hot path records through, with no lookup by name. Null when serving without metrics.
+  ModelMetrics* metrics = nullptr;
 
   const ModelSpec& spec() const { return base_spec; }
 
@@ -83,8 +86,9 @@ class ModelRegistry {
  public:
   // Takes the models (at least one, unique names, each with a preprocessor) and builds
   // the ModelInfo of each; `default_model` "" = the first. `metrics` (may be null, not
-  // owned) is told about every version loaded. INVALID_ARGUMENT for no models, a missing
-  // preprocessor, duplicate names or an unknown default model.
+  // owned) is told about every version loaded, and each ModelState gets its handle.
+  // INVALID_ARGUMENT for no models, a missing preprocessor, duplicate names or an unknown default
+  // model.
   static absl::StatusOr<std::unique_ptr<ModelRegistry>> Create(std::vector<ServedModel> models,
                                                                const std::string& default_model,
                                                                ServerMetrics* metrics);

@@ -21,10 +21,10 @@
 //         counts as a budget; requests with neither run at the model's default keep-rate);
 //         hopeless budgets are answered DEADLINE_EXCEEDED at once with the predicted time.
 //         Every batch's compute time refines the latency model (Observe) and is reported
-//         with the prediction (ServerMetrics::OnLatencyPrediction); with a LatencyGuard
+//         with the prediction (ModelMetrics::OnLatencyPrediction); with a LatencyGuard
 //         (guard_miss_target > 0) it and every answered budgeted request (met or missed;
 //         not the policy's early refusals) feed the guard's safety factor
-//         (ServerMetrics::SetLatencyGuard). DescribeModel's grid carries
+//         (ModelMetrics::SetLatencyGuard). DescribeModel's grid carries
 //         latency_seconds_by_batch from the current latency table.
 //   * min_keep_rate (0 = the model's minimum) must lie within the model's
 //     [min_keep_rate, max_keep_rate]; priority must be < kNumPriorityLevels (0 = most
@@ -42,7 +42,8 @@
 //     while queued -> CANCELLED (the task leaves the queue without running).
 //   * Metrics (optional ServerMetrics, not owned): OnRequestDone for every answered
 //     request, OnBatch per batch, OnRejected for refusals before compute, queue depth per
-//     model, in-flight count.
+//     model, in-flight count. Per-model series go through each model's handle
+//     (ModelState::metrics, taken once at Create), with no lookup by name per call.
 //
 // Thread-safety: Admit() runs on front-end threads, batches on the scheduler's threads;
 // all shared state is immutable after Create() or guarded. WarmUp(), ReloadModel(),
@@ -149,8 +150,8 @@ class ServingCore {
   struct Admission;  // a request between the checks and its queue
   // What a refusal's metrics need (deadline InfiniteFuture until known).
   struct RefusalKey {
-    std::string model;
-    std::string method;
+    const ModelState* model = nullptr;  // null: the request names no served model
+    std::string requested_model;
     absl::Time arrival;
     absl::Time deadline = absl::InfiniteFuture();
   };
@@ -165,8 +166,10 @@ class ServingCore {
   // RecordRefusal for `key`; returns `status`.
   absl::Status Refuse(const RefusalKey& key, absl::Status status);
   // Metrics for a request refused before it was admitted (`deadline` InfiniteFuture =
-  // none known yet; otherwise the refusal is a missed budget).
-  void RecordRefusal(const std::string& model, const std::string& method,
+  // none known yet; otherwise the refusal is a missed budget): through `model`'s handle,
+  // or, when the request names no served model (`model` null), under "_unknown" (looked up
+  // by `requested_model`, which ServerMetrics bounds).
+  void RecordRefusal(const ModelState* model, const std::string& requested_model,
                      const absl::Status& status, double seconds, absl::Time deadline);
 
   const ServingOptions options_;

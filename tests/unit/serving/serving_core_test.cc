@@ -13,6 +13,7 @@
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/metrics/server_metrics.h"
 #include "tests/unit/serving/fake_model.h"
 
 namespace vitserve {
@@ -20,6 +21,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::UnorderedElementsAre;
 using testing_fixtures::FakeModel;
 using testing_fixtures::kTestTimeout;
@@ -59,10 +61,10 @@ ServedModel Served(const ModelSpec& spec, FakeModel** raw) {
 
 class ServingCoreTest : public ::testing::Test {
  protected:
-  void Start(ServingOptions options) {
+  void Start(ServingOptions options, ServerMetrics* metrics = nullptr) {
     std::vector<ServedModel> models;
     models.push_back(Served(TinySpec(), &model_));
-    auto core = ServingCore::Create(std::move(models), options, &clock_, nullptr);
+    auto core = ServingCore::Create(std::move(models), options, &clock_, metrics);
     ASSERT_TRUE(core.ok()) << core.status();
     core_ = std::move(*core);
     model_->ClearRuns();  // the batch threads' warm-up
@@ -107,6 +109,7 @@ class ServingCoreTest : public ::testing::Test {
   RealClock clock_;
   FakeModel* model_ = nullptr;
   Answers answers_;
+  std::unique_ptr<ServerMetrics> metrics_;  // outlives core_ (declared before it)
   std::unique_ptr<ServingCore> core_;
 };
 
@@ -316,6 +319,32 @@ TEST_F(ServingCoreTest, TheBudgetPolicyMapsTheAccuracyFloorWithTheServedVersion)
   // The new version's floor is its minimum 0.5: the request runs at the default 0.7.
   EXPECT_FLOAT_EQ(results[2]->keep_rate(), 0.7f);
   EXPECT_FLOAT_EQ(next->keep_rates().back(), 0.7f);
+}
+
+// Served models record through the handle ModelState::metrics; a request naming no served
+// model is counted under the one bounded "_unknown" label, never under its own name.
+TEST_F(ServingCoreTest, MetricsGoThroughEachModelsHandleAndUnknownNamesStayBounded) {
+  absl::StatusOr<std::unique_ptr<ServerMetrics>> metrics = ServerMetrics::Create({});
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  metrics_ = *std::move(metrics);
+  Start(FastOptions(), metrics_.get());
+  ASSERT_TRUE(Admit(Request(1.0f, "a")).ok());
+  ASSERT_EQ(answers_.WaitFor(1).size(), 1u);
+  for (const char* name : {"nope", "typo"}) {
+    ClassifyRequest unknown = Request(1.0f);
+    unknown.set_model(name);
+    EXPECT_EQ(Admit(unknown).code(), absl::StatusCode::kNotFound);
+  }
+  const std::string text = metrics_->Serialize();
+  EXPECT_THAT(text, HasSubstr("vitserve_requests_total{code=\"OK\",method=\"evit\","
+                              "model=\"tiny\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("vitserve_batches_total{model=\"tiny\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("vitserve_queue_depth{model=\"tiny\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("vitserve_in_flight_requests 0\n"));
+  EXPECT_THAT(text, HasSubstr("vitserve_requests_total{code=\"NOT_FOUND\",method=\"other\","
+                              "model=\"_unknown\"} 2\n"));
+  EXPECT_THAT(text, Not(HasSubstr("nope")));
+  EXPECT_THAT(text, Not(HasSubstr("typo")));
 }
 
 }  // namespace
