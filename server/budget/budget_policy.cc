@@ -406,18 +406,7 @@ absl::StatusOr<std::unique_ptr<BudgetPolicy>> BudgetPolicy::Create(
     const Options& options, std::shared_ptr<const LatencyModel> latency_model,
     std::shared_ptr<const LatencyGuard> guard,
     std::shared_ptr<const AccuracyCurveSource> accuracy) {
-  if (options.max_batch_size < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_batch_size must be >= 1, got ", options.max_batch_size));
-  }
-  if (options.max_queue_delay < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(absl::StrCat("max_queue_delay must be >= 0, got ",
-                                                   absl::FormatDuration(options.max_queue_delay)));
-  }
-  if (!(options.default_keep_rate > 0.0f && options.default_keep_rate <= 1.0f)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("default_keep_rate must be in (0, 1], got ", options.default_keep_rate));
-  }
+  if (absl::Status valid = ValidateBatchingOptions(options); !valid.ok()) return valid;
   if (!(options.safety_fraction >= 0.0)) {
     return absl::InvalidArgumentError(
         absl::StrCat("safety_fraction must be >= 0, got ", options.safety_fraction));

@@ -128,15 +128,11 @@ float LoadCapKeepRate(const LatencyTable& table, double arrival_rate, double tar
 
 class BudgetPolicy : public BatchPolicy {
  public:
-  struct Options {
-    // Largest batch; set it to the scheduler's max_batch_size. >= 1.
-    int max_batch_size = 8;
-    // How long the oldest member of a batch may wait for company (never past the batch's
-    // latest safe start). >= 0.
-    absl::Duration max_queue_delay = absl::Milliseconds(5);
-    // Keep-rate for "server chooses" tasks without a budget, in (0, 1]. 1.0: accuracy is
-    // not given away when there is time.
-    float default_keep_rate = 1.0f;
+  // BatchingOptions: max_batch_size (set it to the scheduler's), max_queue_delay (the
+  // oldest member never waits past the batch's latest safe start), default_keep_rate (for
+  // "server chooses" tasks without a budget; 1.0: accuracy is not given away when there is
+  // time).
+  struct Options : BatchingOptions {
     // Predictions are inflated by this fraction before deadline checks (model error,
     // jitter). >= 0.
     double safety_fraction = 0.1;

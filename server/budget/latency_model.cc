@@ -122,17 +122,22 @@ std::map<uint32_t, double> LatencyTable::SecondsByBatch(float keep_rate) const {
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<LatencyModel>> LatencyModel::Create(
-    const Options& options, absl::Span<const LatencyPoint> points) {
-  Options sorted = options;
-  if (sorted.keep_rate_levels.empty()) {
-    return absl::InvalidArgumentError("keep_rate_levels must not be empty");
-  }
-  for (float level : sorted.keep_rate_levels) {
+absl::Status ValidateKeepRateLevels(absl::Span<const float> levels) {
+  if (levels.empty()) return absl::InvalidArgumentError("keep_rate_levels must not be empty");
+  for (float level : levels) {
     if (!(level > 0.0f && level <= 1.0f)) {
       return absl::InvalidArgumentError(
           absl::StrCat("keep-rate level must be in (0, 1], got ", level));
     }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<LatencyModel>> LatencyModel::Create(
+    const Options& options, absl::Span<const LatencyPoint> points) {
+  Options sorted = options;
+  if (absl::Status valid = ValidateKeepRateLevels(sorted.keep_rate_levels); !valid.ok()) {
+    return valid;
   }
   std::sort(sorted.keep_rate_levels.begin(), sorted.keep_rate_levels.end(), std::greater<float>());
   for (size_t i = 1; i < sorted.keep_rate_levels.size(); ++i) {

@@ -72,6 +72,9 @@ struct LatencyPoint {
 absl::StatusOr<std::vector<float>> MakeKeepRateLevels(float min_keep_rate, float max_keep_rate,
                                                       float step);
 
+// INVALID_ARGUMENT unless `levels` is non-empty and every level is in (0, 1].
+absl::Status ValidateKeepRateLevels(absl::Span<const float> levels);
+
 // An immutable prediction table (one snapshot of a LatencyModel). Cheap to share.
 class LatencyTable {
  public:

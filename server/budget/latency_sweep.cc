@@ -17,14 +17,8 @@ namespace vitserve {
 namespace {
 
 absl::Status ValidateOptions(const LatencySweepOptions& options) {
-  if (options.keep_rate_levels.empty()) {
-    return absl::InvalidArgumentError("keep_rate_levels must not be empty");
-  }
-  for (float level : options.keep_rate_levels) {
-    if (!(level > 0.0f && level <= 1.0f)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("keep-rate level must be in (0, 1], got ", level));
-    }
+  if (absl::Status valid = ValidateKeepRateLevels(options.keep_rate_levels); !valid.ok()) {
+    return valid;
   }
   if (options.batch_sizes.empty())
     return absl::InvalidArgumentError("batch_sizes must not be empty");

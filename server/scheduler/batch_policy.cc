@@ -7,8 +7,7 @@
 
 namespace vitserve {
 
-absl::StatusOr<std::unique_ptr<SizeOrDelayPolicy>> SizeOrDelayPolicy::Create(
-    const Options& options) {
+absl::Status ValidateBatchingOptions(const BatchingOptions& options) {
   if (options.max_batch_size < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_batch_size must be >= 1, got ", options.max_batch_size));
@@ -21,6 +20,12 @@ absl::StatusOr<std::unique_ptr<SizeOrDelayPolicy>> SizeOrDelayPolicy::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("default_keep_rate must be in (0, 1], got ", options.default_keep_rate));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<SizeOrDelayPolicy>> SizeOrDelayPolicy::Create(
+    const Options& options) {
+  if (absl::Status valid = ValidateBatchingOptions(options); !valid.ok()) return valid;
   return std::unique_ptr<SizeOrDelayPolicy>(new SizeOrDelayPolicy(options));
 }
 

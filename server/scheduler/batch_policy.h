@@ -92,6 +92,20 @@ struct BatchDecision {
   absl::Time wake_at = absl::InfiniteFuture();
 };
 
+// What every batching policy (and the scheduler's default policy) is configured with.
+struct BatchingOptions {
+  // Largest batch; a full batch runs at once. >= 1.
+  int max_batch_size = 8;
+  // How long the oldest task of a batch may wait for company. >= 0.
+  absl::Duration max_queue_delay = absl::Milliseconds(5);
+  // Keep-rate for tasks that request 0 ("server chooses") and have nothing else to choose
+  // by, in (0, 1]: the model's default keep-rate (the serving core sets it per queue).
+  float default_keep_rate = 1.0f;
+};
+
+// INVALID_ARGUMENT naming the first field of `options` out of range.
+absl::Status ValidateBatchingOptions(const BatchingOptions& options);
+
 class BatchPolicy {
  public:
   virtual ~BatchPolicy() = default;
@@ -116,15 +130,7 @@ class BatchPolicy {
 // Batches by size or by the delay of the batch's first task; keep-rate as requested.
 class SizeOrDelayPolicy : public BatchPolicy {
  public:
-  struct Options {
-    // Largest batch; a full batch runs at once. Must be >= 1.
-    int max_batch_size = 8;
-    // How long the oldest task of a batch may wait for company. >= 0.
-    absl::Duration max_queue_delay = absl::Milliseconds(5);
-    // Keep-rate used for tasks that request 0 ("server chooses"), in (0, 1]: the model's
-    // default keep-rate (the serving core sets it per model's queue).
-    float default_keep_rate = 1.0f;
-  };
+  struct Options : BatchingOptions {};
 
   // INVALID_ARGUMENT when an option is out of range.
   static absl::StatusOr<std::unique_ptr<SizeOrDelayPolicy>> Create(const Options& options);

@@ -81,13 +81,10 @@ namespace vitserve {
 template <typename TaskType>
 class BatchScheduler {
  public:
-  struct Options {
-    // Largest batch handed to the batch callback (also the default policy's batch size).
-    int max_batch_size = 8;
-    // Default policy only: how long the first task of a batch waits for company.
-    absl::Duration max_queue_delay = absl::Milliseconds(5);
-    // Default policy only: keep-rate for tasks that request 0, in (0, 1].
-    float default_keep_rate = 1.0f;
+  // BatchingOptions: max_batch_size is the largest batch handed to the batch callback
+  // (and the default policy's); max_queue_delay and default_keep_rate configure the default
+  // policy only.
+  struct Options : BatchingOptions {
     // Tasks waiting in all queues together; more are refused with RESOURCE_EXHAUSTED.
     int max_enqueued = 256;
     // Batches that run concurrently.
@@ -264,9 +261,7 @@ absl::StatusOr<std::unique_ptr<BatchScheduler<TaskType>>> BatchScheduler<TaskTyp
   if (clock == nullptr) return absl::InvalidArgumentError("clock is required");
   if (policy == nullptr) {
     SizeOrDelayPolicy::Options policy_options;
-    policy_options.max_batch_size = options.max_batch_size;
-    policy_options.max_queue_delay = options.max_queue_delay;
-    policy_options.default_keep_rate = options.default_keep_rate;
+    static_cast<BatchingOptions&>(policy_options) = options;
     absl::StatusOr<std::unique_ptr<SizeOrDelayPolicy>> made =
         SizeOrDelayPolicy::Create(policy_options);
     if (!made.ok()) return made.status();
