@@ -33,17 +33,10 @@ read -r -a EXTRA_SERVER_FLAGS <<<"${SERVER_FLAGS:-}"
 OUT_DIR=${OUT_DIR:-$(mktemp -d /tmp/ab_scheduler.XXXXXX)}
 PY=/usr/bin/python3
 VITCLIENT=$BUILD_A/client/vitclient
-for b in "$BUILD_A/server/vitserve" "$BUILD_B/server/vitserve" "$VITCLIENT"; do
-  [[ -x $b ]] || { echo "missing $b (build vitserve and vitclient first)" >&2; exit 1; }
-done
-mkdir -p "$OUT_DIR"
-if [[ -z ${MODEL_REPO:-} ]]; then
-  MODEL_REPO=$OUT_DIR/models
-  "$PY" "$ROOT/bench/make_scheduler_bench_model.py" "$MODEL_REPO" >/dev/null
-fi
 # shellcheck source=bench/scheduler_bench_lib.sh
 source "$ROOT/bench/scheduler_bench_lib.sh"
 trap stop_server EXIT
+prepare "$BUILD_A/server/vitserve" "$BUILD_B/server/vitserve" "$VITCLIENT"
 
 run_build() {  # run_build LABEL BUILD ROUND: every mode of MODES on one build
   local label=$1 round=$3 mode

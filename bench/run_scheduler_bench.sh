@@ -32,18 +32,11 @@ SUSTAIN_FRACTION=${SUSTAIN_FRACTION:-0.95}
 OUT_DIR=${OUT_DIR:-$(mktemp -d /tmp/scheduler_bench.XXXXXX)}
 PY=/usr/bin/python3
 
-for b in "$VITSERVE" "$VITCLIENT"; do
-  [[ -x $b ]] || { echo "missing $b (build vitserve and vitclient first)" >&2; exit 1; }
-done
-mkdir -p "$OUT_DIR"
-if [[ -z ${MODEL_REPO:-} ]]; then
-  MODEL_REPO=$OUT_DIR/models
-  "$PY" "$ROOT/bench/make_scheduler_bench_model.py" "$MODEL_REPO" >/dev/null
-fi
 
 # shellcheck source=bench/scheduler_bench_lib.sh
 source "$ROOT/bench/scheduler_bench_lib.sh"
 trap stop_server EXIT
+prepare "$VITSERVE" "$VITCLIENT"
 
 echo "# model repo: $MODEL_REPO   budget: $BUDGET_MS ms   duration: $DURATION_S s   seed: $SEED   server flags: ${SERVER_FLAGS:-none}"
 echo "# outputs: $OUT_DIR"

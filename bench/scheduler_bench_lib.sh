@@ -1,7 +1,21 @@
-# Shared steps of the scheduler benchmarks (sourced, not run): start a vitserve, run one
-# `vitclient bench`, print a result row. The caller sets VITSERVE, VITCLIENT, MODEL_REPO,
-# OUT_DIR, THREADS, SEED, BUDGET_MS, DURATION_S, PY and the array EXTRA_SERVER_FLAGS, and
-# traps stop_server on EXIT.
+# Shared steps of the scheduler benchmarks (sourced, not run): check the binaries and make the
+# model repository, start a vitserve, run one `vitclient bench`, print a result row. The
+# caller sets ROOT, VITSERVE, VITCLIENT, MODEL_REPO (optional), OUT_DIR, THREADS, SEED,
+# BUDGET_MS, DURATION_S, PY and the array EXTRA_SERVER_FLAGS, and traps stop_server on EXIT.
+
+# prepare BINARY...: exits unless every BINARY is executable; creates OUT_DIR; when
+# MODEL_REPO is unset, writes the random-weights model of make_scheduler_bench_model.py there.
+prepare() {
+  local b
+  for b in "$@"; do
+    [[ -x $b ]] || { echo "missing $b (build vitserve and vitclient first)" >&2; exit 1; }
+  done
+  mkdir -p "$OUT_DIR"
+  if [[ -z ${MODEL_REPO:-} ]]; then
+    MODEL_REPO=$OUT_DIR/models
+    "$PY" "$ROOT/bench/make_scheduler_bench_model.py" "$MODEL_REPO" >/dev/null
+  fi
+}
 
 SERVER_PID=""
 ADDR=""
