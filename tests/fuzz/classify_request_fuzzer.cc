@@ -6,12 +6,15 @@
 // Properties: no crash or undefined behaviour; failures are INVALID_ARGUMENT; a request
 // that passes both checks resolves to a keep-rate inside the model's range, a top_k in
 // [1, num_classes], a priority below the number of levels, and an expected accuracy in
-// [0, 1].
+// [0, 1]; the floor from its raw min_keep_rate / min_expected_accuracy
+// (server/scheduler/keep_rate_floor.h) is INVALID_ARGUMENT or a keep-rate in the model's
+// range, and admission's validation agrees with the policy's mapping.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "server/scheduler/keep_rate_floor.h"
 #include "server/serving/classify_logic.h"
 #include "server/spec/model_spec.h"
 #include "tests/fuzz/fuzz_check.h"
@@ -78,5 +81,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const double accuracy =
       vitserve::ExpectedAccuracy(spec->calibration, spec->pruning.method, keep_rate);
   FUZZ_CHECK(accuracy >= 0.0 && accuracy <= 1.0);
+  static const vitserve::AccuracyCurve* const curve =
+      new vitserve::AccuracyCurve(vitserve::AccuracyCurveOf(*spec));
+  const absl::StatusOr<float> floor = vitserve::ResolveKeepRateFloor(
+      request.min_keep_rate(), request.min_expected_accuracy(), *curve);
+  const absl::Status admitted = vitserve::ValidateKeepRateFloor(
+      request.min_keep_rate(), request.min_expected_accuracy(), *curve);
+  FUZZ_CHECK(admitted.code() == floor.status().code());
+  if (!floor.ok()) {
+    FUZZ_CHECK(floor.status().code() == absl::StatusCode::kInvalidArgument);
+    return 0;
+  }
+  FUZZ_CHECK(std::isfinite(*floor) && *floor >= spec->pruning.min_keep_rate - 1e-5f &&
+             *floor <= spec->pruning.max_keep_rate + 1e-5f);
   return 0;
 }
