@@ -25,7 +25,7 @@ import tempfile
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-import oip_bench  # noqa: E402  (compile_protos, images, closed_loop, cpu_info; its path setup)
+import oip_bench  # noqa: E402  (compile_protos, images, closed_loop, cpu_info, emit; its path setup)
 
 
 def serve(binary, repo):
@@ -108,11 +108,7 @@ def main():
         ratios = [r[i] for r in rows]
         lines.append(f"\nB/A {name}: median {statistics.median(ratios):.3f} "
                      f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    oip_bench.emit("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

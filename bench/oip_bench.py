@@ -95,6 +95,14 @@ def cpu_info():
     return (model.group(1).strip() if model else platform.processor()), " ".join(avx)
 
 
+def emit(text, out):
+    """Prints a report and, when `out` is set, writes it there too."""
+    print(text)
+    if out:
+        with open(out, "w") as f:
+            f.write(text)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--vitserve", required=True)
@@ -202,11 +210,7 @@ def main():
               f"{min(ratios):.3f}..{max(ratios):.3f} over {len(ratios)} rounds); median "
               f"native {statistics.median(r[2] for r in rows):.1f} img/s, OIP "
               f"{statistics.median(r[3] for r in rows):.1f} img/s.", ""]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    emit("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":
