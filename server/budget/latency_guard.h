@@ -37,7 +37,9 @@
 //            ρ also relaxes while everything is refused (without that, a reserve raised by
 //            misses at start-up could refuse every later request and never learn otherwise;
 //            with 500 refusals/s the cap is gone in 3 s), and the reserve buys one miss fewer
-//            with at most ~50 refusals. ρ in
+//            with at most ~50 refusals. Refusals on arrival while the device is busy count
+//            too: exempting them let ρ rise under overload and did worse in every interleaved
+//            pair measured (bench/results/interference-cpu.md, third pass). ρ in
 //            [0, max_reserve]. F scales the compute predictions (throughput falls with it);
 //            ρ is additive time: it covers what happens outside the batch (the response
 //            path, the client's receive thread, threads preempted around a batch), which
