@@ -164,7 +164,11 @@ def row(r):
     c = r["server_counters"]
     after = r.get("after_hog_plus_5s")
     load = r.get("loadavg_1m_mean")
-    return "| {cond} | {rep} | {rate:.0f} | {budget} | {sent} | {adm:.2f} % | {late} | {ref:.2f} % | {keep:.3f} | {srv} | {load} |".format(
+    guard = r.get("server_guard", {})
+    factor, reserve = (guard.get("vitserve_latency_safety_factor"),
+                       guard.get("vitserve_budget_reserve_ratio"))
+    busy = r.get("cpu_busy_mean")
+    return "| {cond} | {rep} | {rate:.0f} | {budget} | {sent} | {adm:.2f} % | {late} | {ref:.2f} % | {keep:.3f} | {srv} | {load} | {busy} | {guard} |".format(
         cond=r["condition"], rep=r["repeat"], rate=r["rate"], budget=r["plan"]["budget_ms"],
         sent=o["sent"], adm=100 * o["in_budget_of_admitted"],
         late=f"{100 * after['in_budget_of_admitted']:.2f} %" if after else "-",
@@ -174,7 +178,9 @@ def row(r):
             c.get("vitserve_latency_budget_total:missed", 0),
             c.get("vitserve_rejections_total:budget_unmeetable", 0)),
         load="{:.2f}→{:.2f}{}".format(r["loadavg_before"], r["loadavg_after"],
-                                      f" (mean {load:.2f})" if load is not None else ""))
+                                      f" (mean {load:.2f})" if load is not None else ""),
+        busy=f"{busy:.2f}" if busy is not None else "-",
+        guard=f"{factor:.2f} / {reserve:.2f}" if factor is not None and reserve is not None else "-")
 
 
 def main():
@@ -197,8 +203,8 @@ def main():
     print(f"out_dir {args.out_dir}", file=sys.stderr)
     print("| condition | repeat | rate (req/s) | budget ms | sent | in budget, of admitted | "
           "of admitted, from hog + 5 s | refused | mean keep | server: budget met / missed / "
-          "refused unmeetable | load avg 1 m |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "refused unmeetable | load avg 1 m | busy CPU | guard F / ρ at the end |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for repeat in range(1, args.repeats + 1):
         plan = None
         for condition in args.conditions.split(","):
