@@ -3,6 +3,7 @@
 #ifndef VITSERVE_TESTS_UNIT_SERVING_FAKE_MODEL_H_
 #define VITSERVE_TESTS_UNIT_SERVING_FAKE_MODEL_H_
 
+#include <functional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -51,6 +52,13 @@ inline ModelSpec TinySpec() {
 class FakeModel : public InferenceModel {
  public:
   explicit FakeModel(ModelSpec spec) : spec_(std::move(spec)) {}
+  ~FakeModel() override {
+    if (on_destroy_) on_destroy_();
+  }
+
+  // Called from the destructor (on whichever thread drops the last reference): lets a test
+  // see a version released without touching the model afterwards.
+  void OnDestroy(std::function<void()> f) { on_destroy_ = std::move(f); }
 
   const ModelSpec& spec() const override { return spec_; }
   std::vector<BlockShape> block_shapes() const override { return {}; }
@@ -120,6 +128,7 @@ class FakeModel : public InferenceModel {
   }
 
  private:
+  std::function<void()> on_destroy_;
   const ModelSpec spec_;
   absl::Mutex mu_;
   bool hold_ ABSL_GUARDED_BY(mu_) = false;
