@@ -6,10 +6,11 @@
 #   scripts/sanitize.sh tsan   # ThreadSanitizer on the scheduler and budget tests, build-tsan
 #
 # asan builds and runs: spec_tests checkpoint_format_tests repository_tests preprocess_tests
-#   scheduler_tests budget_tests client_tests metrics_tests.
-# tsan builds and runs: scheduler_tests budget_tests (the batching loop, the latency model
-#   and the budget scheduler under concurrent callers), each ${SANITIZE_REPEAT:-20} times
-#   (--gtest_repeat; asan runs once by default).
+#   scheduler_tests budget_tests client_tests metrics_tests serving_tests.
+# tsan builds and runs: scheduler_tests budget_tests serving_tests (the batching loop, the
+#   latency model and the budget scheduler under concurrent callers; the serving core with
+#   its decode pool, batch runner and reload, on a fake model), each ${SANITIZE_REPEAT:-20}
+#   times (--gtest_repeat; asan runs once by default).
 #
 # ThreadSanitizer sees synchronisation only in instrumented code, and absl::Mutex is
 # implemented in libabsl (Debian's is not instrumented): with it every access guarded by
@@ -36,12 +37,12 @@ case "$MODE" in
   asan)
     SANITIZERS="address,undefined"
     TARGETS=(spec_tests checkpoint_format_tests repository_tests preprocess_tests scheduler_tests
-             budget_tests client_tests metrics_tests)
+             budget_tests client_tests metrics_tests serving_tests)
     REPEAT="${SANITIZE_REPEAT:-1}"
     ;;
   tsan)
     SANITIZERS="thread"
-    TARGETS=(scheduler_tests budget_tests)
+    TARGETS=(scheduler_tests budget_tests serving_tests)
     # Each repetition is another chance for a different thread interleaving.
     REPEAT="${SANITIZE_REPEAT:-20}"
     ;;
