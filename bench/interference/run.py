@@ -2,8 +2,9 @@
 """Interference benchmark driver (not a test): vitserve + the independent Python client (client.py).
 
 Per repeat, on a fresh server each time (so no run inherits another's learned state):
-  1. capacity: client.py capacity (closed loop, dense, 8 in flight) and client.py light (median
-     latency of sequential dense requests); budget = 4 x light latency, rate = multiple x capacity
+  1. capacity: client.py capacity (closed loop, dense, 8 in flight; the median of three 5-s
+     windows) and client.py light (median latency of sequential dense requests);
+     budget = 4 x light latency, rate = multiple x capacity
   2. conditions (each on a fresh server, --duration_s seconds, --seed = repeat):
        2x       Python client at 2 x capacity
        2x-hog   the same with a one-thread CPU hog from 10 s into the run
@@ -26,6 +27,7 @@ import json
 import os
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -121,9 +123,13 @@ def one_run(args, condition, repeat, plan, log_prefix):
             plan = {"capacity_rps": args.capacity_rps, "light_ms": args.budget_ms / 4,
                     "budget_ms": args.budget_ms}
         if plan is None:  # first run of the repeat: measure capacity and light latency here
-            cap = client("capacity", server.address, "--concurrency=8", "--seconds=5")
+            # Three 5-s windows, the median: one window swung 400-500 req/s between repeats
+            # on the 2-core VM (bench/results/interference-cpu.md), and the offered rate of
+            # every condition is a multiple of it.
+            caps = [client("capacity", server.address, "--concurrency=8", "--seconds=5")
+                    ["requests_per_second"] for _ in range(3)]
             light = client("light", server.address)
-            plan = {"capacity_rps": cap["requests_per_second"],
+            plan = {"capacity_rps": statistics.median(caps), "capacity_windows_rps": caps,
                     "light_ms": 1000 * light["median_seconds"]}
             plan["budget_ms"] = round(4 * plan["light_ms"], 1)
         multiple = 0.5 if condition == "0.5x" else 2.0
@@ -211,7 +217,9 @@ def main():
             result, plan = one_run(args, condition, repeat, plan,
                                    os.path.join(args.out_dir, f"{condition}-{repeat}"))
             if condition == args.conditions.split(",")[0]:
-                print(f"<!-- repeat {repeat}: capacity {plan['capacity_rps']:.1f} req/s, light "
+                windows = "/".join(f"{c:.0f}" for c in plan.get("capacity_windows_rps", []))
+                print(f"<!-- repeat {repeat}: capacity {plan['capacity_rps']:.1f} req/s"
+                      f"{f' (median of {windows})' if windows else ''}, light "
                       f"{plan['light_ms']:.1f} ms -->", flush=True)
             print(row(result), flush=True)
 
