@@ -129,8 +129,9 @@ TEST_F(InferenceServiceTest, EveryBatchThreadRunsAFullWarmUpBatchBeforeCreateRet
 
 TEST_F(InferenceServiceTest, ReloadWarmsTheNewVersionWithFullBatchesBeforeTheSwap) {
   StartServer(FastOptions());
-  std::atomic<bool> old_released{false};
-  model_->OnDestroy([&old_released] { old_released = true; });
+  // Shared: if the release came late, the hook would outlive this test body.
+  auto old_released = std::make_shared<std::atomic<bool>>(false);
+  model_->OnDestroy([old_released] { *old_released = true; });
   ModelSpec spec = TinySpec();
   spec.version = "8";
   auto next = std::make_unique<FakeModel>(spec);
@@ -143,7 +144,7 @@ TEST_F(InferenceServiceTest, ReloadWarmsTheNewVersionWithFullBatchesBeforeTheSwa
   // the swap released it: `model_` dangles from here on (reading it was a use after free).
   EXPECT_THAT(next_model->batch_sizes(), ElementsAre(1, 4, 4));
   EXPECT_THAT(next_model->keep_rates(), ElementsAre(0.7f, 1.0f, 0.5f));
-  EXPECT_TRUE(old_released);
+  EXPECT_TRUE(*old_released);
   model_ = nullptr;
   next_model->ClearRuns();
   ClassifyResponse response;

@@ -182,8 +182,9 @@ TEST_F(ServingCoreTest, RequestsAtOneKeepRateShareABatchAndRatesNeverMix) {
 
 TEST_F(ServingCoreTest, ReloadSwapsTheVersionAndRefusesAnotherArchitecture) {
   Start(FastOptions());
-  std::atomic<bool> old_released{false};
-  model_->OnDestroy([&old_released] { old_released = true; });
+  // Shared: if the release came late, the hook would outlive this test body.
+  auto old_released = std::make_shared<std::atomic<bool>>(false);
+  model_->OnDestroy([old_released] { *old_released = true; });
   ModelSpec next_spec = TinySpec();
   next_spec.version = "8";
   FakeModel* next = nullptr;
@@ -192,7 +193,7 @@ TEST_F(ServingCoreTest, ReloadSwapsTheVersionAndRefusesAnotherArchitecture) {
   // Nothing held the old version (no batch in flight), so the swap released it and
   // `model_` dangles from here on. (It used to be read after this point; ThreadSanitizer
   // reported the use after free.)
-  EXPECT_TRUE(old_released);
+  EXPECT_TRUE(*old_released);
   model_ = nullptr;
   ModelSpec other = TinySpec();
   other.version = "9";
