@@ -74,11 +74,15 @@ class GemmPlan {
 
 // Times the candidates on random float32 inputs of each shape (duplicates measured once)
 // and keeps the fastest; kPacked runs the kernel of `isa`. Without oneDNN compiled in only
-// kAten and kPacked are timed.
+// kAten and kPacked are timed. `rounds` (>= 1) interleaves the candidates: each round times
+// every candidate once (one `timer` call), and a candidate's time is its best over the
+// rounds, so a burst of noise from elsewhere on the machine slows one round of every
+// candidate rather than all of one candidate's runs.
 GemmPlan ChooseGemmKernels(const std::vector<GemmShape>& shapes, const GemmTimer& timer,
-                           PackedIsa isa = BestPackedIsa());
+                           PackedIsa isa = BestPackedIsa(), int rounds = 1);
 
-// ChooseGemmKernels with WallClockGemmTimer(2), memoised for the process per (shape,
+// ChooseGemmKernels with WallClockGemmTimer(1) over 3 interleaved rounds, memoised for the
+// process per (shape,
 // intra-op thread count): every model loaded in one process runs a shape with the same
 // kernel, so two loads of the same weights give bitwise equal results, and a later load
 // times only shapes not seen before. Thread-safe (loads are serialised while timing).

@@ -54,6 +54,31 @@ TEST(GemmPlanTest, ChoosesTheFasterKernelPerShape) {
   EXPECT_EQ(lines[0], "5x48x32 aten (onednn 2.000 ms, aten 1.000 ms, packed 4.000 ms)");
 }
 
+// A burst of noise from elsewhere on the machine slows the one run it lands on: with one
+// round it decides the choice, with interleaved rounds each candidate's best run wins.
+TEST(GemmPlanTest, InterleavedRoundsKeepEachCandidatesBestRun) {
+  if (!FastCpuKernelsAvailable()) GTEST_SKIP() << "oneDNN not compiled in";
+  int calls = 0;
+  // Packed is the fastest (1 ms), but its first run is hit by the burst (9 ms).
+  const GemmTimer timer = [&calls](GemmKernel kernel, const GemmShape&,
+                                   const std::function<void()>&) {
+    ++calls;
+    if (kernel == GemmKernel::kPacked) return calls <= 3 ? 9e-3 : 1e-3;
+    return kernel == GemmKernel::kAten ? 2e-3 : 3e-3;
+  };
+  const GemmPlan one = ChooseGemmKernels({{8, 48, 32}}, timer, BestPackedIsa(), /*rounds=*/1);
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(one.Lookup(8, 48, 32), GemmKernel::kAten);
+  calls = 0;
+  const GemmPlan three = ChooseGemmKernels({{8, 48, 32}}, timer, BestPackedIsa(), /*rounds=*/3);
+  EXPECT_EQ(calls, 9);
+  EXPECT_EQ(three.Lookup(8, 48, 32), GemmKernel::kPacked);
+  ASSERT_EQ(three.choices().size(), 1u);
+  EXPECT_EQ(three.choices()[0].packed_seconds, 1e-3);
+  EXPECT_EQ(three.choices()[0].aten_seconds, 2e-3);
+  EXPECT_EQ(three.choices()[0].onednn_seconds, 3e-3);
+}
+
 TEST(GemmPlanTest, LookupPicksTheClosestMeasuredRowCount) {
   GemmChoice small{{10, 8, 8}, GemmKernel::kAten, 1e-3, 5e-4};
   GemmChoice large{{1000, 8, 8}, GemmKernel::kOneDnn, 1e-3, 2e-3};
