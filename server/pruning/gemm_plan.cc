@@ -109,8 +109,8 @@ GemmPlan ChooseGemmKernels(const std::vector<GemmShape>& shapes, const GemmTimer
       c.packed_seconds = std::min(c.packed_seconds,
                                   TimeKernel(GemmKernel::kPacked, shape, timer, x, w, b, packed));
       if (FastCpuKernelsAvailable()) {
-        c.onednn_seconds = std::min(
-            c.onednn_seconds, TimeKernel(GemmKernel::kOneDnn, shape, timer, x, w, b, packed));
+        c.onednn_seconds = std::min(c.onednn_seconds,
+                                    TimeKernel(GemmKernel::kOneDnn, shape, timer, x, w, b, packed));
       }
     }
     c.kernel = c.packed_seconds < c.aten_seconds ? GemmKernel::kPacked : GemmKernel::kAten;
