@@ -102,8 +102,8 @@ class VitInferenceModel : public InferenceModel {
   VitInferenceModel(ModelSpec spec, Vit vit, std::unique_ptr<TokenPruner> pruner,
                     torch::Device device, torch::ScalarType dtype, int max_sub_batch,
                     std::vector<std::string> ignored_keys, double weight_zero_fraction,
-                    GemmPlan gemm_plan, std::unique_ptr<const PackedWeightSet> packed,
-                    int intra_op_threads)
+                    GemmPlan gemm_plan, GemmPlan shard_plan,
+                    std::unique_ptr<const PackedWeightSet> packed, int intra_op_threads)
       : spec_(std::move(spec)),
         vit_(std::move(vit)),
         blocks_(BlockShapesOf(vit_->options())),
@@ -114,6 +114,7 @@ class VitInferenceModel : public InferenceModel {
         max_sub_batch_(max_sub_batch),
         ignored_keys_(std::move(ignored_keys)),
         gemm_plan_(std::move(gemm_plan)),
+        shard_plan_(std::move(shard_plan)),
         packed_(std::move(packed)),
         intra_op_threads_(intra_op_threads) {}
 
@@ -125,13 +126,27 @@ class VitInferenceModel : public InferenceModel {
 
   std::string device() const override { return device_.str(); }
 
-  std::vector<std::string> kernel_choices() const override { return gemm_plan_.Describe(); }
+  std::vector<std::string> kernel_choices() const override {
+    std::vector<std::string> out = gemm_plan_.Describe();
+    for (const std::string& line : shard_plan_.Describe()) {
+      out.push_back(absl::StrCat("per-image-shard, 1 thread: ", line));
+    }
+    return out;
+  }
 
   absl::StatusOr<std::vector<ImageResult>> Run(absl::Span<const ImageTensor* const> images,
                                                float keep_rate) override;
 
  private:
   absl::Status Validate(absl::Span<const ImageTensor* const> images, float keep_rate) const;
+
+  // How many parts Run splits a batch of `batch` images into, each run on its own thread.
+  int64_t ShardCount(int64_t batch) const;
+
+  // Runs images [begin, end) in sub-batches of at most max_sub_batch_ on the calling
+  // thread with the GEMM plan and thread count current on it; fills results[begin, end).
+  void RunRange(absl::Span<const ImageTensor* const> images, int64_t begin, int64_t end,
+                float keep_rate, const CostEstimate& cost, std::vector<ImageResult>& results);
 
   static std::vector<BlockShape> BlockShapesOf(const VitOptions& o) {
     std::vector<BlockShape> out;
@@ -149,6 +164,7 @@ class VitInferenceModel : public InferenceModel {
   const int max_sub_batch_;
   const std::vector<std::string> ignored_keys_;
   const GemmPlan gemm_plan_;  // CPU GEMM kernel per linear shape, chosen at load
+  const GemmPlan shard_plan_;  // the same, timed on 1 thread, for the shards of a batch
   const std::unique_ptr<const PackedWeightSet> packed_;  // weights of the kPacked shapes
   const int intra_op_threads_;  // this model's CPU forwards split across this many threads
 };
@@ -174,6 +190,48 @@ absl::Status VitInferenceModel::Validate(absl::Span<const ImageTensor* const> im
   return absl::OkStatus();
 }
 
+int64_t VitInferenceModel::ShardCount(int64_t batch) const {
+  // Image shards need a CPU forward, two threads and two images; each then runs its
+  // images on one thread with no synchronisation per operation. One image, or a single
+  // thread, splits each operation across the threads instead (task_pool.h).
+  if (!device_.is_cpu() || intra_op_threads_ < 2) return 1;
+  return std::min<int64_t>(intra_op_threads_, batch);
+}
+
+void VitInferenceModel::RunRange(absl::Span<const ImageTensor* const> images, int64_t begin,
+                                 int64_t end, float keep_rate, const CostEstimate& cost,
+                                 std::vector<ImageResult>& results) {
+  const Architecture& a = spec_.arch;
+  const int64_t count = end - begin;
+  const int64_t per_image = static_cast<int64_t>(a.in_chans) * a.image_size * a.image_size;
+  const int64_t step = max_sub_batch_ > 0 ? std::min<int64_t>(max_sub_batch_, count) : count;
+  // One sub-batch's input buffer, refilled right before each forward: a batch of 32 at
+  // 224² would otherwise copy 19 MB up front and read it back cold.
+  torch::Tensor stacked = torch::empty({step, a.in_chans, a.image_size, a.image_size});
+  float* dst = stacked.data_ptr<float>();
+  for (int64_t start = begin; start < end; start += step) {
+    const int64_t n = std::min(step, end - start);
+    for (int64_t i = 0; i < n; ++i) {
+      std::memcpy(dst + i * per_image, images[start + i]->data.data(), per_image * sizeof(float));
+    }
+    torch::Tensor chunk = stacked.narrow(0, 0, n);
+    if (device_.is_cuda() || dtype_ != torch::kFloat32) {
+      chunk = chunk.to(device_, dtype_);
+    }
+    PrunedOutput out = pruner_->Forward(*vit_, chunk, keep_rate);
+    torch::Tensor logits = out.logits.to(torch::kCPU, torch::kFloat32).contiguous();
+    const float* l = logits.data_ptr<float>();
+    const int64_t classes = logits.size(1);
+    for (int64_t i = 0; i < n; ++i) {
+      ImageResult& r = results[start + i];
+      r.logits.assign(l + i * classes, l + (i + 1) * classes);
+      r.tokens_per_stage = out.image_tokens_per_stage.empty() ? out.tokens_per_stage
+                                                              : out.image_tokens_per_stage[i];
+      r.macs = cost.macs;
+    }
+  }
+}
+
 absl::StatusOr<std::vector<ImageResult>> VitInferenceModel::Run(
     absl::Span<const ImageTensor* const> images, float keep_rate) {
   if (absl::Status s = Validate(images, keep_rate); !s.ok()) return s;
@@ -182,38 +240,24 @@ absl::StatusOr<std::vector<ImageResult>> VitInferenceModel::Run(
   absl::StatusOr<CostEstimate> cost = EstimateCost(spec_.arch, spec_.pruning, keep_rate, blocks_);
   if (!cost.ok()) return cost.status();
 
-  const Architecture& a = spec_.arch;
   const int64_t batch = static_cast<int64_t>(images.size());
-  const int64_t per_image = static_cast<int64_t>(a.in_chans) * a.image_size * a.image_size;
   try {
     c10::InferenceMode guard;
-    ScopedGemmPlan gemm_plan(&gemm_plan_, packed_.get());
     ScopedIntraOpThreads threads(intra_op_threads_);
-    const int64_t step = max_sub_batch_ > 0 ? std::min<int64_t>(max_sub_batch_, batch) : batch;
-    // One sub-batch's input buffer, refilled right before each forward: a batch of 32 at
-    // 224² would otherwise copy 19 MB up front and read it back cold.
-    torch::Tensor stacked = torch::empty({step, a.in_chans, a.image_size, a.image_size});
-    float* dst = stacked.data_ptr<float>();
-    for (int64_t start = 0; start < batch; start += step) {
-      const int64_t n = std::min(step, batch - start);
-      for (int64_t i = 0; i < n; ++i) {
-        std::memcpy(dst + i * per_image, images[start + i]->data.data(), per_image * sizeof(float));
-      }
-      torch::Tensor chunk = stacked.narrow(0, 0, n);
-      if (device_.is_cuda() || dtype_ != torch::kFloat32) {
-        chunk = chunk.to(device_, dtype_);
-      }
-      PrunedOutput out = pruner_->Forward(*vit_, chunk, keep_rate);
-      torch::Tensor logits = out.logits.to(torch::kCPU, torch::kFloat32).contiguous();
-      const float* l = logits.data_ptr<float>();
-      const int64_t classes = logits.size(1);
-      for (int64_t i = 0; i < n; ++i) {
-        ImageResult& r = results[start + i];
-        r.logits.assign(l + i * classes, l + (i + 1) * classes);
-        r.tokens_per_stage = out.image_tokens_per_stage.empty() ? out.tokens_per_stage
-                                                                : out.image_tokens_per_stage[i];
-        r.macs = cost->macs;
-      }
+    const int64_t shards = ShardCount(batch);
+    if (shards <= 1) {
+      ScopedGemmPlan gemm_plan(&gemm_plan_, packed_.get());
+      RunRange(images, 0, batch, keep_rate, *cost, results);
+    } else {
+      // Contiguous, balanced image ranges. A shard runs on a pool worker or, when the
+      // worker is not scheduled, after the others on this thread: the split and every
+      // kernel are the same either way, so results do not depend on who ran what.
+      ParallelTasks(shards, intra_op_threads_, [&](int64_t s) {
+        c10::InferenceMode task_guard;  // thread-local, like the plan
+        ScopedGemmPlan gemm_plan(&shard_plan_, packed_.get());
+        RunRange(images, s * batch / shards, (s + 1) * batch / shards, keep_rate, *cost,
+                 results);
+      });
     }
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("LibTorch failure running model '", spec_.name,
@@ -226,8 +270,8 @@ absl::StatusOr<std::vector<ImageResult>> VitInferenceModel::Run(
 }
 
 // The GEMM shapes a forward runs through FastLinear: every linear layer and the patch
-// embedding (one GEMM), at the token count of one image and of a full sub-batch.
-std::vector<GemmShape> LinearShapes(VitImpl& vit, int max_sub_batch) {
+// embedding (one GEMM), at the token counts of `images` images.
+std::vector<GemmShape> LinearShapes(VitImpl& vit, const std::set<int64_t>& images) {
   const VitOptions& o = vit.options();
   const int64_t tokens = o.num_prefix_tokens() + o.num_patches();
   std::vector<std::pair<int64_t, int64_t>> nk;  // (n, k)
@@ -238,8 +282,8 @@ std::vector<GemmShape> LinearShapes(VitImpl& vit, int max_sub_batch) {
     }
   }
   std::vector<GemmShape> shapes;
-  for (int64_t m : {tokens, tokens * (max_sub_batch > 0 ? max_sub_batch : 8)}) {
-    for (const auto& [n, k] : nk) shapes.push_back({m, n, k});
+  for (int64_t count : images) {
+    for (const auto& [n, k] : nk) shapes.push_back({tokens * count, n, k});
   }
   return shapes;
 }
@@ -356,16 +400,26 @@ absl::StatusOr<std::unique_ptr<InferenceModel>> CreateInferenceModel(
     }
 #endif
     GemmPlan gemm_plan;
+    GemmPlan shard_plan;
     auto packed = std::make_unique<PackedWeightSet>();
     if (opts.time_gemm_kernels && device->is_cpu() && *dtype == torch::kFloat32) {
-      ScopedIntraOpThreads threads(intra_op_threads);  // timed as Run will run them
-      gemm_plan = ChooseGemmKernelsOnce(LinearShapes(*vit, opts.max_sub_batch), *isa);
+      const int64_t sub = opts.max_sub_batch > 0 ? opts.max_sub_batch : 8;
+      {
+        ScopedIntraOpThreads threads(intra_op_threads);  // timed as Run will run them
+        gemm_plan = ChooseGemmKernelsOnce(LinearShapes(*vit, {1, sub}), *isa);
+      }
       PackChosenWeights(*vit, gemm_plan, *isa, packed.get());
+      if (intra_op_threads > 1) {  // Run splits batches into one-thread image shards
+        ScopedIntraOpThreads one(1);
+        shard_plan = ChooseGemmKernelsOnce(
+            LinearShapes(*vit, {1, std::max<int64_t>(1, sub / intra_op_threads), sub}), *isa);
+        PackChosenWeights(*vit, shard_plan, *isa, packed.get());
+      }
     }
     return std::unique_ptr<InferenceModel>(new VitInferenceModel(
         spec, std::move(vit), *std::move(pruner), *device, *dtype, opts.max_sub_batch,
         *std::move(ignored), compacted.ok() ? compacted->weight_zero_fraction : 0.0,
-        std::move(gemm_plan), std::move(packed), intra_op_threads));
+        std::move(gemm_plan), std::move(shard_plan), std::move(packed), intra_op_threads));
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("LibTorch failure building model '", spec.name,
                                             "': ", e.what_without_backtrace()));

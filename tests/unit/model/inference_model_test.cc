@@ -169,6 +169,63 @@ TEST(InferenceModelTest, ThreadCountsArePerModelNotProcessWide) {
   EXPECT_EQ(at::get_num_threads(), before);
 }
 
+// With two or more threads a batch of two or more images runs as image shards, one per
+// thread, each on the one-thread GEMM plan; the logits agree with one thread running the
+// whole batch, for every method, with sub-batches inside the shards and an odd batch.
+TEST(InferenceModelTest, ImageShardsGiveTheSameLogitsAsOneThread) {
+  for (Method m : {Method::kDense, Method::kDynamicViT, Method::kEViT, Method::kToMe,
+                   Method::kTNT}) {
+    const ModelSpec spec = TinySpec(m);
+    const StateDict w = RandomWeights(spec, 11);
+    ModelLoadOptions one;
+    one.intra_op_threads = 1;
+    ModelLoadOptions two;
+    two.intra_op_threads = 2;
+    two.max_sub_batch = 2;
+    auto a = MustCreate(spec, w, one);
+    auto b = MustCreate(spec, w, two);
+    ASSERT_NE(a, nullptr);
+    ASSERT_NE(b, nullptr);
+    for (int n : {2, 5}) {
+      auto images = RandomImages(n, 12);
+      auto ra = a->Run(Ptrs(images), 0.7f);
+      auto rb = b->Run(Ptrs(images), 0.7f);
+      ASSERT_TRUE(ra.ok() && rb.ok()) << MethodName(m);
+      ASSERT_EQ(rb->size(), static_cast<size_t>(n));
+      for (int i = 0; i < n; ++i) {
+        ASSERT_EQ((*rb)[i].logits.size(), 7u) << MethodName(m) << " image " << i;
+        EXPECT_EQ((*ra)[i].tokens_per_stage, (*rb)[i].tokens_per_stage) << MethodName(m);
+      }
+      EXPECT_LE(MaxDiff(*ra, *rb), 1e-4f) << MethodName(m) << " batch " << n;
+    }
+  }
+}
+
+// The shards' one-thread kernel choices are timed at load and reported (GetModelInfo)
+// only for models that run with more than one thread.
+TEST(InferenceModelTest, ShardKernelChoicesAreReportedForMultiThreadModels) {
+  const ModelSpec spec = TinySpec(Method::kDense);
+  const StateDict w = RandomWeights(spec, 13);
+  ModelLoadOptions one;
+  one.intra_op_threads = 1;
+  ModelLoadOptions two;
+  two.intra_op_threads = 2;
+  auto a = MustCreate(spec, w, one);
+  auto b = MustCreate(spec, w, two);
+  auto shard_lines = [](const InferenceModel& model) {
+    int lines = 0;
+    for (const std::string& c : model.kernel_choices()) {
+      lines += c.rfind("per-image-shard, 1 thread: ", 0) == 0 ? 1 : 0;
+    }
+    return lines;
+  };
+  EXPECT_EQ(shard_lines(*a), 0);
+  // Six (n, k) shapes (patch embedding, qkv, proj, fc1, fc2, head) at 1, 4 (a shard of a
+  // full sub-batch of 8) and 8 images.
+  EXPECT_EQ(shard_lines(*b), 18);
+  EXPECT_FALSE(a->kernel_choices().empty());
+}
+
 TEST(InferenceModelTest, DeterministicAcrossRunsAndThreads) {
   const ModelSpec spec = TinySpec(Method::kToMe);
   auto model = MustCreate(spec, RandomWeights(spec, 7));
