@@ -163,7 +163,7 @@ class VitInferenceModel : public InferenceModel {
   const torch::ScalarType dtype_;
   const int max_sub_batch_;
   const std::vector<std::string> ignored_keys_;
-  const GemmPlan gemm_plan_;  // CPU GEMM kernel per linear shape, chosen at load
+  const GemmPlan gemm_plan_;   // CPU GEMM kernel per linear shape, chosen at load
   const GemmPlan shard_plan_;  // the same, timed on 1 thread, for the shards of a batch
   const std::unique_ptr<const PackedWeightSet> packed_;  // weights of the kPacked shapes
   const int intra_op_threads_;  // this model's CPU forwards split across this many threads
@@ -225,8 +225,8 @@ void VitInferenceModel::RunRange(absl::Span<const ImageTensor* const> images, in
     for (int64_t i = 0; i < n; ++i) {
       ImageResult& r = results[start + i];
       r.logits.assign(l + i * classes, l + (i + 1) * classes);
-      r.tokens_per_stage = out.image_tokens_per_stage.empty() ? out.tokens_per_stage
-                                                              : out.image_tokens_per_stage[i];
+      r.tokens_per_stage =
+          out.image_tokens_per_stage.empty() ? out.tokens_per_stage : out.image_tokens_per_stage[i];
       r.macs = cost.macs;
     }
   }
@@ -255,8 +255,7 @@ absl::StatusOr<std::vector<ImageResult>> VitInferenceModel::Run(
       ParallelTasks(shards, intra_op_threads_, [&](int64_t s) {
         c10::InferenceMode task_guard;  // thread-local, like the plan
         ScopedGemmPlan gemm_plan(&shard_plan_, packed_.get());
-        RunRange(images, s * batch / shards, (s + 1) * batch / shards, keep_rate, *cost,
-                 results);
+        RunRange(images, s * batch / shards, (s + 1) * batch / shards, keep_rate, *cost, results);
       });
     }
   } catch (const c10::Error& e) {

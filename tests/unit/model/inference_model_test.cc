@@ -173,8 +173,8 @@ TEST(InferenceModelTest, ThreadCountsArePerModelNotProcessWide) {
 // thread, each on the one-thread GEMM plan; the logits agree with one thread running the
 // whole batch, for every method, with sub-batches inside the shards and an odd batch.
 TEST(InferenceModelTest, ImageShardsGiveTheSameLogitsAsOneThread) {
-  for (Method m : {Method::kDense, Method::kDynamicViT, Method::kEViT, Method::kToMe,
-                   Method::kTNT}) {
+  for (Method m :
+       {Method::kDense, Method::kDynamicViT, Method::kEViT, Method::kToMe, Method::kTNT}) {
     const ModelSpec spec = TinySpec(m);
     const StateDict w = RandomWeights(spec, 11);
     ModelLoadOptions one;
