@@ -79,8 +79,9 @@ ABSL_FLAG(bool, cuda_graphs, true,
 // img/s at batch 1 vs 15.2 with 2 threads, which switch the GEMMs from oneDNN to ATen);
 // bench/results/threads-cpu.md.
 ABSL_FLAG(int, threads, 1,
-          "LibTorch intra-op threads (default 1: fastest measured here, see "
-          "bench/results/threads-cpu.md); 0 = hardware concurrency.");
+          "Threads one forward splits across (default 1: fastest measured here, see "
+          "bench/results/threads-cpu.md); a batch of 2+ images runs one image shard "
+          "per thread, a single image splits each operation; 0 = hardware concurrency.");
 ABSL_FLAG(int, max_batch_size, 8, "Largest batch run at once.");
 ABSL_FLAG(int, max_queue_delay_ms, 5,
           "How long the first request of a batch waits for more (milliseconds).");
