@@ -71,6 +71,12 @@ std::unique_ptr<InferenceModel> MustCreate(const ModelSpec& spec, const StateDic
   return m.ok() ? *std::move(m) : nullptr;
 }
 
+ModelLoadOptions WithThreads(int threads) {
+  ModelLoadOptions o;
+  o.intra_op_threads = threads;
+  return o;
+}
+
 float MaxDiff(const std::vector<ImageResult>& a, const std::vector<ImageResult>& b) {
   float d = 0;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -177,12 +183,9 @@ TEST(InferenceModelTest, ImageShardsGiveTheSameLogitsAsOneThread) {
        {Method::kDense, Method::kDynamicViT, Method::kEViT, Method::kToMe, Method::kTNT}) {
     const ModelSpec spec = TinySpec(m);
     const StateDict w = RandomWeights(spec, 11);
-    ModelLoadOptions one;
-    one.intra_op_threads = 1;
-    ModelLoadOptions two;
-    two.intra_op_threads = 2;
+    ModelLoadOptions two = WithThreads(2);
     two.max_sub_batch = 2;
-    auto a = MustCreate(spec, w, one);
+    auto a = MustCreate(spec, w, WithThreads(1));
     auto b = MustCreate(spec, w, two);
     ASSERT_NE(a, nullptr);
     ASSERT_NE(b, nullptr);
@@ -206,12 +209,8 @@ TEST(InferenceModelTest, ImageShardsGiveTheSameLogitsAsOneThread) {
 TEST(InferenceModelTest, ShardKernelChoicesAreReportedForMultiThreadModels) {
   const ModelSpec spec = TinySpec(Method::kDense);
   const StateDict w = RandomWeights(spec, 13);
-  ModelLoadOptions one;
-  one.intra_op_threads = 1;
-  ModelLoadOptions two;
-  two.intra_op_threads = 2;
-  auto a = MustCreate(spec, w, one);
-  auto b = MustCreate(spec, w, two);
+  auto a = MustCreate(spec, w, WithThreads(1));
+  auto b = MustCreate(spec, w, WithThreads(2));
   auto shard_lines = [](const InferenceModel& model) {
     int lines = 0;
     for (const std::string& c : model.kernel_choices()) {
