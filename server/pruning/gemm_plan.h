@@ -82,10 +82,10 @@ GemmPlan ChooseGemmKernels(const std::vector<GemmShape>& shapes, const GemmTimer
                            PackedIsa isa = BestPackedIsa(), int rounds = 1);
 
 // ChooseGemmKernels with WallClockGemmTimer(1) over 3 interleaved rounds, memoised for the
-// process per (shape,
-// intra-op thread count): every model loaded in one process runs a shape with the same
-// kernel, so two loads of the same weights give bitwise equal results, and a later load
-// times only shapes not seen before. Thread-safe (loads are serialised while timing).
+// process per (shape, intra-op thread count): every model loaded in one process runs a shape
+// with the same kernel, so two loads of the same weights give bitwise equal results, and a
+// later load times only shapes not seen before. Thread-safe (loads are serialised while
+// timing).
 GemmPlan ChooseGemmKernelsOnce(const std::vector<GemmShape>& shapes, PackedIsa isa);
 
 // Linear-layer weights packed at load for kPacked, found by their data pointer and shape.
