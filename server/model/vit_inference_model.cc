@@ -269,14 +269,22 @@ absl::StatusOr<std::vector<ImageResult>> VitInferenceModel::Run(
 }
 
 // The GEMM shapes a forward runs through FastLinear: every linear layer and the patch
-// embedding (one GEMM), at the token counts of `images` images.
+// embedding (one GEMM), at the token counts of `images` images. DynamicViT's out_fc0 runs
+// on its per-token half only (PredictorKeepScores), so that half's shape is listed instead.
 std::vector<GemmShape> LinearShapes(VitImpl& vit, const std::set<int64_t>& images) {
   const VitOptions& o = vit.options();
   const int64_t tokens = o.num_prefix_tokens() + o.num_patches();
   std::vector<std::pair<int64_t, int64_t>> nk;  // (n, k)
   nk.emplace_back(o.embed_dim, static_cast<int64_t>(o.in_chans) * o.patch_size * o.patch_size);
+  std::set<const torch::nn::LinearImpl*> split;  // DynamicViT's out_fc0: runs on its halves
+  for (int p = 0; p < o.num_score_predictors; ++p) {
+    const torch::nn::Linear& fc0 = vit.predictor(p).out_fc0;
+    split.insert(fc0.get());
+    nk.emplace_back(fc0->weight.size(0), fc0->weight.size(1) / 2);
+  }
   for (const auto& item : vit.named_modules()) {
-    if (const auto* linear = item.value()->as<torch::nn::Linear>()) {
+    const auto* linear = item.value()->as<torch::nn::Linear>();
+    if (linear != nullptr && split.count(linear) == 0) {
       nk.emplace_back(linear->weight.size(0), linear->weight.size(1));
     }
   }
@@ -287,14 +295,20 @@ std::vector<GemmShape> LinearShapes(VitImpl& vit, const std::set<int64_t>& image
   return shapes;
 }
 
-// Packs every weight matrix (linear layers; the patch embedding's conv as [C, in·p·p])
-// whose (n, k) the plan runs with kPacked at some row count.
+// Packs every weight matrix (linear layers; the patch embedding's conv as [C, in·p·p];
+// DynamicViT's split out_fc0 halves) whose (n, k) the plan runs with kPacked at some row
+// count.
 void PackChosenWeights(VitImpl& vit, const GemmPlan& plan, PackedIsa isa, PackedWeightSet* out) {
   std::set<std::pair<int64_t, int64_t>> packed_nk;
   for (const GemmChoice& c : plan.choices()) {
     if (c.kernel == GemmKernel::kPacked) packed_nk.emplace(c.shape.n, c.shape.k);
   }
-  for (const torch::Tensor& p : vit.parameters()) {
+  std::vector<torch::Tensor> weights = vit.parameters();
+  for (int p = 0; p < vit.options().num_score_predictors; ++p) {
+    torch::Tensor local = vit.predictor(p).OutFc0Local();
+    if (local.defined()) weights.push_back(local);
+  }
+  for (const torch::Tensor& p : weights) {
     if (p.dim() < 2 || !p.is_contiguous() || p.scalar_type() != torch::kFloat32) continue;
     const int64_t n = p.size(0);
     const int64_t k = p.numel() / n;
@@ -391,6 +405,7 @@ absl::StatusOr<std::unique_ptr<InferenceModel>> CreateInferenceModel(
     if (!ignored.ok()) return ignored.status();
     vit->to(*device, *dtype);
     vit->eval();
+    for (int p = 0; p < options.num_score_predictors; ++p) vit->predictor(p).SplitOutFc0();
 #ifdef VITSERVE_CUDA
     if (device->is_cuda()) {
       return CreateCudaInferenceModel({spec, std::move(vit), *std::move(pruner), *device, *dtype,

@@ -109,8 +109,9 @@ torch::Tensor PredictorKeepScores(ScorePredictorImpl& predictor, const torch::Te
   const torch::Tensor& w0 = predictor.out_fc0->weight;          // [C/2, C]
   torch::Tensor global = h.narrow(-1, half, c - half).mean(1);  // [B, C - half]
   torch::Tensor per_image = at::matmul(global, w0.narrow(1, half, c - half).t());
-  torch::Tensor y = FastLinear(h.narrow(-1, 0, half), w0.narrow(1, 0, half).contiguous(),
-                               predictor.out_fc0->bias);
+  torch::Tensor w0_local = predictor.OutFc0Local();  // split at load; packed if chosen
+  if (!w0_local.defined()) w0_local = w0.narrow(1, 0, half).contiguous();
+  torch::Tensor y = FastLinear(h.narrow(-1, 0, half), w0_local, predictor.out_fc0->bias);
   y.add_(per_image.unsqueeze(1));
   FastGelu_(y);
   y = FastLinear(y, predictor.out_fc2->weight, predictor.out_fc2->bias, Gelu());

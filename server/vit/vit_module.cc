@@ -166,6 +166,22 @@ torch::Tensor ScorePredictorImpl::forward(const torch::Tensor& x) {
   return torch::log_softmax(Apply(out_fc4, h), -1);
 }
 
+void ScorePredictorImpl::SplitOutFc0() {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor& w = out_fc0->weight;  // [C/2, C]
+  out_fc0_local_ = w.narrow(1, 0, w.size(1) / 2).contiguous();
+  out_fc0_local_version_ = static_cast<int64_t>(w._version());
+}
+
+torch::Tensor ScorePredictorImpl::OutFc0Local() const {
+  const torch::Tensor& w = out_fc0->weight;
+  if (!out_fc0_local_.defined() || static_cast<int64_t>(w._version()) != out_fc0_local_version_ ||
+      out_fc0_local_.device() != w.device() || out_fc0_local_.scalar_type() != w.scalar_type()) {
+    return torch::Tensor();
+  }
+  return out_fc0_local_;
+}
+
 VitImpl::VitImpl(const VitOptions& options) : options_(options) {
   const VitOptions& o = options_;
   const int c = o.embed_dim;

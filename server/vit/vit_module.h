@@ -169,6 +169,20 @@ class ScorePredictorImpl : public torch::nn::Module {
   torch::nn::Linear out_fc0{nullptr};
   torch::nn::Linear out_fc2{nullptr};
   torch::nn::Linear out_fc4{nullptr};
+
+  // Inference copy of out_fc0's weight columns [:, :C/2] (the per-token half; the other
+  // half multiplies the per-image global feature), contiguous so the GEMM kernels (and the
+  // weights packed at load) can take it. SplitOutFc0() makes it once the weights are final
+  // (after loading and moving them); OutFc0Local() returns it while out_fc0's weight is
+  // unchanged since (its version counter), else an undefined tensor (the caller then
+  // copies the columns itself), so training steps never read a stale copy.
+  // Not thread-safe against concurrent calls of SplitOutFc0; OutFc0Local is const.
+  void SplitOutFc0();
+  torch::Tensor OutFc0Local() const;
+
+ private:
+  torch::Tensor out_fc0_local_;
+  int64_t out_fc0_local_version_ = -1;
 };
 TORCH_MODULE(ScorePredictor);
 

@@ -225,6 +225,22 @@ TEST(InferenceModelTest, ShardKernelChoicesAreReportedForMultiThreadModels) {
   EXPECT_FALSE(a->kernel_choices().empty());
 }
 
+// DynamicViT's out_fc0 runs on its per-token half (C/2 x C/2, here 16 x 16), split at
+// load: that is the shape the plan times, so the GEMM can take a packed kernel; the full
+// C/2 x C weight is never multiplied and not timed.
+TEST(InferenceModelTest, DynamicVitPlansTheSplitPredictorWeight) {
+  const ModelSpec spec = TinySpec(Method::kDynamicViT);
+  auto model = MustCreate(spec, RandomWeights(spec, 5));
+  int split = 0;
+  int full = 0;
+  for (const std::string& c : model->kernel_choices()) {
+    split += c.find("x16x16 ") != std::string::npos ? 1 : 0;
+    full += c.find("x16x32 ") != std::string::npos ? 1 : 0;
+  }
+  EXPECT_GT(split, 0);
+  EXPECT_EQ(full, 0);
+}
+
 TEST(InferenceModelTest, DeterministicAcrossRunsAndThreads) {
   const ModelSpec spec = TinySpec(Method::kToMe);
   auto model = MustCreate(spec, RandomWeights(spec, 7));

@@ -110,6 +110,32 @@ TEST(VitModuleTest, DynamicVitPredictorKeys) {
   EXPECT_EQ(predictor_keys, 3 * 10);
 }
 
+// The inference copy of out_fc0's per-token half: made by SplitOutFc0, equal to the weight's
+// first C/2 columns, and withdrawn once the weight changes (a training step), so a caller
+// never multiplies by stale values.
+TEST(VitModuleTest, OutFc0LocalIsTheFirstHalfUntilTheWeightChanges) {
+  Architecture a = TinyArch();
+  PruningSpec p;
+  p.method = Method::kDynamicViT;
+  p.locations = {1};
+  Vit vit(VitOptions::FromSpec(a, p));
+  ScorePredictorImpl& predictor = vit->predictor(0);
+  EXPECT_FALSE(predictor.OutFc0Local().defined());  // not split yet
+  predictor.SplitOutFc0();
+  torch::Tensor local = predictor.OutFc0Local();
+  ASSERT_TRUE(local.defined());
+  EXPECT_TRUE(local.is_contiguous());
+  EXPECT_EQ(local.sizes().vec(), (std::vector<int64_t>{16, 16}));
+  EXPECT_TRUE(torch::equal(local, predictor.out_fc0->weight.narrow(1, 0, 16)));
+  {
+    torch::NoGradGuard no_grad;
+    predictor.out_fc0->weight.add_(1.0);
+  }
+  EXPECT_FALSE(predictor.OutFc0Local().defined());
+  predictor.SplitOutFc0();
+  EXPECT_TRUE(torch::equal(predictor.OutFc0Local(), predictor.out_fc0->weight.narrow(1, 0, 16)));
+}
+
 TEST(VitModuleTest, TntAndSviteHeadKeys) {
   Architecture a = TinyArch();
   PruningSpec tnt;
