@@ -297,11 +297,13 @@ std::vector<GemmShape> LinearShapes(VitImpl& vit, const std::set<int64_t>& image
 
 // Packs every weight matrix (linear layers; the patch embedding's conv as [C, in·p·p];
 // DynamicViT's split out_fc0 halves) whose (n, k) the plan runs with kPacked at some row
-// count.
+// count, and reorders those it runs with kMatmul.
 void PackChosenWeights(VitImpl& vit, const GemmPlan& plan, PackedIsa isa, PackedWeightSet* out) {
   std::set<std::pair<int64_t, int64_t>> packed_nk;
+  std::set<std::pair<int64_t, int64_t>> matmul_nk;
   for (const GemmChoice& c : plan.choices()) {
     if (c.kernel == GemmKernel::kPacked) packed_nk.emplace(c.shape.n, c.shape.k);
+    if (c.kernel == GemmKernel::kMatmul) matmul_nk.emplace(c.shape.n, c.shape.k);
   }
   std::vector<torch::Tensor> weights = vit.parameters();
   for (int p = 0; p < vit.options().num_score_predictors; ++p) {
@@ -313,6 +315,8 @@ void PackChosenWeights(VitImpl& vit, const GemmPlan& plan, PackedIsa isa, Packed
     const int64_t n = p.size(0);
     const int64_t k = p.numel() / n;
     if (packed_nk.count({n, k}) > 0) out->Add(p.data_ptr<float>(), n, k, isa);
+    // Not reordered (AddMatmul false): FastLinear falls back to oneDNN's sgemm.
+    if (matmul_nk.count({n, k}) > 0) (void)out->AddMatmul(p.data_ptr<float>(), n, k);
   }
 }
 

@@ -319,6 +319,11 @@ torch::Tensor FastLinear(const torch::Tensor& x, const torch::Tensor& weight,
   if (kernel == GemmKernel::kPacked && plain && CurrentPackedWeights() != nullptr) {
     packed = CurrentPackedWeights()->Find(weight.data_ptr<float>(), n, k);
   }
+  const OneDnnMatmulWeights* matmul = nullptr;  // one thread only (onednn_matmul.h)
+  if (kernel == GemmKernel::kMatmul && plain && CurrentPackedWeights() != nullptr &&
+      KernelThreads() <= 1) {
+    matmul = CurrentPackedWeights()->FindMatmul(weight.data_ptr<float>(), n, k);
+  }
 #ifndef VITSERVE_HAVE_DNNL
   if (packed == nullptr) return AtenLinear(x, weight, bias, epilogue);
 #endif
@@ -335,6 +340,10 @@ torch::Tensor FastLinear(const torch::Tensor& x, const torch::Tensor& weight,
   }
   torch::Tensor y = at::empty(out_shape, x2.options());
   const float* rp = r2.defined() ? r2.data_ptr<float>() : nullptr;
+  if (matmul != nullptr && matmul->Run(x2.data_ptr<float>(), bias.data_ptr<float>(), rp,
+                                       epilogue.gelu, y.data_ptr<float>(), rows)) {
+    return y;
+  }
   if (packed != nullptr) {
     PackedLinear(x2.data_ptr<float>(), *packed, bias.data_ptr<float>(), rp, epilogue.gelu,
                  y.data_ptr<float>(), rows);

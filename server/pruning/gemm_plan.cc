@@ -20,7 +20,10 @@ namespace vitserve {
 namespace {
 
 constexpr EnumNameEntry<GemmKernel> kKernelNames[] = {
-    {GemmKernel::kOneDnn, "onednn"}, {GemmKernel::kAten, "aten"}, {GemmKernel::kPacked, "packed"}};
+    {GemmKernel::kOneDnn, "onednn"},
+    {GemmKernel::kAten, "aten"},
+    {GemmKernel::kPacked, "packed"},
+    {GemmKernel::kMatmul, "matmul"}};
 
 thread_local const GemmPlan* current_plan = nullptr;
 thread_local const PackedWeightSet* current_packed = nullptr;
@@ -78,10 +81,12 @@ GemmKernel GemmPlan::Lookup(int64_t m, int64_t n, int64_t k) const {
 std::vector<std::string> GemmPlan::Describe() const {
   std::vector<std::string> out;
   for (const GemmChoice& c : choices_) {
-    out.push_back(absl::StrFormat("%dx%dx%d %s (onednn %.3f ms, aten %.3f ms, packed %.3f ms)",
+    const std::string matmul =
+        c.matmul_seconds > 0 ? absl::StrFormat(", matmul %.3f ms", 1e3 * c.matmul_seconds) : "";
+    out.push_back(absl::StrFormat("%dx%dx%d %s (onednn %.3f ms, aten %.3f ms, packed %.3f ms%s)",
                                   c.shape.m, c.shape.n, c.shape.k, GemmKernelName(c.kernel),
                                   1e3 * c.onednn_seconds, 1e3 * c.aten_seconds,
-                                  1e3 * c.packed_seconds));
+                                  1e3 * c.packed_seconds, matmul));
   }
   return out;
 }
@@ -100,10 +105,18 @@ GemmPlan ChooseGemmKernels(const std::vector<GemmShape>& shapes, const GemmTimer
     const torch::Tensor b = torch::randn({shape.n});
     PackedWeightSet packed;
     packed.Add(w.data_ptr<float>(), shape.n, shape.k, isa);
+    // The matmul primitive runs on the calling thread only: a candidate on one thread.
+    const bool matmul = FastCpuKernelsAvailable() && KernelThreads() <= 1 &&
+                        packed.AddMatmul(w.data_ptr<float>(), shape.n, shape.k);
     const double never = std::numeric_limits<double>::infinity();
     c.aten_seconds = c.packed_seconds = never;
     c.onednn_seconds = FastCpuKernelsAvailable() ? never : 0.0;
+    c.matmul_seconds = matmul ? never : 0.0;
     for (int round = 0; round < std::max(1, rounds); ++round) {
+      if (matmul) {
+        c.matmul_seconds = std::min(c.matmul_seconds,
+                                    TimeKernel(GemmKernel::kMatmul, shape, timer, x, w, b, packed));
+      }
       c.aten_seconds =
           std::min(c.aten_seconds, TimeKernel(GemmKernel::kAten, shape, timer, x, w, b, packed));
       c.packed_seconds = std::min(c.packed_seconds,
@@ -116,6 +129,9 @@ GemmPlan ChooseGemmKernels(const std::vector<GemmShape>& shapes, const GemmTimer
     c.kernel = c.packed_seconds < c.aten_seconds ? GemmKernel::kPacked : GemmKernel::kAten;
     const double best = std::min(c.packed_seconds, c.aten_seconds);
     if (FastCpuKernelsAvailable() && c.onednn_seconds <= best) c.kernel = GemmKernel::kOneDnn;
+    if (matmul && c.matmul_seconds < std::min(best, c.onednn_seconds)) {
+      c.kernel = GemmKernel::kMatmul;
+    }
     choices.push_back(c);
   }
   return GemmPlan(std::move(choices));
@@ -150,6 +166,22 @@ GemmPlan ChooseGemmKernelsOnce(const std::vector<GemmShape>& shapes, PackedIsa i
 
 void PackedWeightSet::Add(const float* weight, int64_t n, int64_t k, PackedIsa isa) {
   if (packed_.count(weight) == 0) packed_.emplace(weight, PackWeights(weight, n, k, isa));
+}
+
+bool PackedWeightSet::AddMatmul(const float* weight, int64_t n, int64_t k) {
+  if (matmul_.count(weight) > 0) return true;
+  absl::StatusOr<std::unique_ptr<OneDnnMatmulWeights>> made =
+      OneDnnMatmulWeights::Create(weight, n, k);
+  if (!made.ok()) return false;
+  matmul_.emplace(weight, *std::move(made));
+  return true;
+}
+
+const OneDnnMatmulWeights* PackedWeightSet::FindMatmul(const float* weight, int64_t n,
+                                                       int64_t k) const {
+  const auto it = matmul_.find(weight);
+  if (it == matmul_.end() || it->second->n() != n || it->second->k() != k) return nullptr;
+  return it->second.get();
 }
 
 const PackedWeights* PackedWeightSet::Find(const float* weight, int64_t n, int64_t k) const {

@@ -3,7 +3,10 @@
 //
 // Candidates: kOneDnn (oneDNN's sgemm, JIT for AVX-512 or AVX2), kAten (at::linear:
 // Debian's OpenBLAS) and kPacked (our micro-kernel on weights packed at load,
-// packed_gemm.h); each splits the output columns across the intra-op threads. Which wins depends on
+// packed_gemm.h); each splits the output columns across the intra-op threads. On one
+// thread also kMatmul (oneDNN's matmul primitive on weights reordered at load,
+// onednn_matmul.h), which runs on the calling thread only and is not a candidate when the
+// plan is made for more threads. Which wins depends on
 // the ISA (on an AVX-512 machine OpenBLAS runs its AVX2 "Haswell" kernel), the core count and the
 // shape; the developers' machine, CI and users' machines differ, so it is measured rather than
 // assumed.
@@ -18,16 +21,18 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "server/pruning/onednn_matmul.h"
 #include "server/pruning/packed_gemm.h"
 
 namespace vitserve {
 
-enum class GemmKernel { kOneDnn, kAten, kPacked };
+enum class GemmKernel { kOneDnn, kAten, kPacked, kMatmul };
 
-// "onednn" | "aten" | "packed".
+// "onednn" | "aten" | "packed" | "matmul".
 absl::string_view GemmKernelName(GemmKernel kernel);
 
 // An [m, k] x [k, n] product (a linear layer on m rows).
@@ -43,6 +48,7 @@ struct GemmChoice {
   double onednn_seconds = 0;  // 0 when not measured (oneDNN not compiled in)
   double aten_seconds = 0;
   double packed_seconds = 0;
+  double matmul_seconds = 0;  // 0 when not measured (more than one thread, or no oneDNN)
 };
 
 // Seconds one call of `run` takes with `kernel` on `shape`. The real timer runs it a few
@@ -65,7 +71,8 @@ class GemmPlan {
   const std::vector<GemmChoice>& choices() const { return choices_; }
 
   // One line per choice:
-  // "197x1152x384 onednn (onednn 1.234 ms, aten 2.345 ms, packed 1.500 ms avx512)".
+  // "197x1152x384 onednn (onednn 1.234 ms, aten 2.345 ms, packed 1.500 ms)", with
+  // ", matmul 1.100 ms" before the ")" when kMatmul was timed.
   std::vector<std::string> Describe() const;
 
  private:
@@ -88,8 +95,9 @@ GemmPlan ChooseGemmKernels(const std::vector<GemmShape>& shapes, const GemmTimer
 // timing).
 GemmPlan ChooseGemmKernelsOnce(const std::vector<GemmShape>& shapes, PackedIsa isa);
 
-// Linear-layer weights packed at load for kPacked, found by their data pointer and shape.
-// Immutable after the Adds; a model owns one and makes it current with its plan.
+// Linear-layer weights packed at load for kPacked (and reordered for kMatmul), found by
+// their data pointer and shape. Not modified after the Adds; a model owns one and makes it
+// current with its plan.
 class PackedWeightSet {
  public:
   // Packs weight [n, k] (row-major) for `isa`; a second Add of the same pointer is a no-op.
@@ -98,8 +106,16 @@ class PackedWeightSet {
   const PackedWeights* Find(const float* weight, int64_t n, int64_t k) const;
   size_t size() const { return packed_.size(); }
 
+  // Reorders weight [n, k] for oneDNN's matmul; a second call for the same pointer is a
+  // no-op. False when oneDNN has no matmul for it (FindMatmul then returns null).
+  bool AddMatmul(const float* weight, int64_t n, int64_t k);
+  // The reordered copy of `weight` if AddMatmul made one with this n and k, else null.
+  const OneDnnMatmulWeights* FindMatmul(const float* weight, int64_t n, int64_t k) const;
+  size_t matmul_size() const { return matmul_.size(); }
+
  private:
   std::map<const float*, PackedWeights> packed_;
+  std::map<const float*, std::unique_ptr<OneDnnMatmulWeights>> matmul_;
 };
 
 // Makes `plan` and `packed` (either may be null: none) current on this thread for the

@@ -26,6 +26,7 @@ GemmTimer FakeTimer(std::map<std::pair<GemmKernel, int64_t>, double> seconds, in
 
 TEST(GemmPlanTest, ChoosesTheFasterKernelPerShape) {
   if (!FastCpuKernelsAvailable()) GTEST_SKIP() << "oneDNN not compiled in";
+  ScopedIntraOpThreads threads(2);  // the matmul primitive is a candidate on one thread only
   int calls = 0;
   const GemmTimer timer = FakeTimer({{{GemmKernel::kOneDnn, 48}, 2e-3},
                                      {{GemmKernel::kAten, 48}, 1e-3},
@@ -58,6 +59,7 @@ TEST(GemmPlanTest, ChoosesTheFasterKernelPerShape) {
 // round it decides the choice, with interleaved rounds each candidate's best run wins.
 TEST(GemmPlanTest, InterleavedRoundsKeepEachCandidatesBestRun) {
   if (!FastCpuKernelsAvailable()) GTEST_SKIP() << "oneDNN not compiled in";
+  ScopedIntraOpThreads threads(2);  // three candidates
   int calls = 0;
   // Packed is the fastest (1 ms), but its first run is hit by the burst (9 ms).
   const GemmTimer timer = [&calls](GemmKernel kernel, const GemmShape&,
@@ -77,6 +79,35 @@ TEST(GemmPlanTest, InterleavedRoundsKeepEachCandidatesBestRun) {
   EXPECT_EQ(three.choices()[0].packed_seconds, 1e-3);
   EXPECT_EQ(three.choices()[0].aten_seconds, 2e-3);
   EXPECT_EQ(three.choices()[0].onednn_seconds, 3e-3);
+}
+
+// On one thread oneDNN's matmul primitive is a fourth candidate, chosen where it is the
+// fastest; on more threads it is not timed (it runs on the calling thread only).
+TEST(GemmPlanTest, TheMatmulPrimitiveIsACandidateOnOneThreadOnly) {
+  if (!FastCpuKernelsAvailable()) GTEST_SKIP() << "oneDNN not compiled in";
+  const std::map<std::pair<GemmKernel, int64_t>, double> seconds = {
+      {{GemmKernel::kOneDnn, 48}, 2e-3}, {{GemmKernel::kAten, 48}, 3e-3},
+      {{GemmKernel::kPacked, 48}, 4e-3}, {{GemmKernel::kMatmul, 48}, 1e-3},
+      {{GemmKernel::kOneDnn, 64}, 1e-3}, {{GemmKernel::kAten, 64}, 3e-3},
+      {{GemmKernel::kPacked, 64}, 2e-3}, {{GemmKernel::kMatmul, 64}, 1.5e-3}};
+  int calls = 0;
+  {
+    ScopedIntraOpThreads one(1);
+    const GemmPlan plan = ChooseGemmKernels({{5, 48, 32}, {5, 64, 32}}, FakeTimer(seconds, &calls));
+    EXPECT_EQ(calls, 8);
+    EXPECT_EQ(plan.Lookup(5, 48, 32), GemmKernel::kMatmul);
+    EXPECT_EQ(plan.Lookup(5, 64, 32), GemmKernel::kOneDnn);
+    const std::vector<std::string> lines = plan.Describe();
+    ASSERT_EQ(lines.size(), 2u);
+    EXPECT_EQ(lines[0],
+              "5x48x32 matmul (onednn 2.000 ms, aten 3.000 ms, packed 4.000 ms, matmul 1.000 ms)");
+  }
+  calls = 0;
+  ScopedIntraOpThreads two(2);
+  const GemmPlan plan = ChooseGemmKernels({{5, 48, 32}, {5, 64, 32}}, FakeTimer(seconds, &calls));
+  EXPECT_EQ(calls, 6);
+  EXPECT_EQ(plan.Lookup(5, 48, 32), GemmKernel::kOneDnn);
+  EXPECT_EQ(plan.choices()[0].matmul_seconds, 0.0);
 }
 
 TEST(GemmPlanTest, LookupPicksTheClosestMeasuredRowCount) {
@@ -101,13 +132,15 @@ TEST(GemmPlanTest, FastLinearFollowsTheCurrentPlanAndBothKernelsAgree) {
   for (PackedIsa isa : {PackedIsa::kGeneric, PackedIsa::kAvx2, PackedIsa::kAvx512})
     for (int threads : {1, 3}) {
       if (BestPackedIsa(isa) != isa) continue;  // this CPU lacks it
-      for (GemmKernel kernel : {GemmKernel::kOneDnn, GemmKernel::kAten, GemmKernel::kPacked}) {
+      for (GemmKernel kernel :
+           {GemmKernel::kOneDnn, GemmKernel::kAten, GemmKernel::kPacked, GemmKernel::kMatmul}) {
         GemmChoice choice;
         choice.shape = {6, 100, 32};
         choice.kernel = kernel;
         const GemmPlan plan({choice});
         PackedWeightSet packed;
         packed.Add(w.data_ptr<float>(), 100, 32, isa);
+        (void)packed.AddMatmul(w.data_ptr<float>(), 100, 32);  // at 3 threads: sgemm instead
         ScopedGemmPlan scope(&plan, &packed);
         EXPECT_EQ(CurrentGemmPlan(), &plan);
         EXPECT_EQ(CurrentPackedWeights(), &packed);
