@@ -212,6 +212,29 @@ void PackedLinear(const float* x, const PackedWeights& w, const float* b, const 
                 });
 }
 
+// oneDNN's matmul on weights reordered at load, the rows split into one contiguous range
+// per thread (at least kMatmulRowsPerTask each); the epilogue runs as post-ops. False
+// (y untouched) when oneDNN has no primitive for a range's row count.
+constexpr int64_t kMatmulRowsPerTask = 16;
+
+bool MatmulLinear(const float* x, const OneDnnMatmulWeights& w, const float* b,
+                  const float* residual, bool gelu, float* y, int64_t m) {
+  const int64_t n = w.n();
+  const int64_t k = w.k();
+  const int64_t tasks = std::max<int64_t>(
+      1, std::min<int64_t>(KernelThreads(), m / kMatmulRowsPerTask));
+  for (int64_t t = 0; t < tasks; ++t) {  // makes the primitives outside the tasks
+    if (!w.Ready((t + 1) * m / tasks - t * m / tasks, residual != nullptr, gelu)) return false;
+  }
+  ParallelTasks(tasks, KernelThreads(), [&](int64_t t) {
+    const int64_t r0 = t * m / tasks;
+    const int64_t rows = (t + 1) * m / tasks - r0;
+    (void)w.Run(x + r0 * k, b, residual != nullptr ? residual + r0 * n : nullptr, gelu,
+                y + r0 * n, rows);  // Ready above: runs
+  });
+  return true;
+}
+
 // at::linear (Debian's OpenBLAS) + epilogue, with the output columns split across the
 // intra-op threads like SgemmLinear: each task's OpenBLAS call runs single-threaded
 // (task_pool.h), so the only threads on the cores are the pool's. x [..., K], y [..., N].
@@ -319,9 +342,8 @@ torch::Tensor FastLinear(const torch::Tensor& x, const torch::Tensor& weight,
   if (kernel == GemmKernel::kPacked && plain && CurrentPackedWeights() != nullptr) {
     packed = CurrentPackedWeights()->Find(weight.data_ptr<float>(), n, k);
   }
-  const OneDnnMatmulWeights* matmul = nullptr;  // one thread only (onednn_matmul.h)
-  if (kernel == GemmKernel::kMatmul && plain && CurrentPackedWeights() != nullptr &&
-      KernelThreads() <= 1) {
+  const OneDnnMatmulWeights* matmul = nullptr;
+  if (kernel == GemmKernel::kMatmul && plain && CurrentPackedWeights() != nullptr) {
     matmul = CurrentPackedWeights()->FindMatmul(weight.data_ptr<float>(), n, k);
   }
 #ifndef VITSERVE_HAVE_DNNL
@@ -340,8 +362,8 @@ torch::Tensor FastLinear(const torch::Tensor& x, const torch::Tensor& weight,
   }
   torch::Tensor y = at::empty(out_shape, x2.options());
   const float* rp = r2.defined() ? r2.data_ptr<float>() : nullptr;
-  if (matmul != nullptr && matmul->Run(x2.data_ptr<float>(), bias.data_ptr<float>(), rp,
-                                       epilogue.gelu, y.data_ptr<float>(), rows)) {
+  if (matmul != nullptr && MatmulLinear(x2.data_ptr<float>(), *matmul, bias.data_ptr<float>(), rp,
+                                        epilogue.gelu, y.data_ptr<float>(), rows)) {
     return y;
   }
   if (packed != nullptr) {

@@ -105,9 +105,8 @@ GemmPlan ChooseGemmKernels(const std::vector<GemmShape>& shapes, const GemmTimer
     const torch::Tensor b = torch::randn({shape.n});
     PackedWeightSet packed;
     packed.Add(w.data_ptr<float>(), shape.n, shape.k, isa);
-    // The matmul primitive runs on the calling thread only: a candidate on one thread.
-    const bool matmul = FastCpuKernelsAvailable() && KernelThreads() <= 1 &&
-                        packed.AddMatmul(w.data_ptr<float>(), shape.n, shape.k);
+    const bool matmul =
+        FastCpuKernelsAvailable() && packed.AddMatmul(w.data_ptr<float>(), shape.n, shape.k);
     const double never = std::numeric_limits<double>::infinity();
     c.aten_seconds = c.packed_seconds = never;
     c.onednn_seconds = FastCpuKernelsAvailable() ? never : 0.0;

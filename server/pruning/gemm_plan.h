@@ -3,10 +3,10 @@
 //
 // Candidates: kOneDnn (oneDNN's sgemm, JIT for AVX-512 or AVX2), kAten (at::linear:
 // Debian's OpenBLAS) and kPacked (our micro-kernel on weights packed at load,
-// packed_gemm.h); each splits the output columns across the intra-op threads. On one
-// thread also kMatmul (oneDNN's matmul primitive on weights reordered at load,
-// onednn_matmul.h), which runs on the calling thread only and is not a candidate when the
-// plan is made for more threads. Which wins depends on
+// packed_gemm.h), each splitting the output columns across the intra-op threads, and
+// kMatmul (oneDNN's matmul primitive on weights reordered at load, onednn_matmul.h),
+// splitting the rows (every thread reads the whole reordered weight; nothing is packed
+// per call). Which wins depends on
 // the ISA (on an AVX-512 machine OpenBLAS runs its AVX2 "Haswell" kernel), the core count and the
 // shape; the developers' machine, CI and users' machines differ, so it is measured rather than
 // assumed.
@@ -48,7 +48,7 @@ struct GemmChoice {
   double onednn_seconds = 0;  // 0 when not measured (oneDNN not compiled in)
   double aten_seconds = 0;
   double packed_seconds = 0;
-  double matmul_seconds = 0;  // 0 when not measured (more than one thread, or no oneDNN)
+  double matmul_seconds = 0;  // 0 when not measured (no oneDNN, or no matmul for the shape)
 };
 
 // Seconds one call of `run` takes with `kernel` on `shape`. The real timer runs it a few

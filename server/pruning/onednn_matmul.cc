@@ -9,6 +9,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
+#include "server/pruning/task_pool.h"
 
 #ifdef VITSERVE_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.hpp>
@@ -63,11 +65,18 @@ struct OneDnnMatmulWeights::State {
     auto it = made.find(key);
     if (it != made.end()) return it->second;
     auto out = std::make_shared<Made>();
+    // oneDNN fixes a primitive's thread count when it is made (OpenMP's on this thread)
+    // and starts a team of that size on every execution: made single-threaded here.
+    ScopedIntraOpThreads one(1);
     try {
       const auto desc = MakeDesc(engine, weights.get_desc(), m, n, k, residual, gelu);
-      out->primitive = dnnl::matmul(desc);
-      out->scratchpad = desc.scratchpad_desc();
-      out->ok = true;
+      // "ref:any" (e.g. for layouts the fast kernels do not take) is orders of magnitude
+      // slower than the sgemm the caller falls back to.
+      if (!absl::StartsWith(desc.impl_info_str(), "ref")) {
+        out->primitive = dnnl::matmul(desc);
+        out->scratchpad = desc.scratchpad_desc();
+        out->ok = true;
+      }
     } catch (const dnnl::error&) {
       out->ok = false;  // kept: the caller falls back every time, without asking again
     }
@@ -128,6 +137,10 @@ bool OneDnnMatmulWeights::Run(const float* x, const float* bias, const float* re
   return true;
 }
 
+bool OneDnnMatmulWeights::Ready(int64_t m, bool residual, bool gelu) const {
+  return state_->Get(m, residual, gelu)->ok;
+}
+
 int64_t OneDnnMatmulWeights::n() const { return state_->n; }
 int64_t OneDnnMatmulWeights::k() const { return state_->k; }
 
@@ -149,6 +162,8 @@ bool OneDnnMatmulWeights::Run(const float*, const float*, const float*, bool, fl
                               int64_t) const {
   return false;
 }
+
+bool OneDnnMatmulWeights::Ready(int64_t, bool, bool) const { return false; }
 
 int64_t OneDnnMatmulWeights::n() const { return state_->n; }
 int64_t OneDnnMatmulWeights::k() const { return state_->k; }

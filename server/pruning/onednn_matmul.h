@@ -13,7 +13,8 @@
 // per pruning stage and batch size, so rows are not known at load); oneDNN's own primitive
 // cache makes a second weight of the same shape cheap.
 // Thread-safety: Run may be called from many threads at once. It runs on the calling
-// thread only (OpenMP is single-threaded inside the kernels' scopes, task_pool.h).
+// thread only: the primitives are made single-threaded (oneDNN fixes a primitive's thread
+// count when it is made); FastLinear splits rows across its threads itself.
 #ifndef VITSERVE_SERVER_PRUNING_ONEDNN_MATMUL_H_
 #define VITSERVE_SERVER_PRUNING_ONEDNN_MATMUL_H_
 
@@ -40,10 +41,12 @@ class OneDnnMatmulWeights {
 
   // y [m, n] = GELU?((residual +) bias + x [m, k] · weightᵀ), all row-major and dense;
   // residual may be null (then none), gelu applies after the residual, as LinearEpilogue.
-  // False (y untouched) when oneDNN has no primitive for these rows on these weights: the
-  // caller runs another kernel.
+  // False (y untouched) when oneDNN has no primitive for these rows on these weights (or
+  // only its slow reference one): the caller runs another kernel.
   bool Run(const float* x, const float* bias, const float* residual, bool gelu, float* y,
            int64_t m) const;
+  // Makes (or finds) the primitive Run would use; false where Run would return false.
+  bool Ready(int64_t m, bool residual, bool gelu) const;
 
   struct State;  // oneDNN objects; defined in the .cc
 

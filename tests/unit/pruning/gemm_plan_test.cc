@@ -26,7 +26,6 @@ GemmTimer FakeTimer(std::map<std::pair<GemmKernel, int64_t>, double> seconds, in
 
 TEST(GemmPlanTest, ChoosesTheFasterKernelPerShape) {
   if (!FastCpuKernelsAvailable()) GTEST_SKIP() << "oneDNN not compiled in";
-  ScopedIntraOpThreads threads(2);  // the matmul primitive is a candidate on one thread only
   int calls = 0;
   const GemmTimer timer = FakeTimer({{{GemmKernel::kOneDnn, 48}, 2e-3},
                                      {{GemmKernel::kAten, 48}, 1e-3},
@@ -36,12 +35,15 @@ TEST(GemmPlanTest, ChoosesTheFasterKernelPerShape) {
                                      {{GemmKernel::kPacked, 64}, 2e-3},
                                      {{GemmKernel::kOneDnn, 80}, 3e-3},
                                      {{GemmKernel::kAten, 80}, 2e-3},
-                                     {{GemmKernel::kPacked, 80}, 1e-3}},
+                                     {{GemmKernel::kPacked, 80}, 1e-3},
+                                     {{GemmKernel::kMatmul, 48}, 9e-3},
+                                     {{GemmKernel::kMatmul, 64}, 9e-3},
+                                     {{GemmKernel::kMatmul, 80}, 9e-3}},
                                     &calls);
   // The (5, 48, 32) duplicate is timed once.
   const GemmPlan plan = ChooseGemmKernels(
       {{5, 48, 32}, {5, 48, 32}, {40, 64, 32}, {400, 64, 32}, {9, 80, 16}}, timer);
-  EXPECT_EQ(calls, 12);
+  EXPECT_EQ(calls, 16);
   ASSERT_EQ(plan.choices().size(), 4u);
   EXPECT_EQ(plan.Lookup(5, 48, 32), GemmKernel::kAten);
   EXPECT_EQ(plan.Lookup(40, 64, 32), GemmKernel::kOneDnn);
@@ -52,62 +54,58 @@ TEST(GemmPlanTest, ChoosesTheFasterKernelPerShape) {
   EXPECT_EQ(plan.Lookup(5, 48, 33), GemmKernel::kOneDnn);
   const std::vector<std::string> lines = plan.Describe();
   ASSERT_EQ(lines.size(), 4u);
-  EXPECT_EQ(lines[0], "5x48x32 aten (onednn 2.000 ms, aten 1.000 ms, packed 4.000 ms)");
+  EXPECT_EQ(lines[0],
+            "5x48x32 aten (onednn 2.000 ms, aten 1.000 ms, packed 4.000 ms, matmul 9.000 ms)");
 }
 
 // A burst of noise from elsewhere on the machine slows the one run it lands on: with one
 // round it decides the choice, with interleaved rounds each candidate's best run wins.
 TEST(GemmPlanTest, InterleavedRoundsKeepEachCandidatesBestRun) {
   if (!FastCpuKernelsAvailable()) GTEST_SKIP() << "oneDNN not compiled in";
-  ScopedIntraOpThreads threads(2);  // three candidates
   int calls = 0;
   // Packed is the fastest (1 ms), but its first run is hit by the burst (9 ms).
   const GemmTimer timer = [&calls](GemmKernel kernel, const GemmShape&,
                                    const std::function<void()>&) {
     ++calls;
-    if (kernel == GemmKernel::kPacked) return calls <= 3 ? 9e-3 : 1e-3;
+    if (kernel == GemmKernel::kPacked) return calls <= 4 ? 9e-3 : 1e-3;
+    if (kernel == GemmKernel::kMatmul) return 4e-3;
     return kernel == GemmKernel::kAten ? 2e-3 : 3e-3;
   };
   const GemmPlan one = ChooseGemmKernels({{8, 48, 32}}, timer, BestPackedIsa(), /*rounds=*/1);
-  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(calls, 4);
   EXPECT_EQ(one.Lookup(8, 48, 32), GemmKernel::kAten);
   calls = 0;
   const GemmPlan three = ChooseGemmKernels({{8, 48, 32}}, timer, BestPackedIsa(), /*rounds=*/3);
-  EXPECT_EQ(calls, 9);
+  EXPECT_EQ(calls, 12);
   EXPECT_EQ(three.Lookup(8, 48, 32), GemmKernel::kPacked);
   ASSERT_EQ(three.choices().size(), 1u);
   EXPECT_EQ(three.choices()[0].packed_seconds, 1e-3);
   EXPECT_EQ(three.choices()[0].aten_seconds, 2e-3);
   EXPECT_EQ(three.choices()[0].onednn_seconds, 3e-3);
+  EXPECT_EQ(three.choices()[0].matmul_seconds, 4e-3);
 }
 
-// On one thread oneDNN's matmul primitive is a fourth candidate, chosen where it is the
-// fastest; on more threads it is not timed (it runs on the calling thread only).
-TEST(GemmPlanTest, TheMatmulPrimitiveIsACandidateOnOneThreadOnly) {
+// oneDNN's matmul primitive is chosen where it is the fastest, at one thread and at more
+// (one reordered column block per thread).
+TEST(GemmPlanTest, TheMatmulPrimitiveIsChosenWhereItIsTheFastest) {
   if (!FastCpuKernelsAvailable()) GTEST_SKIP() << "oneDNN not compiled in";
   const std::map<std::pair<GemmKernel, int64_t>, double> seconds = {
       {{GemmKernel::kOneDnn, 48}, 2e-3}, {{GemmKernel::kAten, 48}, 3e-3},
       {{GemmKernel::kPacked, 48}, 4e-3}, {{GemmKernel::kMatmul, 48}, 1e-3},
       {{GemmKernel::kOneDnn, 64}, 1e-3}, {{GemmKernel::kAten, 64}, 3e-3},
       {{GemmKernel::kPacked, 64}, 2e-3}, {{GemmKernel::kMatmul, 64}, 1.5e-3}};
-  int calls = 0;
-  {
-    ScopedIntraOpThreads one(1);
+  for (int threads : {1, 2}) {
+    ScopedIntraOpThreads scope(threads);
+    int calls = 0;
     const GemmPlan plan = ChooseGemmKernels({{5, 48, 32}, {5, 64, 32}}, FakeTimer(seconds, &calls));
     EXPECT_EQ(calls, 8);
-    EXPECT_EQ(plan.Lookup(5, 48, 32), GemmKernel::kMatmul);
-    EXPECT_EQ(plan.Lookup(5, 64, 32), GemmKernel::kOneDnn);
+    EXPECT_EQ(plan.Lookup(5, 48, 32), GemmKernel::kMatmul) << threads;
+    EXPECT_EQ(plan.Lookup(5, 64, 32), GemmKernel::kOneDnn) << threads;
     const std::vector<std::string> lines = plan.Describe();
     ASSERT_EQ(lines.size(), 2u);
     EXPECT_EQ(lines[0],
               "5x48x32 matmul (onednn 2.000 ms, aten 3.000 ms, packed 4.000 ms, matmul 1.000 ms)");
   }
-  calls = 0;
-  ScopedIntraOpThreads two(2);
-  const GemmPlan plan = ChooseGemmKernels({{5, 48, 32}, {5, 64, 32}}, FakeTimer(seconds, &calls));
-  EXPECT_EQ(calls, 6);
-  EXPECT_EQ(plan.Lookup(5, 48, 32), GemmKernel::kOneDnn);
-  EXPECT_EQ(plan.choices()[0].matmul_seconds, 0.0);
 }
 
 TEST(GemmPlanTest, LookupPicksTheClosestMeasuredRowCount) {
@@ -140,7 +138,7 @@ TEST(GemmPlanTest, FastLinearFollowsTheCurrentPlanAndBothKernelsAgree) {
         const GemmPlan plan({choice});
         PackedWeightSet packed;
         packed.Add(w.data_ptr<float>(), 100, 32, isa);
-        (void)packed.AddMatmul(w.data_ptr<float>(), 100, 32);  // at 3 threads: sgemm instead
+        (void)packed.AddMatmul(w.data_ptr<float>(), 100, 32);
         ScopedGemmPlan scope(&plan, &packed);
         EXPECT_EQ(CurrentGemmPlan(), &plan);
         EXPECT_EQ(CurrentPackedWeights(), &packed);
@@ -159,6 +157,38 @@ TEST(GemmPlanTest, FastLinearFollowsTheCurrentPlanAndBothKernelsAgree) {
     }
   EXPECT_EQ(CurrentGemmPlan(), nullptr);
   EXPECT_EQ(CurrentPackedWeights(), nullptr);
+}
+
+// The matmul kernel splits rows across the threads, at least 16 a range (40 rows: one
+// range on one thread, two of 20 on two or three).
+TEST(GemmPlanTest, TheMatmulKernelSplitsRowsAcrossThreads) {
+  if (!FastCpuKernelsAvailable()) GTEST_SKIP() << "oneDNN not compiled in";
+  torch::manual_seed(5);
+  const torch::Tensor x = torch::randn({40, 24});
+  const torch::Tensor w = torch::randn({72, 24});
+  const torch::Tensor b = torch::randn({72});
+  const torch::Tensor r = torch::randn({40, 72});
+  GemmChoice choice;
+  choice.shape = {40, 72, 24};
+  choice.kernel = GemmKernel::kMatmul;
+  const GemmPlan plan({choice});
+  PackedWeightSet packed;
+  ASSERT_TRUE(packed.AddMatmul(w.data_ptr<float>(), 72, 24));
+  ScopedGemmPlan scope(&plan, &packed);
+  for (int threads : {1, 2, 3}) {
+    ScopedIntraOpThreads intra(threads);
+    for (bool gelu : {false, true}) {
+      LinearEpilogue epilogue;
+      epilogue.residual = r;
+      epilogue.gelu = gelu;
+      torch::Tensor want = at::linear(x, w, b) + r;
+      if (gelu) want = at::gelu(want);
+      for (int rep = 0; rep < 10; ++rep) {
+        const torch::Tensor y = FastLinear(x, w, b, epilogue);
+        ASSERT_LE((y - want).abs().max().item<float>(), 1e-4f) << threads << " threads";
+      }
+    }
+  }
 }
 
 TEST(GemmPlanTest, WallClockTimerRunsWarmUpPlusRepeats) {
