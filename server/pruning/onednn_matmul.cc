@@ -90,9 +90,12 @@ absl::StatusOr<std::unique_ptr<OneDnnMatmulWeights>> OneDnnMatmulWeights::Create
   auto state = std::make_unique<State>();
   state->n = n;
   state->k = k;
+  ScopedIntraOpThreads one(1);  // the layout chosen as Get's single-threaded primitives see it
   try {
-    // The layout oneDNN picks for one image's worth of rows; other row counts reuse it
-    // (Get asks for a primitive on exactly this layout).
+    // The layout oneDNN picks at 197 rows (one DeiT image); other row counts ask for a
+    // primitive on exactly this layout (Get), and one that oneDNN serves only with its
+    // reference implementation falls back to the sgemm. On AVX-512 brgemm took it at
+    // 1-1576 rows in every shape tried (tests/unit/pruning/onednn_matmul_test.cc: 1-300).
     const memory::desc any({k, n}, memory::data_type::f32, memory::format_tag::any);
     const auto desc = MakeDesc(state->engine, any, 197, n, k, false, false);
     state->weights = memory(desc.weights_desc(), state->engine);
