@@ -221,16 +221,16 @@ bool MatmulLinear(const float* x, const OneDnnMatmulWeights& w, const float* b,
                   const float* residual, bool gelu, float* y, int64_t m) {
   const int64_t n = w.n();
   const int64_t k = w.k();
-  const int64_t tasks = std::max<int64_t>(
-      1, std::min<int64_t>(KernelThreads(), m / kMatmulRowsPerTask));
+  const int64_t tasks =
+      std::max<int64_t>(1, std::min<int64_t>(KernelThreads(), m / kMatmulRowsPerTask));
   for (int64_t t = 0; t < tasks; ++t) {  // makes the primitives outside the tasks
     if (!w.Ready((t + 1) * m / tasks - t * m / tasks, residual != nullptr, gelu)) return false;
   }
   ParallelTasks(tasks, KernelThreads(), [&](int64_t t) {
     const int64_t r0 = t * m / tasks;
     const int64_t rows = (t + 1) * m / tasks - r0;
-    (void)w.Run(x + r0 * k, b, residual != nullptr ? residual + r0 * n : nullptr, gelu,
-                y + r0 * n, rows);  // Ready above: runs
+    (void)w.Run(x + r0 * k, b, residual != nullptr ? residual + r0 * n : nullptr, gelu, y + r0 * n,
+                rows);  // Ready above: runs
   });
   return true;
 }

@@ -19,11 +19,10 @@
 namespace vitserve {
 namespace {
 
-constexpr EnumNameEntry<GemmKernel> kKernelNames[] = {
-    {GemmKernel::kOneDnn, "onednn"},
-    {GemmKernel::kAten, "aten"},
-    {GemmKernel::kPacked, "packed"},
-    {GemmKernel::kMatmul, "matmul"}};
+constexpr EnumNameEntry<GemmKernel> kKernelNames[] = {{GemmKernel::kOneDnn, "onednn"},
+                                                      {GemmKernel::kAten, "aten"},
+                                                      {GemmKernel::kPacked, "packed"},
+                                                      {GemmKernel::kMatmul, "matmul"}};
 
 thread_local const GemmPlan* current_plan = nullptr;
 thread_local const PackedWeightSet* current_packed = nullptr;

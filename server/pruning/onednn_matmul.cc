@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "server/pruning/task_pool.h"
 
 #ifdef VITSERVE_HAVE_DNNL
@@ -174,8 +174,7 @@ int64_t OneDnnMatmulWeights::k() const { return state_->k; }
 
 #endif  // VITSERVE_HAVE_DNNL
 
-OneDnnMatmulWeights::OneDnnMatmulWeights(std::unique_ptr<State> state)
-    : state_(std::move(state)) {}
+OneDnnMatmulWeights::OneDnnMatmulWeights(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
 OneDnnMatmulWeights::~OneDnnMatmulWeights() = default;
 

@@ -30,8 +30,8 @@ class OneDnnMatmulWeights {
   // Reorders `weight` [n, k] (row-major, the Linear layout; copied, the caller's buffer is
   // not kept). Errors: UNIMPLEMENTED when oneDNN is not compiled in or has no matmul
   // for this shape; INTERNAL on a oneDNN failure.
-  static absl::StatusOr<std::unique_ptr<OneDnnMatmulWeights>> Create(const float* weight,
-                                                                     int64_t n, int64_t k);
+  static absl::StatusOr<std::unique_ptr<OneDnnMatmulWeights>> Create(const float* weight, int64_t n,
+                                                                     int64_t k);
   ~OneDnnMatmulWeights();
   OneDnnMatmulWeights(const OneDnnMatmulWeights&) = delete;
   OneDnnMatmulWeights& operator=(const OneDnnMatmulWeights&) = delete;
