@@ -9,6 +9,8 @@
 #include <thread>
 #include <vector>
 
+#include <ATen/Parallel.h>
+
 #ifdef VITSERVE_HAVE_OPENMP
 #include <omp.h>
 #endif
@@ -26,10 +28,18 @@ thread_local int intra_op_threads = 0;  // ScopedIntraOpThreads
 int OmpMaxThreads();
 void SetOmpThreads(int threads);
 
+// ATen sets a thread's OpenMP count to its own intra-op count (at::set_num_threads) the
+// first time that thread runs a parallel ATen op (its lazy per-thread init). Left to
+// happen inside a task, that undid the count of 1 set below for the rest of the worker's
+// life: every oneDNN sgemm a worker ran then started a second OpenMP thread, a third
+// thread on a 2-core machine spinning next to the pool's two. Running the init first makes
+// the count set here stick.
+void InitAtenThreadCount() { (void)at::get_num_threads(); }
+
 // OpenMP (and so oneDNN's sgemm) single-threaded on this thread while alive.
 class SingleThreadedOmp {
  public:
-  SingleThreadedOmp() : previous_(OmpMaxThreads()) { SetOmpThreads(1); }
+  SingleThreadedOmp() : previous_((InitAtenThreadCount(), OmpMaxThreads())) { SetOmpThreads(1); }
   ~SingleThreadedOmp() { SetOmpThreads(previous_); }
 
  private:
@@ -98,7 +108,6 @@ class TaskPool {
  private:
   void WorkerLoop() {
     in_task = true;
-    SingleThreadedOmp omp;
     uint64_t seen = 0;
     while (true) {
       const auto until = std::chrono::steady_clock::now() + kSpin;
@@ -114,7 +123,10 @@ class TaskPool {
         seen = generation_.load();
         job = job_;
       }
-      if (job != nullptr) job->Work();
+      if (job != nullptr) {
+        SingleThreadedOmp omp;  // per job: a task may have reset it (at::set_num_threads)
+        job->Work();
+      }
     }
   }
 
@@ -151,7 +163,8 @@ void SetOmpThreads(int threads) {
 }  // namespace
 
 ScopedIntraOpThreads::ScopedIntraOpThreads(int threads)
-    : previous_threads_(intra_op_threads), previous_omp_threads_(OmpMaxThreads()) {
+    : previous_threads_(intra_op_threads),
+      previous_omp_threads_((InitAtenThreadCount(), OmpMaxThreads())) {
   intra_op_threads = threads < 1 ? 1 : threads;
   SetOmpThreads(1);
 }

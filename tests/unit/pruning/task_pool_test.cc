@@ -1,6 +1,10 @@
 #include "server/pruning/task_pool.h"
 
+#include <ATen/Parallel.h>
+
 #include <atomic>
+#include <chrono>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -47,6 +51,38 @@ TEST(TaskPoolTest, NestedAndConcurrentCallsComplete) {
   outer();
   other.join();
   EXPECT_EQ(total.load(), 2 * 8 * 4);
+}
+
+// ATen resets a thread's OpenMP count to its own (at::set_num_threads) the first time the
+// thread runs a parallel ATen op, and at::init_num_threads does so on demand. A worker that
+// kept that count ran every oneDNN sgemm with an extra OpenMP thread. Every task, on the
+// caller and on the workers, must see one OpenMP thread, also in the jobs after a task
+// reset it.
+TEST(TaskPoolTest, TasksSeeOneOpenMpThreadEvenAfterATaskResetIt) {
+  at::set_num_threads(2);
+  const std::thread::id caller = std::this_thread::get_id();
+  // Runs 40 tasks of 300 us on 2 threads; returns what at::get_num_threads() said in each
+  // (read_count) after checking that the worker ran some of them.
+  auto run_job = [&](bool read_count, bool reset_count) {
+    std::mutex mu;
+    std::vector<int> seen;
+    int off_caller = 0;
+    ParallelTasks(40, 2, [&](int64_t) {
+      const int threads = read_count ? at::get_num_threads() : 0;  // ATen's lazy init
+      std::this_thread::sleep_for(std::chrono::microseconds(300));  // the worker claims too
+      if (reset_count) at::init_num_threads();  // what ATen code in a task may do
+      std::lock_guard<std::mutex> lock(mu);
+      if (read_count) seen.push_back(threads);
+      if (std::this_thread::get_id() != caller) ++off_caller;
+    });
+    EXPECT_GT(off_caller, 0) << "no task ran on a worker";
+    return seen;
+  };
+  // A fresh worker's first ATen call.
+  for (int threads : run_job(/*read_count=*/true, /*reset_count=*/false)) EXPECT_EQ(threads, 1);
+  // A job whose tasks set the count back to ATen's, then the next job.
+  run_job(/*read_count=*/false, /*reset_count=*/true);
+  for (int threads : run_job(/*read_count=*/true, /*reset_count=*/false)) EXPECT_EQ(threads, 1);
 }
 
 TEST(TaskPoolTest, RethrowsATaskExceptionAfterTheOthersRan) {
