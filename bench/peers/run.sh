@@ -15,6 +15,12 @@
 #   spaces; measured in the same rounds as the column "base").
 #   Anything else in the environment (ONEDNN_MAX_CPU_ISA,
 #   VITSERVE_*) reaches every process.
+#   AVX2=1: the run an AVX2-only machine would see, on an AVX-512 one. Every process of the
+#   run (vitserve, base, ORT, eager, the sgemm peak) starts under BUILD_DIR/bench/
+#   libcpuid_avx2.so (bench/peers/cpuid_avx2.c: CPUID without AVX-512, through CPUID
+#   faulting), so oneDNN, OpenBLAS, ATen, our packed kernel and ONNX Runtime's MLAS all pick
+#   their AVX2 code; vitserve and base also get --max_packed_isa=avx2. OUT defaults to
+#   bench/results/peers-cpu-avx2.md. Needs a CPU with "cpuid_fault" (ctest peer_cpuid_cap).
 # Models: deit_s = DeiT-S 224 with random weights from a fixed seed (vitserve_bench draws its
 # own random weights; speed does not depend on the values, token counts are fixed by the
 # keep-rate); fashion-vit = models/fashion-vit (ORT and eager run its trained weights,
@@ -33,7 +39,21 @@ BATCHES="${BATCHES:-1,8}"
 METHODS="${METHODS:-dense,dynamicvit,evit,tome}"
 KEEP="${KEEP:-0.7}"
 MODELS="${MODELS:-deit_s,fashion-vit}"
-OUT="${OUT:-${ROOT}/bench/results/peers-cpu.md}"
+AVX2="${AVX2:-0}"
+CAPPED=(env)           # prefix of every measured process
+VITSERVE_ISA_FLAGS=()  # extra vitserve_bench flags
+if [[ ${AVX2} == 1 ]]; then
+  SHIM="${BUILD_DIR}/bench/libcpuid_avx2.so"
+  [[ -f ${SHIM} ]] || { echo "missing ${SHIM}: ninja -C ${BUILD_DIR} cpuid_avx2" >&2; exit 1; }
+  CAPPED=(env "LD_AUDIT=${SHIM}" "LD_PRELOAD=${SHIM}")
+  VITSERVE_ISA_FLAGS=(--max_packed_isa=avx2)
+  "${CAPPED[@]}" true || { echo "the AVX2 shim cannot cap CPUID here" >&2; exit 1; }
+  avx2_label="AVX2 run: every process (vitserve, base, ORT, eager, sgemm peak) saw CPUID"
+  avx2_label+=" without AVX-512 (bench/peers/cpuid_avx2.c), so oneDNN, OpenBLAS, ATen, the"
+  avx2_label+=" packed kernel and the MLAS of ORT ran their AVX2 code; vitserve with --max_packed_isa=avx2"
+  LABEL="${LABEL:-${avx2_label}}"
+fi
+OUT="${OUT:-${ROOT}/bench/results/peers-cpu$([[ ${AVX2} == 1 ]] && echo -avx2).md}"
 PYTHON=/usr/bin/python3  # Debian's python3 with python3-torch
 
 BENCH="${BUILD_DIR}/bench/vitserve_bench"
@@ -60,15 +80,16 @@ run_impl() {  # impl model threads round
       local config=() bin=("${BENCH}")
       [[ ${impl} == base ]] && read -r -a bin <<< "${BASELINE_BENCH}"
       [[ ${model} == deit_s ]] || config=(--config="${ROOT}/models/${model}/config.pbtxt")
-      OMP_NUM_THREADS=${t} "${bin[@]}" --threads="${t}" --streams=1 --batch_sizes="${BATCHES}" \
+      OMP_NUM_THREADS=${t} "${CAPPED[@]}" "${bin[@]}" "${VITSERVE_ISA_FLAGS[@]}" \
+        --threads="${t}" --streams=1 --batch_sizes="${BATCHES}" \
         --keep_rates="${KEEP}" --methods="${METHODS}" --seconds="${SECONDS_PER_CELL}" \
         --tome_published_r=0 "${config[@]}" --json_out="${f}" > /dev/null 2>> "${TMP}/stderr.log" ;;
     ort)
-      OMP_NUM_THREADS=${t} node "${PEERS}/ort_bench.js" --dir "${TMP}/onnx" --model "${model}" \
+      OMP_NUM_THREADS=${t} "${CAPPED[@]}" node "${PEERS}/ort_bench.js" --dir "${TMP}/onnx" --model "${model}" \
         --threads "${t}" --batches "${BATCHES}" --methods "${METHODS}" \
         --seconds "${SECONDS_PER_CELL}" > "${f}" 2>> "${TMP}/stderr.log" ;;
     eager)
-      OMP_NUM_THREADS=${t} "${PYTHON}" "${PEERS}/eager.py" --model "${model}" --threads "${t}" \
+      OMP_NUM_THREADS=${t} "${CAPPED[@]}" "${PYTHON}" "${PEERS}/eager.py" --model "${model}" --threads "${t}" \
         --batches "${BATCHES}" --methods "${METHODS}" --keep "${KEEP}" \
         --seconds "${SECONDS_PER_CELL}" > "${f}" 2>> "${TMP}/stderr.log" ;;
   esac
@@ -79,7 +100,7 @@ impls=(vitserve ort eager)
 [[ -n "${BASELINE_BENCH:-}" ]] && impls+=(base)
 for ((r = 0; r < ROUNDS; ++r)); do
   for t in "${thread_list[@]}"; do
-    OMP_NUM_THREADS=${t} OPENBLAS_NUM_THREADS=${t} "${PYTHON}" "${PEERS}/sgemm_peak.py" \
+    OMP_NUM_THREADS=${t} OPENBLAS_NUM_THREADS=${t} "${CAPPED[@]}" "${PYTHON}" "${PEERS}/sgemm_peak.py" \
       > "${TMP}/runs/sgemm.t${t}.r${r}.json"
   done
   for model in "${model_list[@]}"; do
@@ -100,7 +121,7 @@ mkdir -p "$(dirname "${OUT}")"
 "${PYTHON}" "${PEERS}/report.py" --runs "${TMP}/runs" \
   --cpu "$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1), $(nproc) cores" \
   --isa "${ISA}" --commit "${COMMIT}${DIRTY:+ (working tree had local changes)}" \
-  --command "ROUNDS=${ROUNDS} SECONDS_PER_CELL=${SECONDS_PER_CELL} THREADS=${THREADS} BATCHES=${BATCHES} METHODS=${METHODS} KEEP=${KEEP} MODELS=${MODELS} ${ONEDNN_MAX_CPU_ISA:+ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA} }${BASELINE_BENCH:+BASELINE_BENCH=\"${BASELINE_BENCH}\" }bench/peers/run.sh" \
+  --command "${AVX2:+AVX2=${AVX2} }ROUNDS=${ROUNDS} SECONDS_PER_CELL=${SECONDS_PER_CELL} THREADS=${THREADS} BATCHES=${BATCHES} METHODS=${METHODS} KEEP=${KEEP} MODELS=${MODELS} ${ONEDNN_MAX_CPU_ISA:+ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA} }${BASELINE_BENCH:+BASELINE_BENCH=\"${BASELINE_BENCH}\" }bench/peers/run.sh" \
   --label "${LABEL:-}" --ort "$(node -p "require('${PEERS}/node_modules/onnxruntime-node/package.json').version")" \
   --torch "$("${PYTHON}" -c 'import torch; print(torch.__version__)')" \
   --load "$(cut -d' ' -f1-3 /proc/loadavg)" > "${OUT}"
