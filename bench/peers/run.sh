@@ -53,7 +53,9 @@ if [[ ${AVX2} == 1 ]]; then
   avx2_label+=" packed kernel and the MLAS of ORT ran their AVX2 code; vitserve with --max_packed_isa=avx2"
   LABEL="${LABEL:-${avx2_label}}"
 fi
-OUT="${OUT:-${ROOT}/bench/results/peers-cpu$([[ ${AVX2} == 1 ]] && echo -avx2).md}"
+out_suffix=""
+[[ ${AVX2} == 1 ]] && out_suffix="-avx2"
+OUT="${OUT:-${ROOT}/bench/results/peers-cpu${out_suffix}.md}"
 PYTHON=/usr/bin/python3  # Debian's python3 with python3-torch
 
 BENCH="${BUILD_DIR}/bench/vitserve_bench"
