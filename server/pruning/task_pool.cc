@@ -1,5 +1,7 @@
 #include "server/pruning/task_pool.h"
 
+#include <ATen/Parallel.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -8,8 +10,6 @@
 #include <mutex>
 #include <thread>
 #include <vector>
-
-#include <ATen/Parallel.h>
 
 #ifdef VITSERVE_HAVE_OPENMP
 #include <omp.h>

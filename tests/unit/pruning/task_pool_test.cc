@@ -68,7 +68,7 @@ TEST(TaskPoolTest, TasksSeeOneOpenMpThreadEvenAfterATaskResetIt) {
     std::vector<int> seen;
     int off_caller = 0;
     ParallelTasks(40, 2, [&](int64_t) {
-      const int threads = read_count ? at::get_num_threads() : 0;  // ATen's lazy init
+      const int threads = read_count ? at::get_num_threads() : 0;   // ATen's lazy init
       std::this_thread::sleep_for(std::chrono::microseconds(300));  // the worker claims too
       if (reset_count) at::init_num_threads();  // what ATen code in a task may do
       std::lock_guard<std::mutex> lock(mu);
