@@ -8,13 +8,10 @@ set -uo pipefail
 BUILD_DIR="$1"
 SHIM="${BUILD_DIR}/bench/libcpuid_avx2.so"
 PROBE="${BUILD_DIR}/bench/cpuid_probe"
-flags="$(grep -m1 '^flags' /proc/cpuinfo)"
-grep -qw avx512f <<< "${flags}" || { echo "SKIP: no AVX-512 here"; exit 77; }
-grep -qw cpuid_fault <<< "${flags}" || { echo "SKIP: no CPUID faulting here"; exit 77; }
-# The shim exits 3 when the kernel refuses CPUID faulting (a sandbox blocking arch_prctl).
-env LD_AUDIT="${SHIM}" LD_PRELOAD="${SHIM}" true 2> /dev/null ||
-  { echo "SKIP: CPUID faulting refused here"; exit 77; }
-capped() { LD_AUDIT="${SHIM}" LD_PRELOAD="${SHIM}" "$@"; }
+# tests/unit/pruning/run_avx2_capped.sh decides whether capping can be done here (77 if not).
+CAPPED="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/tests/unit/pruning/run_avx2_capped.sh"
+"${CAPPED}" "${SHIM}" true || exit $?
+capped() { "${CAPPED}" "${SHIM}" "$@"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 [[ "$("${PROBE}" features)" == "avx2=1 avx512f=1" ]] || fail "uncapped probe: $("${PROBE}" features)"

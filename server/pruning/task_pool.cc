@@ -28,18 +28,10 @@ thread_local int intra_op_threads = 0;  // ScopedIntraOpThreads
 int OmpMaxThreads();
 void SetOmpThreads(int threads);
 
-// ATen sets a thread's OpenMP count to its own intra-op count (at::set_num_threads) the
-// first time that thread runs a parallel ATen op (its lazy per-thread init). Left to
-// happen inside a task, that undid the count of 1 set below for the rest of the worker's
-// life: every oneDNN sgemm a worker ran then started a second OpenMP thread, a third
-// thread on a 2-core machine spinning next to the pool's two. Running the init first makes
-// the count set here stick.
-void InitAtenThreadCount() { (void)at::get_num_threads(); }
-
 // OpenMP (and so oneDNN's sgemm) single-threaded on this thread while alive.
 class SingleThreadedOmp {
  public:
-  SingleThreadedOmp() : previous_((InitAtenThreadCount(), OmpMaxThreads())) { SetOmpThreads(1); }
+  SingleThreadedOmp() : previous_(OmpMaxThreads()) { SetOmpThreads(1); }
   ~SingleThreadedOmp() { SetOmpThreads(previous_); }
 
  private:
@@ -144,7 +136,14 @@ TaskPool& Pool() {
   return *pool;
 }
 
+// This thread's OpenMP count, read before it is set. ATen sets a thread's OpenMP count to
+// its own intra-op count (at::set_num_threads) the first time that thread runs a parallel
+// ATen op (its lazy per-thread init). Left to happen inside a task, that undid the count
+// of 1 set here for the rest of the worker's life: every oneDNN sgemm a worker ran then
+// started a second OpenMP thread, a third thread on a 2-core machine spinning next to the
+// pool's two. at::get_num_threads() runs that init first, so the count set here sticks.
 int OmpMaxThreads() {
+  (void)at::get_num_threads();
 #ifdef VITSERVE_HAVE_OPENMP
   return omp_get_max_threads();
 #else
@@ -163,8 +162,7 @@ void SetOmpThreads(int threads) {
 }  // namespace
 
 ScopedIntraOpThreads::ScopedIntraOpThreads(int threads)
-    : previous_threads_(intra_op_threads),
-      previous_omp_threads_((InitAtenThreadCount(), OmpMaxThreads())) {
+    : previous_threads_(intra_op_threads), previous_omp_threads_(OmpMaxThreads()) {
   intra_op_threads = threads < 1 ? 1 : threads;
   SetOmpThreads(1);
 }
