@@ -61,15 +61,24 @@ TEST(TaskPoolTest, NestedAndConcurrentCallsComplete) {
 TEST(TaskPoolTest, TasksSeeOneOpenMpThreadEvenAfterATaskResetIt) {
   at::set_num_threads(2);
   const std::thread::id caller = std::this_thread::get_id();
-  // Runs 40 tasks of 300 us on 2 threads; returns what at::get_num_threads() said in each
-  // (read_count) after checking that the worker ran some of them.
+  // Runs 40 tasks on 2 threads; returns what at::get_num_threads() said in each
+  // (read_count) after checking that the worker ran some of them. The caller's tasks wait
+  // (up to 5 s) until the worker has started one, so a busy machine that schedules the
+  // worker late does not leave every task to the caller.
   auto run_job = [&](bool read_count, bool reset_count) {
     std::mutex mu;
     std::vector<int> seen;
     int off_caller = 0;
+    std::atomic<bool> worker_ran{false};
     ParallelTasks(40, 2, [&](int64_t) {
-      const int threads = read_count ? at::get_num_threads() : 0;   // ATen's lazy init
-      std::this_thread::sleep_for(std::chrono::microseconds(300));  // the worker claims too
+      const int threads = read_count ? at::get_num_threads() : 0;  // ATen's lazy init
+      if (std::this_thread::get_id() != caller) {
+        worker_ran = true;
+      } else {
+        for (int i = 0; i < 5000 && !worker_ran; ++i) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+      }
       if (reset_count) at::init_num_threads();  // what ATen code in a task may do
       std::lock_guard<std::mutex> lock(mu);
       if (read_count) seen.push_back(threads);
