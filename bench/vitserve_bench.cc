@@ -76,6 +76,9 @@ ABSL_FLAG(bool, cuda_graphs, true, "ModelLoadOptions::cuda_graphs (cuda only)");
 ABSL_FLAG(std::string, max_packed_isa, "avx512",
           "ModelLoadOptions::max_packed_isa: avx512 | avx2 | generic (the packed-weight GEMM "
           "kernel; avx2 forces the AVX2 kernel on an AVX-512 machine)");
+ABSL_FLAG(std::string, one_image_split, "adaptive",
+          "ModelLoadOptions::one_image_split: adaptive | split | single (batch 1 on several "
+          "threads: split each operation across them or run on one)");
 ABSL_FLAG(std::string, config, "",
           "a model config.pbtxt: measure its architecture and pruning locations (random "
           "weights) instead of DeiT-S, e.g. models/fashion-vit/config.pbtxt");
@@ -264,6 +267,7 @@ int Main() {
     opts.dtype = absl::GetFlag(FLAGS_dtype);
     opts.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
     opts.max_packed_isa = absl::GetFlag(FLAGS_max_packed_isa);
+    opts.one_image_split = absl::GetFlag(FLAGS_one_image_split);
     PrunerOptions pruner;
     pruner.tome_r = c.tome_r;
     absl::StatusOr<std::unique_ptr<InferenceModel>> model = CreateInferenceModel(

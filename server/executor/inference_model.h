@@ -78,6 +78,11 @@ struct ModelLoadOptions {
   // "avx512" | "avx2" | "generic"; "avx2" measures the AVX2 kernel on an AVX-512 machine.
   // The CPU's own limit applies too.
   std::string max_packed_isa = "avx512";
+  // A CPU forward of one image with intra_op_threads > 1: "adaptive" picks, from the
+  // measured time of recent forwards, between splitting each operation across the threads
+  // and running it on one (server/model/split_chooser.h; reported in kernel_choices());
+  // "split" or "single" forces one. Batches of several images split by image either way.
+  std::string one_image_split = "adaptive";
 };
 
 // Loads <spec.weights_path> (safetensors or PyTorch zip checkpoint), validates the keys

@@ -7,6 +7,7 @@
 #include <torch/types.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -19,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/checkpoint/hf_weights.h"
+#include "server/model/split_chooser.h"
 #include "server/model/svite_compaction.h"
 #ifdef VITSERVE_CUDA
 #include "server/model/cuda_inference_model.h"
@@ -97,13 +99,24 @@ absl::StatusOr<PackedIsa> ParsePackedIsa(const std::string& max_isa) {
       absl::StrCat("unknown max_packed_isa '", max_isa, "'; accepted: avx512, avx2, generic"));
 }
 
+enum class OneImageSplit { kAdaptive, kSplit, kSingle };
+
+absl::StatusOr<OneImageSplit> ParseOneImageSplit(const std::string& name) {
+  if (name == "adaptive") return OneImageSplit::kAdaptive;
+  if (name == "split") return OneImageSplit::kSplit;
+  if (name == "single") return OneImageSplit::kSingle;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown one_image_split '", name, "'; accepted: adaptive, split, single"));
+}
+
 class VitInferenceModel : public InferenceModel {
  public:
   VitInferenceModel(ModelSpec spec, Vit vit, std::unique_ptr<TokenPruner> pruner,
                     torch::Device device, torch::ScalarType dtype, int max_sub_batch,
                     std::vector<std::string> ignored_keys, double weight_zero_fraction,
                     GemmPlan gemm_plan, GemmPlan shard_plan,
-                    std::unique_ptr<const PackedWeightSet> packed, int intra_op_threads)
+                    std::unique_ptr<const PackedWeightSet> packed, int intra_op_threads,
+                    OneImageSplit one_image_split)
       : spec_(std::move(spec)),
         vit_(std::move(vit)),
         blocks_(BlockShapesOf(vit_->options())),
@@ -116,7 +129,8 @@ class VitInferenceModel : public InferenceModel {
         gemm_plan_(std::move(gemm_plan)),
         shard_plan_(std::move(shard_plan)),
         packed_(std::move(packed)),
-        intra_op_threads_(intra_op_threads) {}
+        intra_op_threads_(intra_op_threads),
+        one_image_split_(one_image_split) {}
 
   const ModelSpec& spec() const override { return spec_; }
 
@@ -130,6 +144,19 @@ class VitInferenceModel : public InferenceModel {
     std::vector<std::string> out = gemm_plan_.Describe();
     for (const std::string& line : shard_plan_.Describe()) {
       out.push_back(absl::StrCat("per-image-shard, 1 thread: ", line));
+    }
+    if (device_.is_cpu() && intra_op_threads_ > 1) {
+      switch (one_image_split_) {
+        case OneImageSplit::kAdaptive:
+          out.push_back(split_chooser_.Describe());
+          break;
+        case OneImageSplit::kSplit:
+          out.push_back("one image: split (forced)");
+          break;
+        case OneImageSplit::kSingle:
+          out.push_back("one image: single (forced)");
+          break;
+      }
     }
     return out;
   }
@@ -167,6 +194,8 @@ class VitInferenceModel : public InferenceModel {
   const GemmPlan shard_plan_;  // the same, timed on 1 thread, for the shards of a batch
   const std::unique_ptr<const PackedWeightSet> packed_;  // weights of the kPacked shapes
   const int intra_op_threads_;  // this model's CPU forwards split across this many threads
+  const OneImageSplit one_image_split_;
+  SplitChooser split_chooser_;  // one-image CPU forwards: split or single (kAdaptive)
 };
 
 absl::Status VitInferenceModel::Validate(absl::Span<const ImageTensor* const> images,
@@ -246,8 +275,26 @@ absl::StatusOr<std::vector<ImageResult>> VitInferenceModel::Run(
     ScopedIntraOpThreads threads(intra_op_threads_);
     const int64_t shards = ShardCount(batch);
     if (shards <= 1) {
-      ScopedGemmPlan gemm_plan(&gemm_plan_, packed_.get());
-      RunRange(images, 0, batch, keep_rate, *cost, results);
+      // One image on several CPU threads: split each operation across them, or run it on
+      // one thread (with the plan timed on one thread), as split_chooser.h decides.
+      const bool choosable = device_.is_cpu() && intra_op_threads_ > 1 && batch == 1;
+      SplitChooser::Kind kind = SplitChooser::Kind::kSplit;
+      if (choosable && one_image_split_ == OneImageSplit::kAdaptive) kind = split_chooser_.Next();
+      if (choosable && one_image_split_ == OneImageSplit::kSingle) kind = SplitChooser::Kind::kSingle;
+      const auto start = std::chrono::steady_clock::now();
+      if (kind == SplitChooser::Kind::kSingle) {
+        ScopedIntraOpThreads one(1);
+        ScopedGemmPlan gemm_plan(&shard_plan_, packed_.get());
+        RunRange(images, 0, batch, keep_rate, *cost, results);
+      } else {
+        ScopedGemmPlan gemm_plan(&gemm_plan_, packed_.get());
+        RunRange(images, 0, batch, keep_rate, *cost, results);
+      }
+      if (choosable && one_image_split_ == OneImageSplit::kAdaptive) {
+        split_chooser_.Record(
+            kind, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+            static_cast<double>(cost->macs));
+      }
     } else {
       // Contiguous, balanced image ranges. A shard runs on a pool worker or, when the
       // worker is not scheduled, after the others on this thread: the split and every
@@ -387,6 +434,8 @@ absl::StatusOr<std::unique_ptr<InferenceModel>> CreateInferenceModel(
   if (!dtype.ok()) return dtype.status();
   absl::StatusOr<PackedIsa> isa = ParsePackedIsa(opts.max_packed_isa);
   if (!isa.ok()) return isa.status();
+  absl::StatusOr<OneImageSplit> one_image_split = ParseOneImageSplit(opts.one_image_split);
+  if (!one_image_split.ok()) return one_image_split.status();
   absl::StatusOr<std::unique_ptr<TokenPruner>> pruner =
       CreateTokenPruner(spec.arch, spec.pruning, pruner_options);
   if (!pruner.ok()) return pruner.status();
@@ -437,7 +486,8 @@ absl::StatusOr<std::unique_ptr<InferenceModel>> CreateInferenceModel(
     return std::unique_ptr<InferenceModel>(new VitInferenceModel(
         spec, std::move(vit), *std::move(pruner), *device, *dtype, opts.max_sub_batch,
         *std::move(ignored), compacted.ok() ? compacted->weight_zero_fraction : 0.0,
-        std::move(gemm_plan), std::move(shard_plan), std::move(packed), intra_op_threads));
+        std::move(gemm_plan), std::move(shard_plan), std::move(packed), intra_op_threads,
+        *one_image_split));
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("LibTorch failure building model '", spec.name,
                                             "': ", e.what_without_backtrace()));

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "server/checkpoint/checkpoint.h"
 #include "server/model/svite_compaction.h"
@@ -202,6 +203,51 @@ TEST(InferenceModelTest, ImageShardsGiveTheSameLogitsAsOneThread) {
       EXPECT_LE(MaxDiff(*ra, *rb), 1e-4f) << MethodName(m) << " batch " << n;
     }
   }
+}
+
+// One image on two threads: split across them or run on one (forced, and adaptive, which
+// runs both during its warm-up) gives the same tokens and logits within rounding, and
+// the choice is reported with the kernel choices; an unknown mode is refused at load.
+TEST(InferenceModelTest, OneImageSplitOrSingleGiveTheSameLogits) {
+  for (Method m : {Method::kDense, Method::kDynamicViT, Method::kToMe}) {
+    const ModelSpec spec = TinySpec(m);
+    const StateDict w = RandomWeights(spec, 17);
+    auto images = RandomImages(1, 18);
+    std::vector<std::vector<ImageResult>> outs;
+    for (const char* mode : {"split", "single", "adaptive"}) {
+      ModelLoadOptions o = WithThreads(2);
+      o.one_image_split = mode;
+      auto model = MustCreate(spec, w, o);
+      ASSERT_NE(model, nullptr);
+      for (int i = 0; i < 10; ++i) {  // adaptive: past its warm-up (4 of each kind)
+        auto r = model->Run(Ptrs(images), 0.7f);
+        ASSERT_TRUE(r.ok()) << r.status();
+        if (i == 0) outs.push_back(*r);
+        EXPECT_LE(MaxDiff(outs.back(), *r), 1e-5f) << MethodName(m) << " " << mode << " run " << i;
+      }
+      int lines = 0;
+      for (const std::string& c : model->kernel_choices()) {
+        if (c.rfind("one image: ", 0) != 0) continue;
+        ++lines;
+        if (std::string(mode) == "adaptive") {
+          EXPECT_TRUE(c.find("split (split") != std::string::npos ||
+                      c.find("single (split") != std::string::npos)
+              << c;
+        } else {
+          EXPECT_EQ(c, absl::StrCat("one image: ", mode, " (forced)"));
+        }
+      }
+      EXPECT_EQ(lines, 1) << mode;
+    }
+    EXPECT_LE(MaxDiff(outs[0], outs[1]), 1e-4f) << MethodName(m);
+    EXPECT_EQ(outs[0][0].tokens_per_stage, outs[1][0].tokens_per_stage) << MethodName(m);
+  }
+  const ModelSpec spec = TinySpec(Method::kDense);
+  ModelLoadOptions bad = WithThreads(2);
+  bad.one_image_split = "both";
+  auto made = CreateInferenceModel(spec, RandomWeights(spec, 1), bad);
+  EXPECT_EQ(made.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(made.status().message().find("adaptive, split, single"), std::string::npos);
 }
 
 // The shards' one-thread kernel choices are timed at load and reported (GetModelInfo)
