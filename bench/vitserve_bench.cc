@@ -41,6 +41,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -332,16 +333,22 @@ int Main() {
       row.images_per_s[b] = ips;
       std::fprintf(stderr, "%-10s keep %.2f r %3d batch %2d: %7.2f img/s (%d runs, %.1f s)\n",
                    Label(c).c_str(), c.keep_rate, tome_r, b, ips, iters, elapsed);
+      // Batch 1 on several threads: what the one-image split chooser settled on.
+      std::string one_image;
+      for (const std::string& line : (*model)->kernel_choices()) {
+        if (b == 1 && absl::StartsWith(line, "one image: ")) one_image = line;
+      }
+      if (!one_image.empty()) std::fprintf(stderr, "           %s\n", one_image.c_str());
       if (json.is_open()) {
         json << absl::StrFormat(
             "{\"impl\": \"vitserve\", \"method\": \"%s\", \"keep_rate\": %s, \"tome_r\": %s, "
             "\"batch\": %d, \"images_per_s\": %.4f, \"iters\": %d, \"seconds\": %.3f, "
             "\"threads\": %d, \"streams\": %d, \"gmacs\": %.4f, \"device\": \"%s\", "
-            "\"dtype\": \"%s\", \"cuda_graphs\": %s}\n",
+            "\"dtype\": \"%s\", \"cuda_graphs\": %s, \"one_image\": \"%s\"}\n",
             Label(c), c.tome_r >= 0 ? "null" : absl::StrFormat("%.2f", c.keep_rate),
             tome_r >= 0 ? absl::StrCat(tome_r) : "null", b, ips, iters, elapsed, threads, streams,
             row.macs / kGiga, (*model)->device(), absl::GetFlag(FLAGS_dtype),
-            absl::GetFlag(FLAGS_cuda_graphs) ? "true" : "false");
+            absl::GetFlag(FLAGS_cuda_graphs) ? "true" : "false", one_image);
         json.flush();
       }
     }

@@ -1,5 +1,7 @@
 #include "server/model/split_chooser.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_format.h"
 
 namespace vitserve {
@@ -9,36 +11,40 @@ constexpr SplitChooser::Kind kOther[2] = {SplitChooser::Kind::kSingle, SplitChoo
 
 int Index(SplitChooser::Kind kind) { return static_cast<int>(kind); }
 
+double Median(std::vector<double> values) {
+  if (values.empty()) return 0;
+  const size_t mid = values.size() / 2;
+  std::nth_element(values.begin(), values.begin() + mid, values.end());
+  return values[mid];
+}
+
 }  // namespace
 
 absl::string_view SplitKindName(SplitChooser::Kind kind) {
   return kind == SplitChooser::Kind::kSplit ? "split" : "single";
 }
 
+double SplitChooser::Arm::MedianPerWork() const { return Median(per_work); }
+double SplitChooser::Arm::MedianSeconds() const { return Median(seconds); }
+
 SplitChooser::Kind SplitChooser::BestLocked() const {
-  return arms_[Index(Kind::kSingle)].average < arms_[Index(Kind::kSplit)].average ? Kind::kSingle
-                                                                                  : Kind::kSplit;
+  return arms_[Index(Kind::kSingle)].MedianPerWork() < arms_[Index(Kind::kSplit)].MedianPerWork()
+             ? Kind::kSingle
+             : Kind::kSplit;
 }
 
 SplitChooser::Kind SplitChooser::Next() {
   absl::MutexLock lock(&mu_);
   ++forwards_;
-  const int64_t needed = options_.warmup + 1;
+  const int64_t needed = options_.window + 1;
   const Arm& split = arms_[Index(Kind::kSplit)];
-  const Arm& single = arms_[Index(Kind::kSingle)];
   if (split.seen < needed) return Kind::kSplit;
-  if (split.seconds >= options_.short_forward_seconds) return Kind::kSplit;
-  if (single.seen < needed) {
-    return Kind::kSingle;
-  }
+  if (split.MedianSeconds() >= options_.short_forward_seconds) return Kind::kSplit;
+  if (arms_[Index(Kind::kSingle)].seen < needed) return Kind::kSingle;
   const Kind best = BestLocked();
-  const Kind other = kOther[Index(best)];
-  const int64_t every = arms_[Index(other)].average > options_.far_ratio * arms_[Index(best)].average
-                            ? options_.far_probe_every
-                            : options_.probe_every;
-  if (++since_probe_ >= every) {
+  if (++since_probe_ >= options_.probe_every) {
     since_probe_ = 0;
-    return other;
+    return kOther[Index(best)];
   }
   return best;
 }
@@ -49,13 +55,14 @@ void SplitChooser::Record(Kind kind, double seconds, double work) {
   Arm& arm = arms_[Index(kind)];
   ++arm.seen;
   if (arm.seen == 1) return;  // the first forward of a kind makes its primitives
-  const double per_work = seconds / work;
-  if (arm.seen == 2) {
-    arm.average = per_work;
-    arm.seconds = seconds;
+  const size_t window = static_cast<size_t>(std::max(1, options_.window));
+  const size_t slot = static_cast<size_t>(arm.seen - 2) % window;
+  if (arm.per_work.size() < window) {
+    arm.per_work.push_back(seconds / work);
+    arm.seconds.push_back(seconds);
   } else {
-    arm.average += options_.smoothing * (per_work - arm.average);
-    arm.seconds += options_.smoothing * (seconds - arm.seconds);
+    arm.per_work[slot] = seconds / work;
+    arm.seconds[slot] = seconds;
   }
 }
 
@@ -63,17 +70,17 @@ std::string SplitChooser::Describe() const {
   absl::MutexLock lock(&mu_);
   const Arm& split = arms_[Index(Kind::kSplit)];
   const Arm& single = arms_[Index(Kind::kSingle)];
-  if (split.seen > options_.warmup && split.seconds >= options_.short_forward_seconds) {
+  if (split.seen > options_.window && split.MedianSeconds() >= options_.short_forward_seconds) {
     return absl::StrFormat("one image: split (forwards of %.1f ms: single not tried)",
-                           1e3 * split.seconds);
+                           1e3 * split.MedianSeconds());
   }
-  if (split.seen <= options_.warmup || single.seen <= options_.warmup) {
+  if (split.seen <= options_.window || single.seen <= options_.window) {
     return absl::StrFormat("one image: measuring (%d split, %d single forwards)", split.seen,
                            single.seen);
   }
-  return absl::StrFormat("one image: %s (split %.3f ns/MMAC, single %.3f ns/MMAC, %d forwards)",
-                         SplitKindName(BestLocked()), 1e15 * split.average, 1e15 * single.average,
-                         forwards_);
+  return absl::StrFormat("one image: %s (split %.2f ms/GMAC, single %.2f ms/GMAC, %d forwards)",
+                         SplitKindName(BestLocked()), 1e12 * split.MedianPerWork(),
+                         1e12 * single.MedianPerWork(), forwards_);
 }
 
 }  // namespace vitserve

@@ -12,17 +12,17 @@
 // can settle it, so the choice follows the forwards themselves.
 //
 // Policy: single is tried only for short forwards: while split forwards take
-// `short_forward_seconds` or more on average, split runs (dozens of hand-offs of a few
+// `short_forward_seconds` or more (median), split runs (dozens of hand-offs of a few
 // hundred nanoseconds each are lost in a forward of milliseconds, and a single-thread
 // probe of DeiT-S would take ~1.7x as long as the split forward it replaces).
-// Otherwise times are compared per unit of work (the caller passes the forward's MACs),
-// as smoothed averages (exponential, `smoothing` per observation). The first forwards
-// alternate between the two kinds until each has `warmup` observations after its first
-// (dropped: primitives are made then). After that the faster kind runs, and the other one
-// runs once every `probe_every` forwards so a change of machine is noticed; when the
-// other kind was slower by more than `far_ratio`, once every `far_probe_every` forwards
-// instead, so that a model whose split always wins (DeiT-S: 1.7x) rarely pays a slow
-// forward. Batches of several images do not come here (they split by image).
+// Otherwise each kind's time per unit of work (the caller passes the forward's MACs) is
+// the median of its last `window` observations, so one forward hit by an interrupt or a
+// page fault does not flip the choice. The first forwards run split, then single, until
+// each has `window` observations after its first (dropped: primitives are made then).
+// After that the faster kind runs, and the other one once every `probe_every` forwards so
+// that a change of machine is noticed: within `window` / 2 forwards when the running kind
+// slows down, within `window` / 2 probes when the other one speeds up. Batches of several
+// images do not come here (they split by image).
 //
 // Thread-safety: all methods may be called from several threads at once.
 #ifndef VITSERVE_SERVER_MODEL_SPLIT_CHOOSER_H_
@@ -30,6 +30,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/string_view.h"
@@ -42,11 +43,8 @@ class SplitChooser {
   enum class Kind { kSplit = 0, kSingle = 1 };
 
   struct Options {
-    int warmup = 3;
-    double smoothing = 0.2;
+    int window = 9;
     int64_t probe_every = 32;
-    double far_ratio = 1.25;
-    int64_t far_probe_every = 256;
     double short_forward_seconds = 0.005;
   };
 
@@ -59,16 +57,18 @@ class SplitChooser {
   // A forward of `kind` took `seconds` for `work` units (> 0; e.g. its MACs).
   void Record(Kind kind, double seconds, double work);
 
-  // "split" or "single" and the averages, e.g. "one image: split (split 1.20 ns/MMAC,
-  // single 1.90 ns/MMAC, 4100 forwards)"; "one image: split (forwards of 21.5 ms: single
-  // not tried)" for long forwards; "one image: measuring (...)" during the warm-up.
+  // The kind running and the medians, e.g. "one image: split (split 9.87 ms/GMAC, single
+  // 12.80 ms/GMAC, 4100 forwards)"; "one image: split (forwards of 21.5 ms: single not
+  // tried)" for long forwards; "one image: measuring (...)" during the warm-up.
   std::string Describe() const;
 
  private:
   struct Arm {
-    int64_t seen = 0;      // observations, the dropped first one included
-    double average = 0;    // seconds per unit of work, over observations after the first
-    double seconds = 0;    // seconds per forward, the same way
+    int64_t seen = 0;                // observations, the dropped first one included
+    std::vector<double> per_work;    // the last `window` seconds per unit of work (a ring)
+    std::vector<double> seconds;     // the same observations' seconds per forward
+    double MedianPerWork() const;
+    double MedianSeconds() const;
   };
 
   Kind BestLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -219,7 +219,7 @@ TEST(InferenceModelTest, OneImageSplitOrSingleGiveTheSameLogits) {
       o.one_image_split = mode;
       auto model = MustCreate(spec, w, o);
       ASSERT_NE(model, nullptr);
-      for (int i = 0; i < 10; ++i) {  // adaptive: past its warm-up (4 of each kind)
+      for (int i = 0; i < 24; ++i) {  // adaptive: past its warm-up (10 of each kind)
         auto r = model->Run(Ptrs(images), 0.7f);
         ASSERT_TRUE(r.ok()) << r.status();
         if (i == 0) outs.push_back(*r);
