@@ -56,7 +56,8 @@ def ratio(a, b) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    for flag in ("runs", "cpu", "isa", "commit", "command", "label", "ort", "torch", "load"):
+    for flag in ("runs", "cpu", "isa", "commit", "command", "label", "ort", "torch", "load",
+                 "pingpong"):
         ap.add_argument("--" + flag, default="")
     a = ap.parse_args()
     ips, gmacs, tome_r, peaks = load(a.runs)
@@ -69,6 +70,9 @@ def main() -> None:
     print(f"- Commit: {a.commit}; date: {os.popen('date -u +%Y-%m-%dT%H:%M:%SZ').read().strip()};"
           f" load average at the end: {a.load}")
     print(f"- Command: `{a.command}`")
+    if a.pingpong:
+        print(f"- Core-to-core round trip before each round (bench/peers/core_pingpong.c, ns; "
+              f"on a VM it shows whether the host put the vCPUs near or far apart): {a.pingpong}")
     print(f"- ONNX Runtime {a.ort} (onnxruntime-node, CPU EP, intra-op threads = threads, "
           f"sequential, all graph optimisations); PyTorch eager {a.torch} (Debian); "
           "vitserve = bench/vitserve_bench, single stream; base (if present) = BASELINE_BENCH, "

@@ -100,7 +100,9 @@ run_impl() {  # impl model threads round
 mkdir -p "${TMP}/runs"
 impls=(vitserve ort eager)
 [[ -n "${BASELINE_BENCH:-}" ]] && impls+=(base)
+PINGPONG=()  # core-to-core round trip (ns) before each round
 for ((r = 0; r < ROUNDS; ++r)); do
+  [[ -x "${BUILD_DIR}/bench/core_pingpong" ]] && PINGPONG+=("$("${BUILD_DIR}/bench/core_pingpong")")
   for t in "${thread_list[@]}"; do
     OMP_NUM_THREADS=${t} OPENBLAS_NUM_THREADS=${t} "${CAPPED[@]}" "${PYTHON}" "${PEERS}/sgemm_peak.py" \
       > "${TMP}/runs/sgemm.t${t}.r${r}.json"
@@ -126,5 +128,5 @@ mkdir -p "$(dirname "${OUT}")"
   --command "${AVX2:+AVX2=${AVX2} }ROUNDS=${ROUNDS} SECONDS_PER_CELL=${SECONDS_PER_CELL} THREADS=${THREADS} BATCHES=${BATCHES} METHODS=${METHODS} KEEP=${KEEP} MODELS=${MODELS} ${ONEDNN_MAX_CPU_ISA:+ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA} }${BASELINE_BENCH:+BASELINE_BENCH=\"${BASELINE_BENCH}\" }bench/peers/run.sh" \
   --label "${LABEL:-}" --ort "$(node -p "require('${PEERS}/node_modules/onnxruntime-node/package.json').version")" \
   --torch "$("${PYTHON}" -c 'import torch; print(torch.__version__)')" \
-  --load "$(cut -d' ' -f1-3 /proc/loadavg)" > "${OUT}"
+  --load "$(cut -d' ' -f1-3 /proc/loadavg)" --pingpong "${PINGPONG[*]:-}" > "${OUT}"
 echo "wrote ${OUT}" >&2
