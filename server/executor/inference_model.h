@@ -41,8 +41,10 @@ class InferenceModel {
   virtual double weight_zero_fraction() const { return 0.0; }
 
   // The kernels chosen for this machine at load time, one line per choice (e.g. the CPU
-  // GEMM kernel per linear-layer shape, with the timings it was chosen by); empty when
-  // nothing was chosen by measurement.
+  // GEMM kernel per linear-layer shape, with the timings it was chosen by), and for a CPU
+  // model on several threads a last line with the one-image split chooser's state as of
+  // this call (it changes while the model runs); empty when nothing was chosen by
+  // measurement.
   virtual std::vector<std::string> kernel_choices() const { return {}; }
 
   // Runs all `images` as one batch at `keep_rate` in (0, 1] (1 = dense schedule of the
