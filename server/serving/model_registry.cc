@@ -142,6 +142,16 @@ absl::StatusOr<vitserve::v1::ModelInfo> ModelRegistry::Describe(const std::strin
   absl::StatusOr<ModelState*> found = Find(name);
   if (!found.ok()) return found.status();
   vitserve::v1::ModelInfo info = (*found)->Info();
+  // Kernel choices as of now, not as at load: the last line (how one-image forwards run,
+  // server/model/split_chooser.h) follows the forwards served. A reload between the two
+  // reads gives the other version's lines, as a call a moment later would.
+  const std::shared_ptr<ServedModel> served = (*found)->Current();
+  if (served != nullptr && served->model != nullptr) {
+    info.clear_kernel_choices();
+    for (const std::string& choice : served->model->kernel_choices()) {
+      info.add_kernel_choices(choice);
+    }
+  }
   if ((*found)->latency != nullptr) {
     const std::shared_ptr<const LatencyTable> table = (*found)->latency->Snapshot();
     for (vitserve::v1::KeepRatePoint& point : *info.mutable_grid()) {

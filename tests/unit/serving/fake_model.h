@@ -63,6 +63,11 @@ class FakeModel : public InferenceModel {
   const ModelSpec& spec() const override { return spec_; }
   std::vector<BlockShape> block_shapes() const override { return {}; }
   std::string device() const override { return "cpu"; }
+  // Changes with every run, like the real model's one-image split line.
+  std::vector<std::string> kernel_choices() const override {
+    absl::MutexLock l(&mu_);
+    return {"fake kernel", "runs " + std::to_string(runs_)};
+  }
 
   absl::StatusOr<std::vector<ImageResult>> Run(absl::Span<const ImageTensor* const> images,
                                                float keep_rate) override {
@@ -130,7 +135,7 @@ class FakeModel : public InferenceModel {
  private:
   std::function<void()> on_destroy_;
   const ModelSpec spec_;
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   bool hold_ ABSL_GUARDED_BY(mu_) = false;
   int runs_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<float> seen_ ABSL_GUARDED_BY(mu_);

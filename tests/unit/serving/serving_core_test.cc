@@ -136,6 +136,23 @@ TEST_F(ServingCoreTest, AdmittedRequestIsAnsweredAtTheModelsDefaultKeepRate) {
   EXPECT_THAT(model_->keep_rates(), ElementsAre(0.7f));
 }
 
+// GetModelInfo reports the model's kernel choices as they are when asked: the real
+// model's last line (the one-image split chooser) changes as it serves.
+TEST_F(ServingCoreTest, ModelInfoKernelChoicesAreLive) {
+  Start(FastOptions());
+  absl::StatusOr<vitserve::v1::ModelInfo> before = core_->DescribeModel("tiny");
+  ASSERT_TRUE(before.ok()) << before.status();
+  ASSERT_EQ(before->kernel_choices_size(), 2);
+  EXPECT_EQ(before->kernel_choices(0), "fake kernel");
+  model_->ClearRuns();
+  ASSERT_TRUE(Admit(Request(1.0f, "a")).ok());
+  ASSERT_EQ(answers_.WaitFor(1).size(), 1u);
+  absl::StatusOr<vitserve::v1::ModelInfo> after = core_->DescribeModel("tiny");
+  ASSERT_TRUE(after.ok()) << after.status();
+  ASSERT_EQ(after->kernel_choices_size(), 2);
+  EXPECT_EQ(after->kernel_choices(1), "runs 1");
+}
+
 TEST_F(ServingCoreTest, RefusalsAreReturnedAndNeverAnswered) {
   Start(FastOptions());
   ClassifyRequest unknown = Request(1.0f);
