@@ -64,9 +64,9 @@ class SplitChooser {
 
  private:
   struct Arm {
-    int64_t seen = 0;                // observations, the dropped first one included
-    std::vector<double> per_work;    // the last `window` seconds per unit of work (a ring)
-    std::vector<double> seconds;     // the same observations' seconds per forward
+    int64_t seen = 0;              // observations, the dropped first one included
+    std::vector<double> per_work;  // the last `window` seconds per unit of work (a ring)
+    std::vector<double> seconds;   // the same observations' seconds per forward
     double MedianPerWork() const;
     double MedianSeconds() const;
   };
@@ -76,8 +76,8 @@ class SplitChooser {
   const Options options_;
   mutable absl::Mutex mu_;
   Arm arms_[2] ABSL_GUARDED_BY(mu_);
-  int64_t forwards_ ABSL_GUARDED_BY(mu_) = 0;       // Next calls
-  int64_t since_probe_ ABSL_GUARDED_BY(mu_) = 0;    // Next calls since the other kind ran
+  int64_t forwards_ ABSL_GUARDED_BY(mu_) = 0;     // Next calls
+  int64_t since_probe_ ABSL_GUARDED_BY(mu_) = 0;  // Next calls since the other kind ran
 };
 
 absl::string_view SplitKindName(SplitChooser::Kind kind);  // "split" | "single"

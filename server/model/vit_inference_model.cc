@@ -279,8 +279,11 @@ absl::StatusOr<std::vector<ImageResult>> VitInferenceModel::Run(
       // one thread (with the plan timed on one thread), as split_chooser.h decides.
       const bool choosable = device_.is_cpu() && intra_op_threads_ > 1 && batch == 1;
       SplitChooser::Kind kind = SplitChooser::Kind::kSplit;
-      if (choosable && one_image_split_ == OneImageSplit::kAdaptive) kind = split_chooser_.Next();
-      if (choosable && one_image_split_ == OneImageSplit::kSingle) kind = SplitChooser::Kind::kSingle;
+      if (choosable && one_image_split_ == OneImageSplit::kAdaptive) {
+        kind = split_chooser_.Next();
+      } else if (choosable && one_image_split_ == OneImageSplit::kSingle) {
+        kind = SplitChooser::Kind::kSingle;
+      }
       const auto start = std::chrono::steady_clock::now();
       if (kind == SplitChooser::Kind::kSingle) {
         ScopedIntraOpThreads one(1);

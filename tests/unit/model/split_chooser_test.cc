@@ -45,8 +45,7 @@ TEST(SplitChooserTest, WarmUpRunsBothThenPicksTheFaster) {
   const std::vector<Kind> kinds =
       Drive(chooser, 8, [](Kind k) { return k == Kind::kSplit ? 2.0 : 1.0; });
   EXPECT_EQ(kinds, std::vector<Kind>({Kind::kSplit, Kind::kSplit, Kind::kSplit, Kind::kSplit,
-                                      Kind::kSingle, Kind::kSingle, Kind::kSingle,
-                                      Kind::kSingle}));
+                                      Kind::kSingle, Kind::kSingle, Kind::kSingle, Kind::kSingle}));
   EXPECT_EQ(chooser.Next(), Kind::kSingle);
   EXPECT_NE(chooser.Describe().find("one image: single (split 2000000000000.00 ms/GMAC, single "
                                     "1000000000000.00 ms/GMAC"),
