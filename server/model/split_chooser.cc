@@ -11,7 +11,7 @@ constexpr SplitChooser::Kind kOther[2] = {SplitChooser::Kind::kSingle, SplitChoo
 
 int Index(SplitChooser::Kind kind) { return static_cast<int>(kind); }
 
-double Median(std::vector<double> values) {
+double Median(std::vector<double> values) {  // a copy: the ring keeps its order
   if (values.empty()) return 0;
   const size_t mid = values.size() / 2;
   std::nth_element(values.begin(), values.begin() + mid, values.end());
@@ -24,11 +24,8 @@ absl::string_view SplitKindName(SplitChooser::Kind kind) {
   return kind == SplitChooser::Kind::kSplit ? "split" : "single";
 }
 
-double SplitChooser::Arm::MedianPerWork() const { return Median(per_work); }
-double SplitChooser::Arm::MedianSeconds() const { return Median(seconds); }
-
 SplitChooser::Kind SplitChooser::BestLocked() const {
-  return arms_[Index(Kind::kSingle)].MedianPerWork() < arms_[Index(Kind::kSplit)].MedianPerWork()
+  return arms_[Index(Kind::kSingle)].median_per_work < arms_[Index(Kind::kSplit)].median_per_work
              ? Kind::kSingle
              : Kind::kSplit;
 }
@@ -36,11 +33,10 @@ SplitChooser::Kind SplitChooser::BestLocked() const {
 SplitChooser::Kind SplitChooser::Next() {
   absl::MutexLock lock(&mu_);
   ++forwards_;
-  const int64_t needed = options_.window + 1;
   const Arm& split = arms_[Index(Kind::kSplit)];
-  if (split.seen < needed) return Kind::kSplit;
-  if (split.MedianSeconds() >= options_.short_forward_seconds) return Kind::kSplit;
-  if (arms_[Index(Kind::kSingle)].seen < needed) return Kind::kSingle;
+  if (!Warm(split)) return Kind::kSplit;
+  if (split.median_seconds >= options_.short_forward_seconds) return Kind::kSplit;
+  if (!Warm(arms_[Index(Kind::kSingle)])) return Kind::kSingle;
   const Kind best = BestLocked();
   if (++since_probe_ >= options_.probe_every) {
     since_probe_ = 0;
@@ -64,23 +60,25 @@ void SplitChooser::Record(Kind kind, double seconds, double work) {
     arm.per_work[slot] = seconds / work;
     arm.seconds[slot] = seconds;
   }
+  arm.median_per_work = Median(arm.per_work);
+  arm.median_seconds = Median(arm.seconds);
 }
 
 std::string SplitChooser::Describe() const {
   absl::MutexLock lock(&mu_);
   const Arm& split = arms_[Index(Kind::kSplit)];
   const Arm& single = arms_[Index(Kind::kSingle)];
-  if (split.seen > options_.window && split.MedianSeconds() >= options_.short_forward_seconds) {
+  if (Warm(split) && split.median_seconds >= options_.short_forward_seconds) {
     return absl::StrFormat("one image: split (forwards of %.1f ms: single not tried)",
-                           1e3 * split.MedianSeconds());
+                           1e3 * split.median_seconds);
   }
-  if (split.seen <= options_.window || single.seen <= options_.window) {
+  if (!Warm(split) || !Warm(single)) {
     return absl::StrFormat("one image: measuring (%d split, %d single forwards)", split.seen,
                            single.seen);
   }
   return absl::StrFormat("one image: %s (split %.2f ms/GMAC, single %.2f ms/GMAC, %d forwards)",
-                         SplitKindName(BestLocked()), 1e12 * split.MedianPerWork(),
-                         1e12 * single.MedianPerWork(), forwards_);
+                         SplitKindName(BestLocked()), 1e12 * split.median_per_work,
+                         1e12 * single.median_per_work, forwards_);
 }
 
 }  // namespace vitserve

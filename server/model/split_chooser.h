@@ -67,9 +67,13 @@ class SplitChooser {
     int64_t seen = 0;              // observations, the dropped first one included
     std::vector<double> per_work;  // the last `window` seconds per unit of work (a ring)
     std::vector<double> seconds;   // the same observations' seconds per forward
-    double MedianPerWork() const;
-    double MedianSeconds() const;
+    // Medians of the two rings, updated by Record so that Next reads them per forward.
+    double median_per_work = 0;
+    double median_seconds = 0;
   };
+
+  // Enough observations after the dropped first one to be compared.
+  bool Warm(const Arm& arm) const { return arm.seen > options_.window; }
 
   Kind BestLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -13,7 +13,8 @@
 namespace vitserve {
 namespace {
 
-// GetModelInfo's answer for one loaded version, expected accuracies filled in.
+// GetModelInfo's answer for one loaded version, expected accuracies filled in; the kernel
+// choices are added when asked (Describe), since they change while the model serves.
 absl::StatusOr<vitserve::v1::ModelInfo> ServedModelInfo(const InferenceModel& model) {
   const ModelSpec& spec = model.spec();
   absl::StatusOr<vitserve::v1::ModelInfo> info =
@@ -22,7 +23,6 @@ absl::StatusOr<vitserve::v1::ModelInfo> ServedModelInfo(const InferenceModel& mo
     return absl::InvalidArgumentError(
         absl::StrCat("model '", spec.name, "': ", info.status().message()));
   }
-  for (const std::string& choice : model.kernel_choices()) info->add_kernel_choices(choice);
   for (vitserve::v1::KeepRatePoint& point : *info->mutable_grid()) {
     if (point.expected_accuracy() == 0.0) {
       point.set_expected_accuracy(
